@@ -1,0 +1,5 @@
+"""hpsrl: genetic-algorithm hyperparameter search for deep reinforcement learning."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
