@@ -1,0 +1,23 @@
+# hpsrl: a genetic-algorithm search over deep-RL hyperparameters, one Snakemake job per individual.
+#
+#   gen000/population.h5 -> gen000/ind*.h5 (train, MPI) -> gen000.h5 (collect) -> gen001/population.h5
+#   (evolve) -> ... -> retest/ (best individual on fresh seeds) -> status.txt, best.yaml (report)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/init.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evolve.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        campaign_targets(),
+    default_target: True

@@ -1,0 +1,146 @@
+"""The ``hpsrl`` command: what Snakemake's rules call, and what people read campaigns with."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpsrl.config import ConfigError, load_config, load_yaml
+from hpsrl.storage import CorruptResultError
+
+log = logging.getLogger("hpsrl")
+
+
+def _cmd_check(args: argparse.Namespace) -> None:
+    config = load_config(load_yaml(args.config))
+    from hpsrl.envs import EnvSpec, action_kind
+    from hpsrl.agents import ACTION_KINDS
+
+    env = EnvSpec.from_config(config["env"])
+    env.check()
+    kind = action_kind(env.make().action_space)
+    if kind not in ACTION_KINDS[config["algorithm"]]:
+        raise ConfigError(
+            f"config key 'algorithm': {config['algorithm']} needs "
+            f"{' or '.join(sorted(ACTION_KINDS[config['algorithm']]))} actions, but "
+            f"{env.id} has {kind} actions; choose an algorithm for {kind} actions"
+        )
+    print(f"{args.config}: ok ({config['algorithm']} on {env.id}, {len(config['genes'])} genes)")
+
+
+def _cmd_init(args: argparse.Namespace) -> None:
+    from hpsrl.evolve import initial_population
+    from hpsrl.storage import write_population
+
+    config = load_config(json.loads(args.config_json))
+    write_population(args.out, initial_population(config))
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from hpsrl.train import run_job
+
+    run_job(args.population, args.individual, args.out)
+
+
+def _cmd_collect(args: argparse.Namespace) -> None:
+    from hpsrl.generation import collect
+    from hpsrl.storage import read_population, write_generation
+
+    write_generation(args.out, collect(read_population(args.population), args.results))
+
+
+def _cmd_evolve(args: argparse.Namespace) -> None:
+    from hpsrl.evolve import next_population
+    from hpsrl.storage import read_generation, write_population
+
+    previous = read_generation(args.generation)
+    write_population(args.out, next_population(previous, previous.config))
+
+
+def _cmd_retest(args: argparse.Namespace) -> None:
+    from hpsrl.evolve import retest_population
+    from hpsrl.storage import read_generation, write_population
+
+    final = read_generation(args.generation)
+    write_population(args.out, retest_population(final, final.config))
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from hpsrl.summary import status_table
+
+    sys.stdout.write(status_table(args.campaign_dir))
+
+
+def _cmd_best(args: argparse.Namespace) -> None:
+    from hpsrl.summary import best_yaml
+
+    sys.stdout.write(best_yaml(args.campaign_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsrl",
+        description="Genetic-algorithm hyperparameter search for deep RL. Campaigns run with "
+        "snakemake; these commands are what its rules call and what you read results with.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate a campaign config without running anything")
+    p.add_argument("config", nargs="?", default="config/config.yaml", help="YAML config file")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("status", help="per generation: best and median objectives, failures")
+    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("best", help="the final generation's best individual as YAML")
+    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.set_defaults(func=_cmd_best)
+
+    # The workflow's steps (called by the Snakemake rules).
+    p = sub.add_parser("init", help="(workflow) write generation 0's population")
+    p.add_argument("--config-json", required=True, help="the validated config as JSON")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("train", help="(workflow) train one individual on its seeds (MPI job)")
+    p.add_argument("--population", required=True, type=Path)
+    p.add_argument("--individual", required=True, type=int)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("collect", help="(workflow) stack a population's results into gen*.h5")
+    p.add_argument("--population", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("results", nargs="+", type=Path, help="individual result files, in order")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("evolve", help="(workflow) write generation g+1's population from gen g")
+    p.add_argument("--generation", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_evolve)
+
+    p = sub.add_parser("retest", help="(workflow) plan the best individual's fresh-seed re-test")
+    p.add_argument("--generation", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_retest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except (ConfigError, CorruptResultError, FileNotFoundError, RuntimeError) as e:
+        print(f"hpsrl: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,181 @@
+"""The campaign config: schema validation with defaults, semantic checks, hashing and seeds.
+
+One function, :func:`load_config`, turns what a user wrote into a complete, checked campaign, so the
+Snakefile, the command line and the training jobs all see the same thing. Errors are
+:class:`ConfigError` with a message that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import yaml
+
+from hpsrl.genes import SearchSpace
+
+SCHEMA_VERSION = 1
+
+# Keys that may change on an existing campaign without changing what its results mean.
+HASH_EXEMPT_KEYS = ("generations",)
+
+NATURAL_DIRECTIONS = {
+    "return": "maximize",
+    "steps_to_threshold": "minimize",
+    "train_seconds": "minimize",
+}
+
+# Independent seed streams: SeedSequence(root, spawn_key=(STREAM, ...)).
+STREAM_GA = 0
+STREAM_TRAIN = 1
+STREAM_EVAL = 2
+STREAM_RETEST_TRAIN = 3
+STREAM_RETEST_EVAL = 4
+
+
+class ConfigError(ValueError):
+    """A campaign config that cannot run; the message says what to change."""
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("hpsrl").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _validator_with_defaults() -> type:
+    """A Draft 2020-12 validator that fills in each property's `default` (the jsonschema recipe)."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _schema_error_message(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    hint = ""
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        hint = f" Allowed keys here: {', '.join(allowed)}."
+    elif error.validator == "enum":
+        hint = f" Choose one of: {', '.join(map(str, error.validator_value))}."
+    return f"config key '{key}': {error.message}.{hint}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, turning parse errors into a ConfigError naming the file and line."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} does not exist") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``raw`` against the schema, fill in defaults and check what a schema cannot.
+
+    Returns a new dict (``raw`` is left as it is). Raises ConfigError.
+    """
+    config = json.loads(json.dumps(raw))  # a deep copy of plain data; also rejects non-JSON values
+    validator = _validator_with_defaults()(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_schema_error_message(errors[0]))
+    for objective in config["objectives"]:
+        objective.setdefault("direction", NATURAL_DIRECTIONS[objective["name"]])
+        if objective["name"] == "steps_to_threshold" and "threshold" not in objective:
+            raise ConfigError(
+                "config key 'objectives': steps_to_threshold needs a 'threshold' "
+                "(the return that counts as solved, e.g. threshold: 475 for CartPole-v1)"
+            )
+    names = [o["name"] for o in config["objectives"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'objectives': each objective may appear once, got {names}")
+    ga = config["ga"]
+    if ga["elites"] >= ga["population"]:
+        raise ConfigError(
+            f"config key 'ga.elites': {ga['elites']} elites leave no room for children in a "
+            f"population of {ga['population']}; use fewer than ga.population"
+        )
+    if ga["tournament_size"] > ga["population"]:
+        raise ConfigError(
+            f"config key 'ga.tournament_size': {ga['tournament_size']} is larger than the "
+            f"population ({ga['population']})"
+        )
+    search_space(config)  # gene errors name the gene
+    _check_algorithm_fields(config)
+    return config
+
+
+def search_space(config: Mapping[str, Any]) -> SearchSpace:
+    try:
+        return SearchSpace.from_config(config["genes"])
+    except ValueError as e:
+        raise ConfigError(f"config key 'genes': {e}") from e
+
+
+def _check_algorithm_fields(config: Mapping[str, Any]) -> None:
+    """Genes and fixed values must be hyperparameters of the algorithm, and not both."""
+    from hpsrl.agents import make_hyperparameters  # torch is imported only when checking agents
+
+    overlap = sorted(set(config["genes"]) & set(config["fixed"]))
+    if overlap:
+        raise ConfigError(
+            f"config keys 'genes' and 'fixed' both set {overlap}: a hyperparameter is either "
+            "searched (genes) or held constant (fixed); remove it from one of them"
+        )
+    space = search_space(config)
+    sample = space.sample(np.random.default_rng(0))
+    try:
+        make_hyperparameters(config["algorithm"], {**config["fixed"], **sample})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config keys 'genes'/'fixed' for algorithm '{config['algorithm']}': {e}")
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A hash of everything that gives results their meaning (not of the generation budget)."""
+    meaningful = copy.deepcopy(dict(config))
+    for key in HASH_EXEMPT_KEYS:
+        meaningful.get("ga", {}).pop(key, None)
+    text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """Derives every seed of a campaign from its root seed."""
+
+    root: int
+
+    def generator(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(self.root, spawn_key=key))
+
+    def seeds(self, stream: int, batch: int, individuals: int, per_individual: int) -> np.ndarray:
+        """A (individuals, per_individual) uint32 array of seeds, one stream per (batch, individual, k)."""
+        out = np.empty((individuals, per_individual), dtype=np.uint32)
+        for i in range(individuals):
+            for k in range(per_individual):
+                ss = np.random.SeedSequence(self.root, spawn_key=(stream, batch, i, k))
+                out[i, k] = ss.generate_state(1)[0]
+        return out

@@ -1,0 +1,307 @@
+"""HDF5 files of a campaign: what each holds, and writing them so a killed job never leaves half a file.
+
+Layout of ``RESULTS_DIR/CAMPAIGN/`` (see the README for every dataset):
+
+- ``gen003/population.h5``: the plan for a generation: genes, lineage and seeds.
+- ``gen003/ind005.h5``: one training job's result: per-seed returns, curves, weights.
+- ``gen003.h5``: the generation record: the population and all its results, objectives and ranks.
+
+Only plain arrays and attributes are stored (JSON text for nested metadata), so nothing read back is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import hpsrl
+from hpsrl.config import SCHEMA_VERSION, config_hash, search_space
+
+STR = h5py.string_dtype()
+
+
+class CorruptResultError(RuntimeError):
+    """An HDF5 file that cannot be read back; the message names it and how to regenerate it."""
+
+
+@contextmanager
+def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
+    """Open ``path`` for writing under a temporary name, renamed into place only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def open_h5(path: str | Path) -> Iterator[h5py.File]:
+    """Open a result file for reading; a damaged one raises CorruptResultError naming it."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError, ValueError) as e:
+        raise CorruptResultError(
+            f"{path} cannot be read ({e}); delete it and rerun snakemake to regenerate it"
+        ) from e
+
+
+def _write_metadata(f: h5py.File, config: Mapping[str, Any], batch: str) -> None:
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["hpsrl_version"] = hpsrl.__version__
+    f.attrs["batch"] = batch
+    f.attrs["config"] = json.dumps(config, sort_keys=True)
+    f.attrs["config_hash"] = config_hash(config)
+    f.attrs["gene_names"] = json.dumps(list(config["genes"]))
+    f.attrs["objective_names"] = json.dumps([o["name"] for o in config["objectives"]])
+    f.attrs["objective_directions"] = json.dumps([o["direction"] for o in config["objectives"]])
+
+
+def _strings(values: Sequence[str]) -> np.ndarray:
+    return np.array(list(values), dtype=object)
+
+
+def _read_strings(dataset: h5py.Dataset) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[()]]
+
+
+# -- populations --------------------------------------------------------------------------------
+
+
+@dataclass
+class Population:
+    """A batch of individuals to train: a generation, or the re-test of the best one."""
+
+    batch: str
+    config: dict[str, Any]
+    individuals: list[dict[str, Any]]
+    parents: np.ndarray  # (n, 2) int64: indices in the previous generation, -1 where none
+    operators: list[str]  # how each individual was made: random, elite, crossover, mutation, ...
+    train_seeds: np.ndarray  # (n, seeds) uint32
+    eval_seeds: np.ndarray  # (n, seeds) uint32
+
+    def __len__(self) -> int:
+        return len(self.individuals)
+
+    def hyperparameters(self, index: int) -> dict[str, Any]:
+        """Genes of one individual on top of the fixed values."""
+        return {**self.config["fixed"], **self.individuals[index]}
+
+
+def _write_population_group(group: h5py.Group, pop: Population) -> None:
+    genes = group.create_group("genes")
+    for name, column in search_space(pop.config).to_columns(pop.individuals).items():
+        genes.create_dataset(name, data=column)
+    group.create_dataset("parents", data=pop.parents.astype(np.int64))
+    group.create_dataset("operator", data=_strings(pop.operators), dtype=STR)
+    group.create_dataset("train_seeds", data=pop.train_seeds.astype(np.uint32))
+    group.create_dataset("eval_seeds", data=pop.eval_seeds.astype(np.uint32))
+
+
+def _read_population_group(group: h5py.Group, config: dict[str, Any], batch: str) -> Population:
+    space = search_space(config)
+    columns = {name: group["genes"][name][()] for name in space.names}
+    return Population(
+        batch=batch,
+        config=config,
+        individuals=space.from_columns(columns),
+        parents=group["parents"][()],
+        operators=_read_strings(group["operator"]),
+        train_seeds=group["train_seeds"][()],
+        eval_seeds=group["eval_seeds"][()],
+    )
+
+
+def write_population(path: str | Path, pop: Population) -> None:
+    with atomic_h5(path) as f:
+        _write_metadata(f, pop.config, pop.batch)
+        _write_population_group(f.create_group("population"), pop)
+
+
+def read_population(path: str | Path) -> Population:
+    with open_h5(path) as f:
+        config = json.loads(f.attrs["config"])
+        return _read_population_group(f["population"], config, str(f.attrs["batch"]))
+
+
+# -- one individual's training result ---------------------------------------------------------
+
+
+@dataclass
+class SeedResult:
+    """What training one seed produced (or why it failed)."""
+
+    status: str  # "ok" or "failed"
+    error: str = ""
+    eval_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    curve_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    curve_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    steps_to_threshold: float = float("nan")
+    env_steps: int = 0
+    train_seconds: float = float("nan")
+    eval_seconds: float = float("nan")
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class IndividualResult:
+    batch: str
+    individual: int
+    hyperparameters: dict[str, Any]
+    train_seeds: np.ndarray
+    eval_seeds: np.ndarray
+    seeds: list[SeedResult]
+    eval_episodes: int
+    curve_points: int
+    mpi_ranks: int = 1
+    hostname: str = field(default_factory=socket.gethostname)
+
+    @property
+    def status(self) -> str:
+        return "ok" if all(s.status == "ok" for s in self.seeds) else "failed"
+
+    @property
+    def error(self) -> str:
+        return "\n".join(f"seed {k}: {s.error}" for k, s in enumerate(self.seeds) if s.error)
+
+
+def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Stack per-seed rows into (seeds, width), NaN where a failed seed has nothing."""
+    out = np.full((len(rows), width), np.nan)
+    for k, row in enumerate(rows):
+        if len(row) == width:
+            out[k] = row
+    return out
+
+
+def write_individual(path: str | Path, result: IndividualResult, config: Mapping[str, Any]) -> None:
+    with atomic_h5(path) as f:
+        _write_metadata(f, config, result.batch)
+        f.attrs["individual"] = result.individual
+        f.attrs["status"] = result.status
+        f.attrs["error"] = result.error
+        f.attrs["hyperparameters"] = json.dumps(result.hyperparameters, sort_keys=True)
+        f.attrs["mpi_ranks"] = result.mpi_ranks
+        f.attrs["hostname"] = result.hostname
+        seeds = result.seeds
+        f["train_seeds"] = result.train_seeds.astype(np.uint32)
+        f["eval_seeds"] = result.eval_seeds.astype(np.uint32)
+        f.create_dataset("seed_status", data=_strings([s.status for s in seeds]), dtype=STR)
+        f.create_dataset("seed_error", data=_strings([s.error for s in seeds]), dtype=STR)
+        episodes = _padded([s.eval_returns for s in seeds], result.eval_episodes)
+        f["episode_returns"] = episodes
+        f["returns"] = episodes.mean(axis=1)
+        f["steps_to_threshold"] = np.array([s.steps_to_threshold for s in seeds], dtype=float)
+        f["env_steps"] = np.array([s.env_steps for s in seeds], dtype=np.int64)
+        f["train_seconds"] = np.array([s.train_seconds for s in seeds], dtype=float)
+        f["eval_seconds"] = np.array([s.eval_seconds for s in seeds], dtype=float)
+        ok_curves = [s.curve_steps for s in seeds if len(s.curve_steps) == result.curve_points]
+        steps = ok_curves[0] if ok_curves else np.zeros(result.curve_points, dtype=np.int64)
+        f["curve_steps"] = np.asarray(steps, dtype=np.int64)
+        f["curve_returns"] = _padded([s.curve_returns for s in seeds], result.curve_points)
+        weights = f.create_group("weights")
+        for k, s in enumerate(seeds):
+            group = weights.create_group(f"seed{k}")
+            for name, array in s.weights.items():
+                group[name] = array
+
+
+PER_SEED_DATASETS = (
+    "returns",
+    "episode_returns",
+    "steps_to_threshold",
+    "env_steps",
+    "train_seconds",
+    "eval_seconds",
+    "curve_returns",
+)
+
+
+def read_individual_arrays(path: str | Path) -> dict[str, Any]:
+    """The per-seed arrays and status of one result file (weights are left on disk)."""
+    with open_h5(path) as f:
+        out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_DATASETS}
+        out["curve_steps"] = f["curve_steps"][()]
+        out["status"] = str(f.attrs["status"])
+        out["error"] = str(f.attrs["error"])
+        out["config_hash"] = str(f.attrs["config_hash"])
+        return out
+
+
+def read_weights(path: str | Path, seed_index: int = 0) -> dict[str, np.ndarray]:
+    with open_h5(path) as f:
+        group = f["weights"][f"seed{seed_index}"]
+        return {name: group[name][()] for name in group}
+
+
+# -- the generation record -------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    """A population with its results: what selection and the reports read."""
+
+    population: Population
+    results: dict[str, np.ndarray]  # PER_SEED_DATASETS stacked (n, seeds, ...), status, error
+    objectives: np.ndarray  # (n, objectives), NaN for failed individuals
+    front: np.ndarray  # (n,) NSGA-II front, 0 = non-dominated
+    rank_key: np.ndarray  # (n,) lower is better; +inf for failed individuals
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.population.config
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.results["status"] == "ok"
+
+
+def write_generation(path: str | Path, gen: Generation) -> None:
+    with atomic_h5(path) as f:
+        _write_metadata(f, gen.config, gen.population.batch)
+        _write_population_group(f.create_group("population"), gen.population)
+        results = f.create_group("results")
+        for name, array in gen.results.items():
+            if name in ("status", "error"):
+                results.create_dataset(name, data=_strings(array), dtype=STR)
+            else:
+                results[name] = array
+        results["objectives"] = gen.objectives
+        results["front"] = gen.front.astype(np.int64)
+        results["rank_key"] = gen.rank_key
+
+
+def read_generation(path: str | Path) -> Generation:
+    with open_h5(path) as f:
+        config = json.loads(f.attrs["config"])
+        pop = _read_population_group(f["population"], config, str(f.attrs["batch"]))
+        group = f["results"]
+        results: dict[str, Any] = {
+            name: group[name][()] for name in (*PER_SEED_DATASETS, "curve_steps")
+        }
+        results["status"] = np.array(_read_strings(group["status"]))
+        results["error"] = np.array(_read_strings(group["error"]))
+        return Generation(
+            population=pop,
+            results=results,
+            objectives=group["objectives"][()],
+            front=group["front"][()],
+            rank_key=group["rank_key"][()],
+        )

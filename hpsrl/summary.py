@@ -1,0 +1,117 @@
+"""What a person reads about a campaign: a table per generation and the best individual."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from hpsrl.evolve import RETEST_BATCH
+from hpsrl.generation import best_index
+from hpsrl.storage import Generation, read_generation
+
+GENERATION_FILE = re.compile(r"^gen(\d{3})\.h5$")
+
+
+def generation_files(campaign_dir: str | Path) -> list[Path]:
+    campaign_dir = Path(campaign_dir)
+    if not campaign_dir.is_dir():
+        raise FileNotFoundError(
+            f"{campaign_dir} is not a campaign folder (expected RESULTS_DIR/CAMPAIGN, e.g. "
+            "results/cartpole-ppo)"
+        )
+    files = sorted(p for p in campaign_dir.iterdir() if GENERATION_FILE.match(p.name))
+    if not files:
+        raise FileNotFoundError(
+            f"{campaign_dir} holds no finished generation (gen000.h5, ...) yet; run snakemake first"
+        )
+    return files
+
+
+def _fmt(value: float) -> str:
+    if not np.isfinite(value):
+        return "-"
+    return f"{value:.4g}"
+
+
+def status_table(campaign_dir: str | Path) -> str:
+    """Per generation: individuals ok/failed and each objective's best and median."""
+    gens = [read_generation(p) for p in generation_files(campaign_dir)]
+    objectives = gens[0].config["objectives"]
+    header = ["gen", "ok", "failed"]
+    for o in objectives:
+        arrow = "max" if o["direction"] == "maximize" else "min"
+        header += [f"best {o['name']} ({arrow})", f"median {o['name']}"]
+    rows = [header]
+    for gen in gens:
+        ok = gen.ok
+        row = [gen.population.batch, str(int(ok.sum())), str(int((~ok).sum()))]
+        for j, o in enumerate(objectives):
+            values = gen.objectives[ok, j]
+            if values.size:
+                best = values.max() if o["direction"] == "maximize" else values.min()
+                row += [_fmt(best), _fmt(float(np.median(values)))]
+            else:
+                row += ["-", "-"]
+        rows.append(row)
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
+    failures = [
+        f"{gen.population.batch} individual {i}: {gen.results['error'][i]}"
+        for gen in gens
+        for i in np.flatnonzero(~gen.ok)
+    ]
+    if failures:
+        lines += ["", "failures:", *failures]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays to plain YAML-able values."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
+    """The final generation's best individual: hyperparameters, objectives, per-seed returns,
+    and its re-test on fresh seeds when the campaign has one."""
+    campaign_dir = Path(campaign_dir)
+    final: Generation = read_generation(generation_files(campaign_dir)[-1])
+    best = best_index(final)
+    if best is None:
+        raise RuntimeError(f"every individual of {final.population.batch} failed")
+    names = [o["name"] for o in final.config["objectives"]]
+    summary: dict[str, Any] = {
+        "campaign": final.config["campaign"],
+        "env": final.config["env"]["id"],
+        "algorithm": final.config["algorithm"],
+        "generation": final.population.batch,
+        "individual": best,
+        "hyperparameters": final.population.hyperparameters(best),
+        "objectives": dict(zip(names, _plain(final.objectives[best]))),
+        "returns_per_seed": _plain(final.results["returns"][best]),
+        "train_seeds": _plain(final.population.train_seeds[best]),
+    }
+    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
+    if retest_file.exists():
+        retest = read_generation(retest_file)
+        if int(retest.population.parents[0, 0]) == best:
+            summary["retest"] = {
+                "status": str(retest.results["status"][0]),
+                "mean_return": _plain(float(np.mean(retest.results["returns"][0]))),
+                "returns_per_seed": _plain(retest.results["returns"][0]),
+                "train_seeds": _plain(retest.population.train_seeds[0]),
+            }
+    return summary
+
+
+def best_yaml(campaign_dir: str | Path) -> str:
+    return yaml.safe_dump(best_summary(campaign_dir), sort_keys=False)

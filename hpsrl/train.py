@@ -1,0 +1,103 @@
+"""One training job: one individual, its seeds spread over the MPI ranks, rank 0 writes the result.
+
+A seed whose training raises or diverges becomes a failed SeedResult with the traceback, not a
+crash: the individual is recorded as failed and the campaign goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hpsrl.mpi import my_tasks, threads_per_rank, world
+from hpsrl.storage import IndividualResult, Population, SeedResult, read_population, write_individual
+
+log = logging.getLogger(__name__)
+
+
+def _return_threshold(config: dict[str, Any]) -> float | None:
+    for objective in config["objectives"]:
+        if objective["name"] == "steps_to_threshold":
+            return float(objective["threshold"])
+    return None
+
+
+def train_seed(pop: Population, individual: int, k: int) -> SeedResult:
+    """Train and evaluate one seed of one individual; failures are returned, not raised."""
+    from hpsrl.agents import get_algorithm, make_hyperparameters
+    from hpsrl.envs import EnvSpec
+
+    config = pop.config
+    train_seed_, eval_seed = int(pop.train_seeds[individual, k]), int(pop.eval_seeds[individual, k])
+    started = time.perf_counter()
+    try:
+        algorithm = get_algorithm(config["algorithm"])
+        hp = make_hyperparameters(config["algorithm"], pop.hyperparameters(individual))
+        result = algorithm.train(
+            EnvSpec.from_config(config["env"]),
+            hp,
+            total_steps=config["training"]["steps"],
+            seed=train_seed_,
+            eval_seed=eval_seed,
+            eval_episodes=config["training"]["eval_episodes"],
+            curve_points=config["training"]["curve_points"],
+            return_threshold=_return_threshold(config),
+        )
+    except Exception as e:  # a failed individual is data: record why and go on
+        log.error(
+            "%s individual %d seed %d failed after %.1f s:\n%s",
+            pop.batch, individual, k, time.perf_counter() - started, traceback.format_exc(),
+        )
+        return SeedResult(status="failed", error=f"{type(e).__name__}: {e}")
+    log.info(
+        "%s individual %d seed %d: mean eval return %.1f in %.1f s (%d env steps)",
+        pop.batch, individual, k, result.eval_returns.mean(), result.train_seconds,
+        result.env_steps,
+    )
+    return SeedResult(
+        status="ok",
+        eval_returns=result.eval_returns,
+        curve_steps=result.curve_steps,
+        curve_returns=result.curve_returns,
+        steps_to_threshold=float(result.steps_to_threshold),
+        env_steps=int(result.env_steps),
+        train_seconds=float(result.train_seconds),
+        eval_seconds=float(result.eval_seconds),
+        weights={name: t.detach().cpu().numpy() for name, t in result.model_state.items()},
+    )
+
+
+def run_job(population_path: str | Path, individual: int, out_path: str | Path) -> None:
+    """Train every seed of ``individual`` across the MPI ranks; rank 0 writes ``out_path``."""
+    import torch
+
+    torch.set_num_threads(threads_per_rank())
+    comm = world()
+    pop = read_population(population_path) if comm.rank == 0 else None
+    pop = comm.bcast(pop, root=0)
+    if not 0 <= individual < len(pop):
+        raise ValueError(f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}")
+    n_seeds = pop.train_seeds.shape[1]
+    mine = {k: train_seed(pop, individual, k) for k in my_tasks(n_seeds, comm.rank, comm.size)}
+    gathered = comm.gather(mine, root=0)
+    if comm.rank != 0:
+        return
+    by_seed: dict[int, SeedResult] = {}
+    for part in gathered:
+        by_seed.update(part)
+    result = IndividualResult(
+        batch=pop.batch,
+        individual=individual,
+        hyperparameters=pop.hyperparameters(individual),
+        train_seeds=pop.train_seeds[individual],
+        eval_seeds=pop.eval_seeds[individual],
+        seeds=[by_seed[k] for k in range(n_seeds)],
+        eval_episodes=pop.config["training"]["eval_episodes"],
+        curve_points=pop.config["training"]["curve_points"],
+        mpi_ranks=comm.size,
+    )
+    write_individual(out_path, result, pop.config)
+    log.info("%s individual %d: %s, written to %s", pop.batch, individual, result.status, out_path)

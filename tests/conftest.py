@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Never let a test oversubscribe the 2 cores of CI with torch threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TINY: dict[str, Any] = {
+    "campaign": "tiny",
+    "results_dir": "results",
+    "seed": 7,
+    "env": {"id": "CartPole-v1"},
+    "algorithm": "ppo",
+    "genes": {
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+        "gamma": {"type": "float", "low": 0.95, "high": 0.999},
+        "activation": {"type": "categorical", "choices": ["tanh", "relu"]},
+        "hidden_sizes": {
+            "type": "list",
+            "min_length": 1,
+            "max_length": 2,
+            "element": {"type": "int", "low": 8, "high": 32},
+        },
+    },
+    "fixed": {"num_envs": 4, "num_steps": 64, "batch_size": 64, "update_epochs": 2},
+    "training": {"steps": 1024, "seeds": 2, "eval_episodes": 3, "curve_points": 4},
+    "objectives": [
+        {"name": "return", "direction": "maximize"},
+        {"name": "steps_to_threshold", "direction": "minimize", "threshold": 50},
+    ],
+    "ga": {"population": 4, "generations": 2, "elites": 1, "tournament_size": 2},
+    "report": {"retest_seeds": 2},
+}
+
+
+@pytest.fixture
+def tiny_config() -> dict[str, Any]:
+    """A campaign that trains in about a second per individual."""
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, config, profiles) to run snakemake in."""
+    for name in ("Snakefile", "workflow", "config", "profiles"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name)
+        else:
+            shutil.copy(src, tmp_path / name)
+    return tmp_path

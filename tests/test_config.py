@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpsrl.config import ConfigError, SeedPlan, config_hash, load_config, load_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_are_valid(path):
+    config = load_config(load_yaml(path))
+    assert config["ga"]["population"] >= 2
+    assert all("direction" in o for o in config["objectives"])
+
+
+def test_defaults_are_filled_in(tiny_config):
+    del tiny_config["training"]["curve_points"]
+    config = load_config(tiny_config)
+    assert config["training"]["curve_points"] == 20
+    assert config["ga"]["mutation_scale"] == 0.15
+    assert config["training"]["aggregate"] == "mean"
+    assert "curve_points" not in tiny_config["training"], "the input must not be modified"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda c: c["ga"].update(population=1), ["ga.population"]),
+        (lambda c: c["ga"].update(elites=4), ["ga.elites", "fewer than ga.population"]),
+        (lambda c: c["training"].update(seeds=0), ["training.seeds"]),
+        (lambda c: c.update(algorithm="a2c"), ["algorithm", "ppo", "dqn"]),
+        (lambda c: c.update(gens=3), ["gens", "Allowed keys"]),
+        (lambda c: c["genes"]["gamma"].update(low=1.0, high=0.9), ["gamma"]),
+        (lambda c: c["genes"]["learning_rate"].update(low=0.0), ["learning_rate", "low"]),
+        (lambda c: c["genes"]["activation"].update(choices=[]), ["activation"]),
+        (lambda c: c["genes"].update(not_a_knob={"type": "int", "low": 1, "high": 3}),
+         ["not_a_knob"]),
+        (lambda c: c["fixed"].update(gamma=0.9), ["gamma", "genes", "fixed"]),
+        (lambda c: c["objectives"][1].pop("threshold"), ["threshold"]),
+    ],
+)
+def test_bad_configs_name_the_key(tiny_config, change, words):
+    change(tiny_config)
+    with pytest.raises(ConfigError) as info:
+        load_config(tiny_config)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("ga: {population: 4\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_yaml(path)
+
+
+def test_hash_ignores_generation_budget_only(tiny_config):
+    base = config_hash(load_config(tiny_config))
+    tiny_config["ga"]["generations"] = 10
+    assert config_hash(load_config(tiny_config)) == base
+    tiny_config["training"]["steps"] = 2048
+    assert config_hash(load_config(tiny_config)) != base
+
+
+def test_seed_streams_are_derived_and_distinct():
+    plan = SeedPlan(3)
+    train = plan.seeds(1, 0, 4, 2)
+    assert train.shape == (4, 2)
+    assert (train == SeedPlan(3).seeds(1, 0, 4, 2)).all()
+    assert len({int(s) for s in train.ravel()}) == 8
+    assert not (train == plan.seeds(2, 0, 4, 2)).any(), "evaluation seeds must differ"
+    assert not (train == plan.seeds(1, 1, 4, 2)).any(), "each generation gets fresh seeds"
+
+
+def test_config_roundtrips_through_yaml(tiny_config):
+    config = load_config(tiny_config)
+    assert load_config(yaml.safe_load(yaml.safe_dump(config))) == config

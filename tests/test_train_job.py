@@ -1,0 +1,70 @@
+"""The MPI training job: seeds spread over ranks, failures recorded, results identical to 1 rank."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hpsrl.config import load_config
+from hpsrl.evolve import initial_population
+from hpsrl.storage import read_individual_arrays, read_weights, write_population
+
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _train(population: Path, out: Path, ranks: int) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mpi4py", "-m", "hpsrl", "train", "--population",
+               str(population), "--individual", "0", "--out", str(out)]
+    if ranks > 1:
+        command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
+    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_two_single_rank_jobs(tiny_config, tmp_path):
+    pop = initial_population(load_config(tiny_config))
+    write_population(tmp_path / "both.h5", pop)
+    done = _train(tmp_path / "both.h5", tmp_path / "mpi.h5", ranks=2)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(tmp_path / "mpi.h5") as f:
+        assert f.attrs["mpi_ranks"] == 2
+        assert f.attrs["status"] == "ok"
+    both = read_individual_arrays(tmp_path / "mpi.h5")
+
+    for k in range(2):  # the same individual, one seed per single-rank job
+        single = initial_population(load_config(tiny_config))
+        single.train_seeds = pop.train_seeds[:, k : k + 1]
+        single.eval_seeds = pop.eval_seeds[:, k : k + 1]
+        write_population(tmp_path / f"seed{k}.h5", single)
+        done = _train(tmp_path / f"seed{k}.h5", tmp_path / f"one{k}.h5", ranks=1)
+        assert done.returncode == 0, done.stderr
+        one = read_individual_arrays(tmp_path / f"one{k}.h5")
+        np.testing.assert_array_equal(one["episode_returns"][0], both["episode_returns"][k])
+        np.testing.assert_array_equal(one["curve_returns"][0], both["curve_returns"][k])
+        weights = read_weights(tmp_path / f"one{k}.h5", 0)
+        for name, array in read_weights(tmp_path / "mpi.h5", k).items():
+            np.testing.assert_array_equal(weights[name], array)
+
+
+@pytest.mark.slow
+def test_a_diverging_individual_is_recorded_as_failed(tiny_config, tmp_path):
+    tiny_config["genes"]["learning_rate"] = {"type": "float", "low": 1e8, "high": 1e9, "log": True}
+    pop = initial_population(load_config(tiny_config))
+    write_population(tmp_path / "pop.h5", pop)
+    done = _train(tmp_path / "pop.h5", tmp_path / "out.h5", ranks=1)
+    assert done.returncode == 0, done.stderr
+    result = read_individual_arrays(tmp_path / "out.h5")
+    assert result["status"] == "failed"
+    assert "TrainingDiverged" in result["error"]
+    assert np.isnan(result["returns"]).all()
+    assert "Traceback" in done.stderr, "the log must hold the traceback"

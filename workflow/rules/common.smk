@@ -1,0 +1,65 @@
+# Paths and indices of a campaign; everything else lives in the hpsrl package.
+import json
+import os
+
+from hpsrl.config import load_config
+
+# The validated config with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
+CAMPAIGN = load_config(config)
+RESULTS = f"{CAMPAIGN['results_dir']}/{CAMPAIGN['campaign']}"
+GENERATIONS = CAMPAIGN["ga"]["generations"]
+RETEST_SEEDS = CAMPAIGN["report"]["retest_seeds"]
+
+
+wildcard_constraints:
+    batch=r"gen\d{3}|retest",
+    gen=r"\d{3}",
+    ind=r"\d{3}",
+
+
+def config_json():
+    return json.dumps(CAMPAIGN, sort_keys=True)
+
+
+def generation_file(gen):
+    return f"{RESULTS}/gen{gen:03d}.h5"
+
+
+def final_generation_file():
+    return generation_file(GENERATIONS - 1)
+
+
+def batch_size(batch):
+    """Individuals in a batch: the population, or the one re-tested best individual."""
+    return 1 if batch == "retest" else CAMPAIGN["ga"]["population"]
+
+
+def seeds_of(batch):
+    return RETEST_SEEDS if batch == "retest" else CAMPAIGN["training"]["seeds"]
+
+
+def individual_results(wildcards):
+    return [
+        f"{RESULTS}/{wildcards.batch}/ind{i:03d}.h5"
+        for i in range(batch_size(wildcards.batch))
+    ]
+
+
+def previous_generation(wildcards):
+    return generation_file(int(wildcards.gen) - 1)
+
+
+def training_ranks(wildcards):
+    """One MPI rank per training seed (override with --set-resources train_individual:tasks=N)."""
+    return seeds_of(wildcards.batch)
+
+
+def campaign_dir(wildcards, input):
+    """RESULTS_DIR/CAMPAIGN, as the folder of the generation files."""
+    return os.path.dirname(input.generations[0])
+
+
+def campaign_targets():
+    targets = [generation_file(g) for g in range(GENERATIONS)]
+    targets += [f"{RESULTS}/status.txt", f"{RESULTS}/best.yaml"]
+    return targets

@@ -1,0 +1,32 @@
+# Generation g's results are collected into genGGG.h5; selection, crossover and mutation on it
+# write generation g+1's population.
+
+
+rule collect_generation:
+    input:
+        population=f"{RESULTS}/{{batch}}/population.h5",
+        results=individual_results,
+    output:
+        f"{RESULTS}/{{batch}}.h5",
+    conda:
+        "../envs/hpsrl.yaml"
+    log:
+        f"{RESULTS}/logs/{{batch}}/collect.log",
+    shell:
+        "hpsrl collect --population {input.population} --out {output} {input.results}"
+        " > {log} 2>&1"
+
+
+rule evolve_population:
+    input:
+        previous_generation,
+    output:
+        f"{RESULTS}/gen{{gen}}/population.h5",
+    conda:
+        "../envs/hpsrl.yaml"
+    log:
+        f"{RESULTS}/logs/gen{{gen}}/population.log",
+    wildcard_constraints:
+        gen=r"(?!000)\d{3}",
+    shell:
+        "hpsrl evolve --generation {input} --out {output} > {log} 2>&1"

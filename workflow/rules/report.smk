@@ -1,0 +1,33 @@
+# The end of a campaign: the final generation's best individual trained again on fresh seeds, and
+# the summaries people read (the same as `hpsrl status` and `hpsrl best`).
+
+
+rule plan_retest:
+    input:
+        final_generation_file(),
+    output:
+        f"{RESULTS}/retest/population.h5",
+    conda:
+        "../envs/hpsrl.yaml"
+    log:
+        f"{RESULTS}/logs/retest/population.log",
+    shell:
+        "hpsrl retest --generation {input} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        generations=[generation_file(g) for g in range(GENERATIONS)],
+        retest=[f"{RESULTS}/retest.h5"] if RETEST_SEEDS > 0 else [],
+    output:
+        status=f"{RESULTS}/status.txt",
+        best=f"{RESULTS}/best.yaml",
+    params:
+        campaign=campaign_dir,
+    conda:
+        "../envs/hpsrl.yaml"
+    log:
+        f"{RESULTS}/logs/report.log",
+    shell:
+        "(hpsrl status {params.campaign} > {output.status}"
+        " && hpsrl best {params.campaign} > {output.best}) 2> {log}"
