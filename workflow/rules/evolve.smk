@@ -8,10 +8,10 @@ rule collect_generation:
         results=individual_results,
     output:
         f"{RESULTS}/{{batch}}.h5",
-    conda:
-        "../envs/hpsrl.yaml"
     log:
         f"{RESULTS}/logs/{{batch}}/collect.log",
+    conda:
+        "../envs/hpsrl.yaml"
     shell:
         "hpsrl collect --population {input.population} --out {output} {input.results}"
         " > {log} 2>&1"
@@ -22,11 +22,11 @@ rule evolve_population:
         previous_generation,
     output:
         f"{RESULTS}/gen{{gen}}/population.h5",
-    conda:
-        "../envs/hpsrl.yaml"
     log:
         f"{RESULTS}/logs/gen{{gen}}/population.log",
     wildcard_constraints:
         gen=r"(?!000)\d{3}",
+    conda:
+        "../envs/hpsrl.yaml"
     shell:
         "hpsrl evolve --generation {input} --out {output} > {log} 2>&1"

@@ -7,10 +7,10 @@ rule plan_retest:
         final_generation_file(),
     output:
         f"{RESULTS}/retest/population.h5",
-    conda:
-        "../envs/hpsrl.yaml"
     log:
         f"{RESULTS}/logs/retest/population.log",
+    conda:
+        "../envs/hpsrl.yaml"
     shell:
         "hpsrl retest --generation {input} --out {output} > {log} 2>&1"
 
@@ -22,12 +22,12 @@ rule report:
     output:
         status=f"{RESULTS}/status.txt",
         best=f"{RESULTS}/best.yaml",
-    params:
-        campaign=campaign_dir,
-    conda:
-        "../envs/hpsrl.yaml"
     log:
         f"{RESULTS}/logs/report.log",
+    conda:
+        "../envs/hpsrl.yaml"
+    params:
+        campaign=campaign_dir,
     shell:
         "(hpsrl status {params.campaign} > {output.status}"
         " && hpsrl best {params.campaign} > {output.best}) 2> {log}"

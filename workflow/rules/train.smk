@@ -7,10 +7,10 @@ rule train_individual:
         f"{RESULTS}/{{batch}}/population.h5",
     output:
         f"{RESULTS}/{{batch}}/ind{{ind}}.h5",
-    conda:
-        "../envs/hpsrl.yaml"
     log:
         f"{RESULTS}/logs/{{batch}}/ind{{ind}}.log",
+    conda:
+        "../envs/hpsrl.yaml"
     threads: 1
     resources:
         tasks=training_ranks,
