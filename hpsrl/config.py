@@ -179,3 +179,21 @@ class SeedPlan:
                 ss = np.random.SeedSequence(self.root, spawn_key=(stream, batch, i, k))
                 out[i, k] = ss.generate_state(1)[0]
         return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two configs (ignoring the generation budget)."""
+    a, b = _flatten(old), _flatten(new)
+    exempt = {f"ga.{key}" for key in HASH_EXEMPT_KEYS}
+    return sorted(k for k in set(a) | set(b) if k not in exempt and a.get(k) != b.get(k))

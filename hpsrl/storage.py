@@ -305,3 +305,25 @@ def read_generation(path: str | Path) -> Generation:
             front=group["front"][()],
             rank_key=group["rank_key"][()],
         )
+
+
+def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) -> None:
+    """Refuse to continue a campaign whose finished results were made with another config.
+
+    Only the generation budget may change (raising it extends the campaign).
+    """
+    first = Path(campaign_dir) / "gen000" / "population.h5"
+    if not first.exists():
+        return
+    from hpsrl.config import ConfigError, changed_keys
+
+    with open_h5(first) as f:
+        if str(f.attrs["config_hash"]) == config_hash(config):
+            return
+        stored = json.loads(f.attrs["config"])
+    changed = changed_keys(stored, config) or ["(package defaults)"]
+    raise ConfigError(
+        f"{campaign_dir} holds results of another config: {', '.join(changed)} changed. "
+        "Results would mean something else, so they are not mixed. To start a new campaign, "
+        "give it another name (config key 'campaign'); to continue this one, restore those keys."
+    )

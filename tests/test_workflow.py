@@ -95,3 +95,29 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
                     a["population/genes"][gene][()], b["population/genes"][gene][()]
                 )
             np.testing.assert_array_equal(a["results/returns"][()], b["results/returns"][()])
+
+
+def test_changed_config_is_refused_on_existing_results(workdir, tiny_config):
+    tiny_config["training"]["steps"] = 64
+    tiny_config["fixed"]["num_steps"] = 16
+    tiny_config["ga"]["generations"] = 1
+    tiny_config["report"]["retest_seeds"] = 0
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-j2", "--until", "init_population")
+    assert done.returncode == 0, done.stderr[-2000:]
+    population = workdir / "results" / "tiny" / "gen000" / "population.h5"
+    before = population.read_bytes()
+
+    tiny_config["ga"]["generations"] = 3  # extending is allowed
+    write_config(workdir, tiny_config)
+    assert snakemake(workdir, "-n").returncode == 0
+
+    tiny_config["training"]["steps"] = 128
+    tiny_config["env"]["id"] = "Acrobot-v1"
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-n")
+    assert done.returncode != 0
+    message = done.stdout + done.stderr
+    assert "env.id, training.steps changed" in message
+    assert "'campaign'" in message
+    assert population.read_bytes() == before

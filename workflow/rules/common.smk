@@ -3,12 +3,14 @@ import json
 import os
 
 from hpsrl.config import load_config
+from hpsrl.storage import check_campaign_matches
 
 # The validated config with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
 CAMPAIGN = load_config(config)
 RESULTS = f"{CAMPAIGN['results_dir']}/{CAMPAIGN['campaign']}"
 GENERATIONS = CAMPAIGN["ga"]["generations"]
 RETEST_SEEDS = CAMPAIGN["report"]["retest_seeds"]
+check_campaign_matches(CAMPAIGN, RESULTS)
 
 
 wildcard_constraints:
