@@ -14,6 +14,16 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# Seconds of bookkeeping each: on a cluster they run where snakemake runs, not as Slurm jobs.
+localrules:
+    init_population,
+    collect_generation,
+    evolve_population,
+    plan_retest,
+    report,
+    all,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"

@@ -67,7 +67,7 @@ def _write_metadata(f: h5py.File, config: Mapping[str, Any], batch: str) -> None
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["hpsrl_version"] = hpsrl.__version__
     f.attrs["batch"] = batch
-    f.attrs["config"] = json.dumps(config, sort_keys=True)
+    f.attrs["config"] = json.dumps(config)  # key order kept: it is the gene order
     f.attrs["config_hash"] = config_hash(config)
     f.attrs["gene_names"] = json.dumps(list(config["genes"]))
     f.attrs["objective_names"] = json.dumps([o["name"] for o in config["objectives"]])
@@ -172,6 +172,7 @@ class IndividualResult:
     curve_points: int
     mpi_ranks: int = 1
     hostname: str = field(default_factory=socket.gethostname)
+    slurm_job_id: str = field(default_factory=lambda: os.environ.get("SLURM_JOB_ID", ""))
 
     @property
     def status(self) -> str:
@@ -200,6 +201,7 @@ def write_individual(path: str | Path, result: IndividualResult, config: Mapping
         f.attrs["hyperparameters"] = json.dumps(result.hyperparameters, sort_keys=True)
         f.attrs["mpi_ranks"] = result.mpi_ranks
         f.attrs["hostname"] = result.hostname
+        f.attrs["slurm_job_id"] = result.slurm_job_id
         seeds = result.seeds
         f["train_seeds"] = result.train_seeds.astype(np.uint32)
         f["eval_seeds"] = result.eval_seeds.astype(np.uint32)

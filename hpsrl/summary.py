@@ -86,15 +86,18 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
     campaign_dir = Path(campaign_dir)
     final: Generation = read_generation(generation_files(campaign_dir)[-1])
     best = best_index(final)
-    if best is None:
-        raise RuntimeError(f"every individual of {final.population.batch} failed")
-    names = [o["name"] for o in final.config["objectives"]]
     summary: dict[str, Any] = {
         "campaign": final.config["campaign"],
         "env": final.config["env"]["id"],
         "algorithm": final.config["algorithm"],
         "generation": final.population.batch,
         "individual": best,
+    }
+    if best is None:
+        summary["note"] = "every individual of this generation failed; see: hpsrl status"
+        return summary
+    names = [o["name"] for o in final.config["objectives"]]
+    summary |= {
         "hyperparameters": final.population.hyperparameters(best),
         "objectives": dict(zip(names, _plain(final.objectives[best]))),
         "returns_per_seed": _plain(final.results["returns"][best]),

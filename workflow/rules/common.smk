@@ -1,5 +1,6 @@
 # Paths and indices of a campaign; everything else lives in the hpsrl package.
 import json
+import math
 import os
 
 from hpsrl.config import load_config
@@ -20,7 +21,7 @@ wildcard_constraints:
 
 
 def config_json():
-    return json.dumps(CAMPAIGN, sort_keys=True)
+    return json.dumps(CAMPAIGN)
 
 
 def generation_file(gen):
@@ -54,6 +55,13 @@ def previous_generation(wildcards):
 def training_ranks(wildcards):
     """One MPI rank per training seed (override with --set-resources train_individual:tasks=N)."""
     return seeds_of(wildcards.batch)
+
+
+def training_runtime(wildcards):
+    """Minutes for one training job: the step budget at a conservative 500 steps/s per rank, plus
+    5 minutes for start-up and evaluation. Override with --set-resources train_individual:runtime=M."""
+    seconds = CAMPAIGN["training"]["steps"] / 500
+    return 5 + math.ceil(seconds / 60)
 
 
 def campaign_dir(wildcards, input):

@@ -14,6 +14,7 @@ rule train_individual:
     threads: 1
     resources:
         tasks=training_ranks,
+        runtime=training_runtime,
         mpi="mpiexec",
     shell:
         "{resources.mpi} -n {resources.tasks} python -m mpi4py -m hpsrl train"
