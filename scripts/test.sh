@@ -5,4 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source .venv/bin/activate
+
+# The Slurm integration tests need a real cluster: as root (CI), bring up the project's local
+# one-node cluster (installs Debian's Slurm packages once; see tests/slurm/README.md).
+if [ "$(id -u)" = 0 ] && [ "${HPSRL_SLURM_TESTS:-1}" != 0 ] && command -v apt-get >/dev/null; then
+  bash tests/slurm/start.sh
+else
+  echo "test: not starting the local Slurm cluster (needs root and apt-get; HPSRL_SLURM_TESTS=0 also"
+  echo "      skips it); the Slurm tests run only if a cluster answers sinfo and sacct"
+fi
 exec python -m pytest "$@"
