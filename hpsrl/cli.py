@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpsrl.config import ConfigError, load_config, load_yaml
+from hpsrl.config import ConfigError, check_environment, load_config, load_yaml
 from hpsrl.storage import CorruptResultError
 
 log = logging.getLogger("hpsrl")
@@ -17,19 +17,11 @@ log = logging.getLogger("hpsrl")
 
 def _cmd_check(args: argparse.Namespace) -> None:
     config = load_config(load_yaml(args.config))
-    from hpsrl.envs import EnvSpec, action_kind
-    from hpsrl.agents import ACTION_KINDS
-
-    env = EnvSpec.from_config(config["env"])
-    env.check()
-    kind = action_kind(env.make().action_space)
-    if kind not in ACTION_KINDS[config["algorithm"]]:
-        raise ConfigError(
-            f"config key 'algorithm': {config['algorithm']} needs "
-            f"{' or '.join(sorted(ACTION_KINDS[config['algorithm']]))} actions, but "
-            f"{env.id} has {kind} actions; choose an algorithm for {kind} actions"
-        )
-    print(f"{args.config}: ok ({config['algorithm']} on {env.id}, {len(config['genes'])} genes)")
+    kind = check_environment(config)
+    print(
+        f"{args.config}: ok ({config['algorithm']} on {config['env']['id']} with {kind} actions, "
+        f"{len(config['genes'])} genes)"
+    )
 
 
 def _cmd_init(args: argparse.Namespace) -> None:

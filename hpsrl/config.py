@@ -88,7 +88,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -150,7 +152,9 @@ def _check_algorithm_fields(config: Mapping[str, Any]) -> None:
     try:
         make_hyperparameters(config["algorithm"], {**config["fixed"], **sample})
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"config keys 'genes'/'fixed' for algorithm '{config['algorithm']}': {e}")
+        raise ConfigError(
+            f"config keys 'genes'/'fixed' for algorithm '{config['algorithm']}': {e}"
+        ) from e
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -172,7 +176,7 @@ class SeedPlan:
         return np.random.default_rng(np.random.SeedSequence(self.root, spawn_key=key))
 
     def seeds(self, stream: int, batch: int, individuals: int, per_individual: int) -> np.ndarray:
-        """A (individuals, per_individual) uint32 array of seeds, one stream per (batch, individual, k)."""
+        """(individuals, per_individual) uint32 seeds, one stream per (batch, individual, k)."""
         out = np.empty((individuals, per_individual), dtype=np.uint32)
         for i in range(individuals):
             for k in range(per_individual):
@@ -197,3 +201,29 @@ def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     exempt = {f"ga.{key}" for key in HASH_EXEMPT_KEYS}
     return sorted(k for k in set(a) | set(b) if k not in exempt and a.get(k) != b.get(k))
+
+
+def check_environment(config: Mapping[str, Any]) -> str:
+    """Make the campaign's environment once and check the algorithm can act in it.
+
+    Returns the action kind. Raises ConfigError naming the key and the fix (unknown id, failed
+    import, missing optional dependency, an algorithm for other actions).
+    """
+    from hpsrl.agents import ACTION_KINDS
+    from hpsrl.envs import EnvConfigError, EnvSpec, action_kind
+
+    try:
+        env = EnvSpec.from_config(config["env"])
+        env.check()
+        single = env.make()
+        kind = action_kind(single.action_space)
+        single.close()
+    except EnvConfigError as e:
+        raise ConfigError(f"config key 'env': {e}") from e
+    wanted = ACTION_KINDS[config["algorithm"]]
+    if kind not in wanted:
+        raise ConfigError(
+            f"config key 'algorithm': {config['algorithm']} needs {' or '.join(sorted(wanted))} "
+            f"actions, but {env.id} has {kind} actions; choose an algorithm for {kind} actions"
+        )
+    return kind

@@ -89,7 +89,9 @@ def next_population(previous: Generation, config: Mapping[str, Any]) -> Populati
             made, lineage = ["crossover"], (i, j)
         else:
             child, made, lineage = dict(parents_pool[i]), ["clone"], (i, -1)
-        child, mutated = mut_individual(child, space, rng, ga["mutation_prob"], ga["mutation_scale"])
+        child, mutated = mut_individual(
+            child, space, rng, ga["mutation_prob"], ga["mutation_scale"]
+        )
         if mutated:
             made.append("mutation")
         individuals.append(child)

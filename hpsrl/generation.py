@@ -21,9 +21,7 @@ from hpsrl.storage import (
 AGGREGATES = {"mean": np.mean, "median": np.median, "min": np.min}
 
 
-def compute_objectives(
-    results: Mapping[str, np.ndarray], config: Mapping[str, Any]
-) -> np.ndarray:
+def compute_objectives(results: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> np.ndarray:
     """(individuals, objectives) values; NaN rows for failed individuals.
 
     steps_to_threshold counts a seed that never reached the threshold as the whole budget.
@@ -51,13 +49,15 @@ def collect(population: Population, individual_paths: Sequence[str | Path]) -> G
         )
     rows = [read_individual_arrays(path) for path in individual_paths]
     expected_hash = config_hash(population.config)
-    for path, row in zip(individual_paths, rows):
+    for path, row in zip(individual_paths, rows, strict=True):
         if row["config_hash"] != expected_hash:
             raise CorruptResultError(
                 f"{path} was trained for another config (hash {row['config_hash']}, this "
                 f"campaign has {expected_hash}); delete it and rerun snakemake"
             )
-    results: dict[str, Any] = {name: np.stack([r[name] for r in rows]) for name in PER_SEED_DATASETS}
+    results: dict[str, Any] = {
+        name: np.stack([r[name] for r in rows]) for name in PER_SEED_DATASETS
+    }
     results["curve_steps"] = rows[0]["curve_steps"]
     results["status"] = np.array([r["status"] for r in rows])
     results["error"] = np.array([r["error"] for r in rows])

@@ -1,4 +1,4 @@
-"""HDF5 files of a campaign: what each holds, and writing them so a killed job never leaves half a file.
+"""HDF5 files of a campaign: what each holds, written so a killed job never leaves half a file.
 
 Layout of ``RESULTS_DIR/CAMPAIGN/`` (see the README for every dataset):
 

@@ -58,7 +58,7 @@ def status_table(campaign_dir: str | Path) -> str:
                 row += ["-", "-"]
         rows.append(row)
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     failures = [
         f"{gen.population.batch} individual {i}: {gen.results['error'][i]}"
         for gen in gens
@@ -99,7 +99,7 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
     names = [o["name"] for o in final.config["objectives"]]
     summary |= {
         "hyperparameters": final.population.hyperparameters(best),
-        "objectives": dict(zip(names, _plain(final.objectives[best]))),
+        "objectives": dict(zip(names, _plain(final.objectives[best]), strict=True)),
         "returns_per_seed": _plain(final.results["returns"][best]),
         "train_seeds": _plain(final.population.train_seeds[best]),
     }

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from hpsrl.mpi import my_tasks, threads_per_rank, world
-from hpsrl.storage import IndividualResult, Population, SeedResult, read_population, write_individual
+from hpsrl.storage import (
+    IndividualResult,
+    Population,
+    SeedResult,
+    read_population,
+    write_individual,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +55,20 @@ def train_seed(pop: Population, individual: int, k: int) -> SeedResult:
     except Exception as e:  # a failed individual is data: record why and go on
         log.error(
             "%s individual %d seed %d failed after %.1f s:\n%s",
-            pop.batch, individual, k, time.perf_counter() - started, traceback.format_exc(),
+            pop.batch,
+            individual,
+            k,
+            time.perf_counter() - started,
+            traceback.format_exc(),
         )
         return SeedResult(status="failed", error=f"{type(e).__name__}: {e}")
     log.info(
         "%s individual %d seed %d: mean eval return %.1f in %.1f s (%d env steps)",
-        pop.batch, individual, k, result.eval_returns.mean(), result.train_seconds,
+        pop.batch,
+        individual,
+        k,
+        result.eval_returns.mean(),
+        result.train_seconds,
         result.env_steps,
     )
     return SeedResult(

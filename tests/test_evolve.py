@@ -62,7 +62,7 @@ def test_next_generation_keeps_elites_and_records_lineage(tiny_config):
     assert nxt.individuals[0] == previous.population.individuals[1]
     assert tuple(nxt.parents[0]) == (1, -1)
     assert len(nxt) == 4
-    for individual, parents in zip(nxt.individuals, nxt.parents):
+    for individual, parents in zip(nxt.individuals, nxt.parents, strict=True):
         search_space(config).validate(individual)
         assert parents[0] >= 0
     assert not (nxt.train_seeds == previous.population.train_seeds).any()

@@ -49,7 +49,10 @@ def _slurm_campaign(workdir: Path, config: dict) -> Path:
 def _sacct_states(job_ids: list[str]) -> dict[str, str]:
     out = subprocess.run(
         ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-        check=True, capture_output=True, text=True, timeout=30,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout
     return dict(line.split("|", 1) for line in out.split())
 

@@ -23,8 +23,20 @@ def _env() -> dict[str, str]:
 
 
 def _train(population: Path, out: Path, ranks: int) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mpi4py", "-m", "hpsrl", "train", "--population",
-               str(population), "--individual", "0", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "mpi4py",
+        "-m",
+        "hpsrl",
+        "train",
+        "--population",
+        str(population),
+        "--individual",
+        "0",
+        "--out",
+        str(out),
+    ]
     if ranks > 1:
         command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)

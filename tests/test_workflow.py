@@ -18,7 +18,11 @@ BIN = Path(sys.executable).parent
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        [str(BIN / "snakemake"), *args], cwd=workdir, env=env, capture_output=True, text=True,
+        [str(BIN / "snakemake"), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -69,7 +73,7 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
         assert f["results/returns"].shape == (4, 2)
         assert f["results/episode_returns"].shape == (4, 2, 3)
         assert f["results/objectives"].shape == (4, 2)
-        assert list(f["population/operator"].asstr()[()])[0] == "elite"
+        assert f["population/operator"].asstr()[0] == "elite"
         assert set(f["population/genes"]) == set(tiny_config["genes"])
         assert (f["results/status"].asstr()[()] == "ok").all()
         assert np.isfinite(f["results/returns"][()]).all()

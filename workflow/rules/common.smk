@@ -2,16 +2,23 @@
 import json
 import math
 import os
+import sys
 
-from hpsrl.config import load_config
+from hpsrl.config import ConfigError, check_environment, load_config
 from hpsrl.storage import check_campaign_matches
 
 # The validated config with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
-CAMPAIGN = load_config(config)
-RESULTS = f"{CAMPAIGN['results_dir']}/{CAMPAIGN['campaign']}"
+# A bad config stops here with one message, before any job starts.
+try:
+    CAMPAIGN = load_config(config)
+    RESULTS = f"{CAMPAIGN['results_dir']}/{CAMPAIGN['campaign']}"
+    if workflow.is_main_process:  # not again inside each cluster job
+        check_environment(CAMPAIGN)
+        check_campaign_matches(CAMPAIGN, RESULTS)
+except ConfigError as error:
+    sys.exit(f"hpsrl: {error}")
 GENERATIONS = CAMPAIGN["ga"]["generations"]
 RETEST_SEEDS = CAMPAIGN["report"]["retest_seeds"]
-check_campaign_matches(CAMPAIGN, RESULTS)
 
 
 wildcard_constraints:
