@@ -1,0 +1,269 @@
+"""Deep Q-Network (optionally Double DQN) with a replay buffer and a target network.
+
+Reads top to bottom like CleanRL's ``dqn.py``: hyperparameters, the Q-network, then ``train``.
+With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
+transition and is not stored; the done flag of a stored transition is ``terminated`` only, so
+truncated episodes bootstrap from their final observation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpsrl.agents.common import (
+    ACTIVATIONS,
+    EpisodeTracker,
+    TrainResult,
+    build_mlp,
+    check_finite,
+    check_parameters,
+    coerce_fields,
+    evaluate,
+    require,
+    state_dict_cpu,
+)
+from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """DQN hyperparameters; the field names are the gene names. Defaults suit CartPole-v1."""
+
+    learning_rate: float = 2.3e-3
+    """Adam step size."""
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+    buffer_size: int = 100_000
+    """Replay buffer capacity in transitions."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    learning_starts: int = 1_000
+    """Env steps of random actions before learning starts."""
+    train_frequency: int = 256
+    """Env steps between training phases."""
+    gradient_steps: int = 64
+    """Gradient steps per training phase."""
+    target_update_interval: int = 10
+    """Env steps between target-network updates."""
+    tau: float = 1.0
+    """Target update rate, in (0, 1]: 1 copies the Q-network, smaller values average (Polyak)."""
+    exploration_fraction: float = 0.16
+    """Fraction of ``total_steps`` over which epsilon decays linearly, in [0, 1]."""
+    epsilon_start: float = 1.0
+    """Epsilon of the epsilon-greedy policy at the start, in [0, 1]."""
+    epsilon: float = 0.04
+    """Final epsilon (after the decay), in [0, 1]."""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """Widths of the hidden layers of the Q-network."""
+    activation: str = "relu"
+    """Hidden-layer activation, one of ``common.ACTIVATIONS``."""
+    num_envs: int = 1
+    """Environments stepped in parallel (one vector env)."""
+    max_grad_norm: float = 10.0
+    """Gradients are rescaled to at most this global L2 norm."""
+    double_dqn: bool = False
+    """Choose the next action with the Q-network and value it with the target network."""
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(0 < self.gamma <= 1, "gamma", "in (0, 1]", self.gamma)
+        require(self.buffer_size >= 1, "buffer_size", ">= 1", self.buffer_size)
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        require(self.learning_starts >= 0, "learning_starts", ">= 0", self.learning_starts)
+        require(self.train_frequency >= 1, "train_frequency", ">= 1", self.train_frequency)
+        require(self.gradient_steps >= 1, "gradient_steps", ">= 1", self.gradient_steps)
+        require(
+            self.target_update_interval >= 1,
+            "target_update_interval",
+            ">= 1",
+            self.target_update_interval,
+        )
+        require(0 < self.tau <= 1, "tau", "in (0, 1]", self.tau)
+        for name in ("exploration_fraction", "epsilon_start", "epsilon"):
+            value = getattr(self, name)
+            require(0 <= value <= 1, name, "in [0, 1]", value)
+        require(
+            all(width >= 1 for width in self.hidden_sizes),
+            "hidden_sizes",
+            "a list of layer widths >= 1",
+            self.hidden_sizes,
+        )
+        require(
+            self.activation in ACTIVATIONS,
+            "activation",
+            f"one of {sorted(ACTIVATIONS)}",
+            self.activation,
+        )
+        require(self.num_envs >= 1, "num_envs", ">= 1", self.num_envs)
+        require(self.max_grad_norm > 0, "max_grad_norm", "> 0", self.max_grad_norm)
+
+
+class QNetwork(nn.Module):
+    """An MLP from observation to one Q-value per action."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.q = build_mlp(obs_dim, n_actions, hidden_sizes, activation, 1.0, generator=generator)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.q(obs)
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """Action with the highest Q-value for each observation of a batch."""
+        with torch.inference_mode():
+            q_values = self.q(torch.as_tensor(obs, dtype=torch.float32))
+        return q_values.argmax(-1).numpy()
+
+
+def train(
+    env: EnvSpec,
+    hp: Hyperparameters,
+    total_steps: int,
+    seed: int,
+    *,
+    eval_seed: int,
+    eval_episodes: int = 10,
+    curve_points: int = 20,
+    return_threshold: float | None = None,
+) -> TrainResult:
+    """Train DQN on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+
+    Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
+    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when the TD loss becomes NaN/inf.
+    """
+    started = time.perf_counter()
+
+    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    # -- Environment and networks ----------------------------------------------------------------
+    envs = env.make_vector(hp.num_envs)
+    if action_kind(envs.single_action_space) != "discrete":
+        envs.close()
+        raise EnvConfigError(f"DQN needs discrete actions; {env.id} has continuous ones")
+    obs_dim = observation_dim(envs.single_observation_space)
+    n_actions = int(envs.single_action_space.n)
+    q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+    target_network = copy.deepcopy(q_network)
+    params, target_params = list(q_network.parameters()), list(target_network.parameters())
+    optimizer = torch.optim.Adam(params, lr=hp.learning_rate, foreach=True)
+
+    # -- Replay buffer: preallocated ring of transitions ------------------------------------------
+    capacity = hp.buffer_size
+    buf_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+    buf_next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+    buf_actions = np.zeros(capacity, dtype=np.int64)
+    buf_rewards = np.zeros(capacity, dtype=np.float32)
+    buf_terminated = np.zeros(capacity, dtype=np.float32)
+    stored = 0  # transitions ever stored; the ring position is stored % capacity
+
+    N = hp.num_envs
+    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    num_vector_steps = max(1, math.ceil(total_steps / N))
+    exploration_steps = hp.exploration_fraction * total_steps
+    obs = envs.reset(seed=seed)[0].astype(np.float32, copy=False)
+    prev_done = np.zeros(N, dtype=bool)
+    global_step = 0
+
+    for _ in range(num_vector_steps):
+        # -- Act epsilon-greedily -----------------------------------------------------------------
+        progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
+        epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
+        with torch.inference_mode():
+            actions = q_network(torch.from_numpy(obs)).argmax(-1).numpy()
+        explore = rng.random(N) < epsilon
+        actions = np.where(explore, rng.integers(n_actions, size=N), actions)
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        next_obs = next_obs.astype(np.float32, copy=False)
+
+        # -- Store real transitions (not the reset steps of NEXT_STEP autoreset) ------------------
+        real = ~prev_done
+        k = int(real.sum())
+        slots = (stored + np.arange(k)) % capacity
+        buf_obs[slots] = obs[real]
+        buf_next_obs[slots] = next_obs[real]
+        buf_actions[slots] = actions[real]
+        buf_rewards[slots] = rewards[real]
+        buf_terminated[slots] = terminated[real]
+        stored += k
+
+        previous_step, global_step = global_step, global_step + N
+        prev_done = terminated | truncated
+        tracker.step(rewards, prev_done, global_step)
+        obs = next_obs
+
+        # -- Train: `gradient_steps` TD updates every `train_frequency` env steps -----------------
+        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
+        if global_step > hp.learning_starts and phases > 0 and stored > 0:
+            n_updates = phases * hp.gradient_steps
+            size = min(stored, capacity)
+            batches = rng.integers(size, size=(n_updates, hp.batch_size))
+            losses = []
+            for idx in batches:
+                b_obs = torch.from_numpy(buf_obs[idx])
+                b_next_obs = torch.from_numpy(buf_next_obs[idx])
+                b_actions = torch.from_numpy(buf_actions[idx])
+                b_rewards = torch.from_numpy(buf_rewards[idx])
+                b_terminated = torch.from_numpy(buf_terminated[idx])
+                with torch.no_grad():
+                    next_q = target_network(b_next_obs)
+                    if hp.double_dqn:
+                        best = q_network(b_next_obs).argmax(-1, keepdim=True)
+                        next_value = next_q.gather(-1, best)[:, 0]
+                    else:
+                        next_value = next_q.max(-1).values
+                    target = b_rewards + hp.gamma * (1 - b_terminated) * next_value
+                q_taken = q_network(b_obs).gather(-1, b_actions[:, None])[:, 0]
+                loss = F.smooth_l1_loss(q_taken, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
+                optimizer.step()
+                losses.append(loss.detach())
+            check_finite(torch.stack(losses), "DQN TD loss", global_step)
+
+        # -- Update the target network every `target_update_interval` env steps -----------------
+        if global_step // hp.target_update_interval > previous_step // hp.target_update_interval:
+            with torch.no_grad():
+                for target_param, param in zip(target_params, params, strict=True):
+                    if hp.tau == 1.0:
+                        target_param.copy_(param)
+                    else:
+                        target_param.lerp_(param, hp.tau)
+    envs.close()
+    check_parameters(q_network, global_step)
+    train_seconds = time.perf_counter() - started
+
+    # -- Evaluate the greedy policy on separate seeds --------------------------------------------
+    started = time.perf_counter()
+    eval_returns = evaluate(q_network.greedy, env, eval_episodes, eval_seed)
+    return TrainResult(
+        eval_returns=eval_returns,
+        curve_steps=tracker.curve_steps,
+        curve_returns=tracker.curve_returns,
+        steps_to_threshold=tracker.steps_to_threshold,
+        env_steps=global_step,
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - started,
+        model_state=state_dict_cpu(q_network),
+    )

@@ -1,0 +1,273 @@
+"""Proximal Policy Optimization (clipped objective, GAE) for discrete actions.
+
+Reads top to bottom like CleanRL's ``ppo.py``: hyperparameters, the network, then ``train``.
+Differences from CleanRL: gymnasium 1.x ``NEXT_STEP`` autoreset is handled by masking the reset step
+that follows each episode out of the loss; truncated episodes bootstrap from the value of their
+final observation; minibatches are near-equal splits of the valid samples of a rollout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpsrl.agents.common import (
+    ACTIVATIONS,
+    EpisodeTracker,
+    TrainResult,
+    build_mlp,
+    check_finite,
+    check_parameters,
+    coerce_fields,
+    evaluate,
+    require,
+    state_dict_cpu,
+)
+from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """PPO hyperparameters; the field names are the gene names. Defaults suit CartPole-v1."""
+
+    learning_rate: float = 1e-3
+    """Adam step size (at the start, see ``anneal_lr``)."""
+    gamma: float = 0.98
+    """Discount factor, in (0, 1]."""
+    gae_lambda: float = 0.8
+    """GAE bias/variance trade-off, in [0, 1]."""
+    clip_coef: float = 0.2
+    """PPO's epsilon: how far the probability ratio may move from 1 before it is clipped."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Gradients are rescaled to at most this global L2 norm."""
+    num_envs: int = 8
+    """Environments stepped in parallel (one vector env)."""
+    num_steps: int = 64
+    """Rollout length per environment (>= 2); a rollout has ``num_envs * num_steps`` env steps."""
+    batch_size: int = 256
+    """Minibatch size, at most ``num_envs * num_steps``."""
+    update_epochs: int = 10
+    """Passes over each rollout."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the actor and of the critic (separate networks)."""
+    activation: str = "tanh"
+    """Hidden-layer activation, one of ``common.ACTIVATIONS``."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to 0 over training."""
+    normalize_advantages: bool = True
+    """Standardise advantages within each minibatch."""
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(0 < self.gamma <= 1, "gamma", "in (0, 1]", self.gamma)
+        require(0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]", self.gae_lambda)
+        require(self.clip_coef > 0, "clip_coef", "> 0", self.clip_coef)
+        require(self.ent_coef >= 0, "ent_coef", ">= 0", self.ent_coef)
+        require(self.vf_coef > 0, "vf_coef", "> 0", self.vf_coef)
+        require(self.max_grad_norm > 0, "max_grad_norm", "> 0", self.max_grad_norm)
+        require(self.num_envs >= 1, "num_envs", ">= 1", self.num_envs)
+        # >= 2 so that every env has a real step in each rollout (a reset step never ends one)
+        require(self.num_steps >= 2, "num_steps", ">= 2", self.num_steps)
+        rollout = self.num_envs * self.num_steps
+        require(
+            1 <= self.batch_size <= rollout,
+            "batch_size",
+            f"in [1, num_envs * num_steps = {rollout}]",
+            self.batch_size,
+        )
+        require(self.update_epochs >= 1, "update_epochs", ">= 1", self.update_epochs)
+        require(
+            all(width >= 1 for width in self.hidden_sizes),
+            "hidden_sizes",
+            "a list of layer widths >= 1",
+            self.hidden_sizes,
+        )
+        require(
+            self.activation in ACTIVATIONS,
+            "activation",
+            f"one of {sorted(ACTIVATIONS)}",
+            self.activation,
+        )
+
+
+class Agent(nn.Module):
+    """Separate actor (action logits) and critic (state value) MLPs."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.actor = build_mlp(
+            obs_dim, n_actions, hidden_sizes, activation, 0.01, generator=generator
+        )
+        self.critic = build_mlp(obs_dim, 1, hidden_sizes, activation, 1.0, generator=generator)
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """Most probable action for each observation of a batch (for evaluation)."""
+        with torch.inference_mode():
+            logits = self.actor(torch.as_tensor(obs, dtype=torch.float32))
+        return logits.argmax(-1).numpy()
+
+
+def train(
+    env: EnvSpec,
+    hp: Hyperparameters,
+    total_steps: int,
+    seed: int,
+    *,
+    eval_seed: int,
+    eval_episodes: int = 10,
+    curve_points: int = 20,
+    return_threshold: float | None = None,
+) -> TrainResult:
+    """Train PPO on ``env`` for ``total_steps`` env steps (rounded up to whole rollouts), evaluate.
+
+    Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
+    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf.
+    """
+    started = time.perf_counter()
+
+    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    # -- Environment and network -----------------------------------------------------------------
+    envs = env.make_vector(hp.num_envs)
+    if action_kind(envs.single_action_space) != "discrete":
+        envs.close()
+        raise EnvConfigError(f"PPO here needs discrete actions; {env.id} has continuous ones")
+    obs_dim = observation_dim(envs.single_observation_space)
+    n_actions = int(envs.single_action_space.n)
+    agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=1e-5, foreach=True)
+
+    # -- Rollout storage (slot num_steps of `obs` holds the observation after the rollout) --------
+    T, N = hp.num_steps, hp.num_envs
+    obs = np.zeros((T + 1, N, obs_dim), dtype=np.float32)
+    actions = np.zeros((T, N), dtype=np.int64)
+    rewards = np.zeros((T, N), dtype=np.float32)
+    terminated = np.zeros((T, N), dtype=bool)
+    truncated = np.zeros((T, N), dtype=bool)
+    valid = np.zeros((T, N), dtype=bool)  # False on the reset step that follows an episode's end
+    advantages = np.zeros((T, N), dtype=np.float32)
+
+    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    num_iterations = max(1, math.ceil(total_steps / (T * N)))
+    next_obs, _ = envs.reset(seed=seed)
+    prev_done = np.zeros(N, dtype=bool)
+    global_step = 0
+
+    for iteration in range(num_iterations):
+        if hp.anneal_lr:
+            optimizer.param_groups[0]["lr"] = hp.learning_rate * (1 - iteration / num_iterations)
+
+        # -- Collect a rollout: one batched actor forward per vector step -------------------------
+        for t in range(T):
+            obs[t] = next_obs
+            valid[t] = ~prev_done
+            with torch.inference_mode():
+                logits = agent.actor(torch.from_numpy(obs[t]))
+                gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator)))
+                action = (logits + gumbel).argmax(-1).numpy()  # a sample from softmax(logits)
+            next_obs, reward, term, trunc, _ = envs.step(action)
+            actions[t], rewards[t], terminated[t], truncated[t] = action, reward, term, trunc
+            prev_done = term | trunc
+            global_step += N
+            tracker.step(reward, prev_done, global_step)
+        obs[T] = next_obs
+
+        # -- Advantages (GAE) -------------------------------------------------------------------
+        # Done steps cut the recursion; only termination zeroes the bootstrap: a truncated step
+        # bootstraps from the value of its final observation, which NEXT_STEP autoreset leaves in
+        # the next slot (that slot's own reset step is masked out below).
+        flat_obs = torch.from_numpy(obs)
+        with torch.no_grad():
+            values = agent.critic(flat_obs).squeeze(-1).numpy()  # (T + 1, N)
+            old_logprobs = F.log_softmax(agent.actor(flat_obs[:T]), dim=-1)
+            old_logprobs = old_logprobs.gather(-1, torch.from_numpy(actions)[..., None])[..., 0]
+        not_terminal = 1.0 - terminated
+        continues = ~(terminated | truncated)
+        last = np.zeros(N, dtype=np.float32)
+        for t in reversed(range(T)):
+            delta = rewards[t] + hp.gamma * values[t + 1] * not_terminal[t] - values[t]
+            last = delta + hp.gamma * hp.gae_lambda * continues[t] * last
+            advantages[t] = last
+        returns = advantages + values[:T]
+
+        # -- Keep the valid samples (drop reset steps) as flat tensors ---------------------------
+        keep = torch.from_numpy(np.flatnonzero(valid))
+        b_obs = flat_obs[:T].reshape(-1, obs_dim)[keep]
+        b_actions = torch.from_numpy(actions).reshape(-1)[keep]
+        b_logprobs = old_logprobs.reshape(-1)[keep]
+        b_advantages = torch.from_numpy(advantages).reshape(-1)[keep]
+        b_returns = torch.from_numpy(returns).reshape(-1)[keep]
+        num_minibatches = max(1, round(len(keep) / hp.batch_size))
+
+        # -- Optimise the clipped surrogate, value loss and entropy bonus ------------------------
+        losses = []
+        for _ in range(hp.update_epochs):
+            order = torch.from_numpy(rng.permutation(len(keep)))
+            for mb in torch.tensor_split(order, num_minibatches):
+                logprobs_all = F.log_softmax(agent.actor(b_obs[mb]), dim=-1)
+                logprob = logprobs_all.gather(-1, b_actions[mb, None])[:, 0]
+                entropy = -(logprobs_all.exp() * logprobs_all).sum(-1).mean()
+                ratio = (logprob - b_logprobs[mb]).exp()
+                adv = b_advantages[mb]
+                if hp.normalize_advantages and len(mb) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                clipped = ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)
+                pg_loss = torch.max(-adv * ratio, -adv * clipped).mean()
+                value = agent.critic(b_obs[mb]).squeeze(-1)
+                v_loss = 0.5 * (value - b_returns[mb]).square().mean()
+                loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
+
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
+                optimizer.step()
+                losses.append(loss.detach())
+        check_finite(torch.stack(losses), "PPO loss", global_step)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "step %d: recent return %.1f, loss %.3f",
+                global_step,
+                tracker.recent_mean(),
+                losses[-1].item(),
+            )
+    envs.close()
+    check_parameters(agent, global_step)
+    train_seconds = time.perf_counter() - started
+
+    # -- Evaluate the greedy policy on separate seeds --------------------------------------------
+    started = time.perf_counter()
+    eval_returns = evaluate(agent.greedy, env, eval_episodes, eval_seed)
+    return TrainResult(
+        eval_returns=eval_returns,
+        curve_steps=tracker.curve_steps,
+        curve_returns=tracker.curve_returns,
+        steps_to_threshold=tracker.steps_to_threshold,
+        env_steps=global_step,
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - started,
+        model_state=state_dict_cpu(agent),
+    )

@@ -1,0 +1,50 @@
+"""Tiny gymnasium environments for tests, loaded through ``EnvSpec.entry_point``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+
+class MatchEnv(gymnasium.Env):
+    """Observe a one-hot target; reward 1 for choosing it. Ten steps per episode (terminated).
+
+    A random policy scores about 5, the optimal one exactly 10.
+    """
+
+    def __init__(self, length: int = 10) -> None:
+        self.length = length
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+        self._target = 0
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.eye(2, dtype=np.float32)[self._target]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._target = int(self.np_random.integers(2))
+        return self._obs(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward = float(int(action) == self._target)
+        self._t += 1
+        self._target = int(self.np_random.integers(2))
+        return self._obs(), reward, self._t >= self.length, False, {}
+
+
+class NeedsMissingPackageEnv(gymnasium.Env):
+    """Fails like a gymnasium env whose optional dependency is not installed."""
+
+    def __init__(self) -> None:
+        raise gymnasium.error.DependencyNotInstalled(
+            "Box2D is not installed, you can install it by run `pip install swig` followed by "
+            '`pip install "gymnasium[box2d]"`'
+        )

@@ -1,0 +1,239 @@
+"""Agents: they learn, are deterministic, fail loudly, and validate their hyperparameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hpsrl.agents import (
+    ACTION_KINDS,
+    ALGORITHMS,
+    TrainingDiverged,
+    dqn,
+    get_algorithm,
+    make_hyperparameters,
+    ppo,
+)
+from hpsrl.agents.common import EpisodeTracker, TrainResult, build_mlp, evaluate
+from hpsrl.envs import EnvSpec
+
+CARTPOLE = EnvSpec("CartPole-v1")
+MATCH = EnvSpec("hpsrl-test/Match-v0", entry_point="tests.fixtures_envs:MatchEnv")
+
+#: Small, fast settings for tests that only need a few updates.
+TINY = {
+    "ppo": {"num_envs": 4, "num_steps": 32, "batch_size": 64, "update_epochs": 2},
+    "dqn": {"learning_starts": 200, "train_frequency": 16, "gradient_steps": 4, "buffer_size": 500},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _train(algorithm: str, env: EnvSpec, steps: int, seed: int = 0, **hp: object) -> TrainResult:
+    module = get_algorithm(algorithm)
+    return module.train(
+        env,
+        make_hyperparameters(algorithm, {**TINY[algorithm], **hp}),
+        steps,
+        seed,
+        eval_seed=1000 + seed,
+        eval_episodes=5,
+        curve_points=4,
+    )
+
+
+# -- Learning ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
+def test_learns_the_match_env(algorithm: str) -> None:
+    # Random play scores about 5 of 10; a working agent learns the one-step rule quickly.
+    result = _train(algorithm, MATCH, 3_000, learning_rate=3e-3)
+    assert result.eval_returns.tolist() == [10.0] * 5
+
+
+@pytest.mark.slow
+def test_ppo_learns_cartpole() -> None:
+    result = ppo.train(CARTPOLE, ppo.Hyperparameters(), 20_000, seed=0, eval_seed=1)
+    assert result.eval_returns.mean() > 100  # a random policy gets about 22
+    assert result.curve_returns[-1] > 50
+
+
+@pytest.mark.slow
+def test_dqn_learns_cartpole() -> None:
+    hp = dqn.Hyperparameters(learning_starts=500, gradient_steps=32)
+    result = dqn.train(CARTPOLE, hp, 15_000, seed=0, eval_seed=1)
+    assert result.eval_returns.mean() > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("algorithm", "env_id"), [("dqn", "Acrobot-v1"), ("ppo", "LunarLander-v3")]
+)
+def test_runs_on_other_envs(algorithm: str, env_id: str) -> None:
+    if env_id.startswith("LunarLander"):
+        pytest.importorskip("Box2D", reason="needs gymnasium[box2d]")
+    result = _train(algorithm, EnvSpec(env_id), 1_500)
+    assert np.isfinite(result.eval_returns).all()
+
+
+# -- Result record -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
+def test_result_shapes_and_saved_weights(algorithm: str) -> None:
+    result = _train(algorithm, CARTPOLE, 1_000)
+    assert result.eval_returns.shape == (5,) and result.eval_returns.dtype == np.float64
+    assert result.curve_steps.tolist() == [250, 500, 750, 1000]
+    assert result.curve_steps.dtype == np.int64
+    assert result.curve_returns.shape == (4,) and result.curve_returns.dtype == np.float64
+    assert result.steps_to_threshold == math.inf
+    assert result.env_steps >= 1_000
+    assert result.train_seconds > 0 and result.eval_seconds > 0
+    buffer = io.BytesIO()
+    torch.save(result.model_state, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    assert loaded.keys() == result.model_state.keys()
+
+
+def test_saved_ppo_weights_rebuild_the_policy() -> None:
+    hp = make_hyperparameters("ppo", TINY["ppo"])
+    result = ppo.train(CARTPOLE, hp, 500, seed=3, eval_seed=4, eval_episodes=3)
+    agent = ppo.Agent(4, 2, hp.hidden_sizes, hp.activation)
+    agent.load_state_dict(result.model_state)
+    again = evaluate(agent.greedy, CARTPOLE, 3, seed=4)
+    np.testing.assert_array_equal(again, result.eval_returns)
+
+
+# -- Determinism ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
+def test_same_seeds_give_identical_results(algorithm: str) -> None:
+    first = _train(algorithm, CARTPOLE, 2_000, seed=5)
+    second = _train(algorithm, CARTPOLE, 2_000, seed=5)
+    np.testing.assert_array_equal(first.eval_returns, second.eval_returns)
+    np.testing.assert_array_equal(first.curve_returns, second.curve_returns)
+    for name, tensor in first.model_state.items():
+        assert torch.equal(tensor, second.model_state[name]), name
+    other = _train(algorithm, CARTPOLE, 2_000, seed=6)
+    assert any(not torch.equal(t, other.model_state[name]) for name, t in first.model_state.items())
+
+
+def test_training_leaves_global_rngs_alone() -> None:
+    np.random.seed(0)
+    torch.manual_seed(0)
+    _train("ppo", CARTPOLE, 300)
+    assert np.random.rand() == np.random.RandomState(0).rand()
+
+
+# -- Divergence ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
+def test_absurd_learning_rate_raises_training_diverged(algorithm: str) -> None:
+    messages = []
+    for _ in range(2):
+        with pytest.raises(TrainingDiverged, match="at env step") as info:
+            _train(algorithm, CARTPOLE, 5_000, learning_rate=1e20, activation="relu")
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]  # deterministic: same step, same loss
+
+
+# -- Hyperparameters -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "values", "message"),
+    [
+        ("ppo", {"gamma": 0.0}, r"gamma must be in \(0, 1\]"),
+        ("ppo", {"gamma": 1.5}, r"gamma must be in \(0, 1\]"),
+        ("ppo", {"learning_rate": -1e-3}, "learning_rate must be > 0"),
+        ("ppo", {"batch_size": 0}, "batch_size must be in"),
+        ("ppo", {"num_envs": 2, "num_steps": 8, "batch_size": 17}, r"num_envs \* num_steps = 16"),
+        ("ppo", {"activation": "sigmoid"}, "activation must be one of"),
+        ("ppo", {"hidden_sizes": [64, 0]}, "hidden_sizes must be"),
+        ("ppo", {"hidden_sizes": 64}, "hidden_sizes must be"),
+        ("ppo", {"num_steps": 12.5}, "num_steps must be an integer"),
+        ("ppo", {"num_steps": 1, "batch_size": 8}, "num_steps must be >= 2"),
+        ("ppo", {"anneal_lr": "yes"}, "anneal_lr must be true or false"),
+        ("ppo", {"gae_lambda": 1.1}, r"gae_lambda must be in \[0, 1\]"),
+        ("dqn", {"epsilon": 1.5}, r"epsilon must be in \[0, 1\]"),
+        ("dqn", {"tau": 0.0}, r"tau must be in \(0, 1\]"),
+        ("dqn", {"batch_size": 0}, "batch_size must be >= 1"),
+        ("dqn", {"target_update_interval": 0}, "target_update_interval must be >= 1"),
+        ("dqn", {"learning_rate": "fast"}, "learning_rate must be a number"),
+    ],
+)
+def test_invalid_hyperparameters_name_the_field(algorithm: str, values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_hyperparameters(algorithm, values)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_defaults_are_valid_and_types_are_normalised(algorithm: str) -> None:
+    hp = make_hyperparameters(
+        algorithm,
+        {"hidden_sizes": np.array([32, 16]), "num_envs": np.int64(4), "gamma": np.float32(0.5)},
+    )
+    assert hp.hidden_sizes == (32, 16)
+    assert type(hp.num_envs) is int and type(hp.gamma) is float
+    assert make_hyperparameters(algorithm, {"hidden_sizes": [8]}).hidden_sizes == (8,)
+    assert make_hyperparameters(algorithm, {"num_envs": 4.0}).num_envs == 4
+    assert dataclasses.is_dataclass(hp) and hash(hp) == hash(dataclasses.replace(hp))
+
+
+def test_make_hyperparameters_rejects_unknown_keys() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown ppo hyperparameter\(s\) \['lr'\].*learning_rate"
+    ):
+        make_hyperparameters("ppo", {"lr": 1e-3})
+
+
+def test_get_algorithm_lists_known_algorithms() -> None:
+    assert get_algorithm("dqn") is dqn
+    with pytest.raises(ValueError, match=r"unknown algorithm 'sac'.*\['dqn', 'ppo'\]"):
+        get_algorithm("sac")
+    assert set(ACTION_KINDS) == set(ALGORITHMS)
+
+
+# -- Shared pieces -------------------------------------------------------------------------------
+
+
+def test_episode_tracker_curve_and_threshold() -> None:
+    tracker = EpisodeTracker(num_envs=2, total_steps=8, curve_points=4, return_threshold=3.0)
+    ones = np.ones(2)
+    tracker.step(ones, np.array([False, False]), 2)
+    assert math.isnan(tracker.curve_returns[0])
+    tracker.step(ones, np.array([True, False]), 4)  # env 0 ends with return 2
+    tracker.step(np.zeros(2), np.array([False, True]), 6)  # reset step of env 0; env 1 ends: 2
+    tracker.step(ones, np.array([False, False]), 8)
+    np.testing.assert_array_equal(tracker.curve_returns, [np.nan, 2.0, 2.0, 2.0])
+    assert tracker.episodes == 2 and tracker.steps_to_threshold == math.inf
+    for step in range(10, 40, 2):  # episodes of return 4 on both envs
+        tracker.step(np.full(2, 4.0), np.array([True, True]), step)
+    assert tracker.steps_to_threshold == 16.0  # 10 episodes ended by then, mean 3.6
+
+
+def test_evaluate_counts_each_envs_first_episode() -> None:
+    always_left = lambda obs: np.zeros(len(obs), dtype=np.int64)  # noqa: E731
+    returns = evaluate(always_left, CARTPOLE, episodes=4, seed=0)
+    assert returns.shape == (4,) and (returns > 5).all() and (returns < 20).all()
+    np.testing.assert_array_equal(returns, evaluate(always_left, CARTPOLE, episodes=4, seed=0))
+
+
+def test_build_mlp_shapes_and_init() -> None:
+    net = build_mlp(4, 2, (8, 8), "relu", out_gain=0.01)
+    assert net(torch.zeros(3, 4)).shape == (3, 2)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in net if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        build_mlp(4, 2, (8,), "swish")
