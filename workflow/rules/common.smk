@@ -60,13 +60,16 @@ def previous_generation(wildcards):
 
 
 def training_ranks(wildcards):
-    """One MPI rank per training seed (override with --set-resources train_individual:tasks=N)."""
+    """One MPI rank, and so one core, per training seed. Locally these are the job's threads, so
+    snakemake --cores N never runs more ranks than cores; on Slurm, tasks with cpus_per_task each.
+    """
     return seeds_of(wildcards.batch)
 
 
 def training_runtime(wildcards):
     """Minutes for one training job: the step budget at a conservative 500 steps/s per rank, plus
-    5 minutes for start-up and evaluation. Override with --set-resources train_individual:runtime=M."""
+    5 minutes for start-up and evaluation. Override with --set-resources train_individual:runtime=M.
+    """
     seconds = CAMPAIGN["training"]["steps"] / 500
     return 5 + math.ceil(seconds / 60)
 

@@ -11,7 +11,7 @@ rule train_individual:
         f"{RESULTS}/logs/{{batch}}/ind{{ind}}.log",
     conda:
         "../envs/hpsrl.yaml"
-    threads: 1
+    threads: training_ranks
     resources:
         tasks=training_ranks,
         runtime=training_runtime,
