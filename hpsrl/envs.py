@@ -7,6 +7,25 @@ user's ``entry_point`` under ``id`` if needed, then call :func:`gymnasium.make_v
 Vector environments follow gymnasium 1.x's default ``NEXT_STEP`` autoreset: after a sub-environment
 reports ``terminated`` or ``truncated``, its next ``step`` resets it, ignores the action and returns
 reward 0. The agents in :mod:`hpsrl.agents` account for that.
+
+Checkpoints (see :mod:`hpsrl.agents.common`) save the state of a vector env with
+:func:`get_vector_state` and put it back with :func:`set_vector_state`. Only environments whose
+whole state is known are supported, so that a resumed run continues exactly where it stopped:
+
+* gymnasium's ``CartPoleVectorEnv`` (CartPole-v1 through its vector entry point): the physical
+  ``state``, the per-copy step counters ``steps``, the ``prev_done`` autoreset flags, the reset
+  bounds ``low``/``high`` and the vector env's ``np_random`` bit-generator state;
+* a :class:`~gymnasium.vector.SyncVectorEnv` whose copies are gymnasium's classic-control envs
+  (CartPole, Acrobot, MountainCar, MountainCarContinuous, Pendulum) wrapped only in ``TimeLimit``,
+  ``OrderEnforcing`` and ``PassiveEnvChecker`` (what :func:`gymnasium.make` adds): per copy the
+  unwrapped env's ``state`` (+ CartPole's ``steps_beyond_terminated``) and ``np_random``
+  bit-generator state and the ``TimeLimit``'s ``_elapsed_steps``; for the vector env its
+  ``NEXT_STEP`` autoreset bookkeeping (``_autoreset_envs``, ``_terminations``, ``_truncations``,
+  ``_rewards``). Pendulum's ``last_u`` is used only for rendering and is not kept.
+
+Any other environment (user envs, Box2D, MuJoCo, other wrappers) gives ``None``: its state cannot be
+captured generically, and a resumed run must reset it instead (the agents then log that the run
+goes on correctly but not bit-identically).
 """
 
 from __future__ import annotations
@@ -191,6 +210,145 @@ def _import(module: str, what: str) -> Any:
             f"could not import {what}: {err}. Make sure the module is installed in this Python "
             f"environment or on PYTHONPATH of every worker."
         ) from err
+
+
+# -- Saving and restoring the state of a vector env (for checkpoints) ---------------------------
+
+#: Unwrapped classic-control envs whose dynamics depend only on ``state`` and ``np_random``,
+#: mapped to the extra attributes that must be kept with them.
+_CLASSIC_CONTROL_EXTRA: dict[str, tuple[str, ...]] = {
+    "CartPoleEnv": ("steps_beyond_terminated",),
+    "AcrobotEnv": (),
+    "MountainCarEnv": (),
+    "Continuous_MountainCarEnv": (),
+    "PendulumEnv": (),
+}
+
+#: Wrappers that :func:`gymnasium.make` adds and that hold no state affecting the dynamics
+#: other than ``TimeLimit._elapsed_steps``.
+_KNOWN_WRAPPERS = ("TimeLimit", "OrderEnforcing", "PassiveEnvChecker")
+
+
+def get_vector_state(vec_env: gymnasium.vector.VectorEnv) -> dict[str, Any] | None:
+    """Everything that determines the future of ``vec_env``, as plain data, or ``None``.
+
+    Call it after :meth:`reset`. The dict holds numpy arrays (copies), ints, floats, strings,
+    ``None`` and the plain-dict bit-generator states; reading it changes nothing in the env.
+    ``None`` means that the env is not one of the supported kinds listed in the module docstring.
+    """
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    if type(vec_env) is CartPoleVectorEnv:
+        if vec_env.state is None or vec_env._np_random is None:
+            return None
+        return {
+            "kind": "CartPoleVectorEnv",
+            "num_envs": int(vec_env.num_envs),
+            "state": np.array(vec_env.state, copy=True),
+            "steps": np.array(vec_env.steps, copy=True),
+            "prev_done": np.array(vec_env.prev_done, copy=True),
+            "low": float(vec_env.low),
+            "high": float(vec_env.high),
+            "np_random": vec_env._np_random.bit_generator.state,
+        }
+    if type(vec_env) is gymnasium.vector.SyncVectorEnv:
+        copies = [_get_classic_control_state(sub) for sub in vec_env.envs]
+        if any(c is None for c in copies):
+            return None
+        return {
+            "kind": "SyncVectorEnv",
+            "num_envs": int(vec_env.num_envs),
+            "envs": copies,
+            "autoreset_envs": np.array(vec_env._autoreset_envs, copy=True),
+            "terminations": np.array(vec_env._terminations, copy=True),
+            "truncations": np.array(vec_env._truncations, copy=True),
+            "rewards": np.array(vec_env._rewards, copy=True),
+        }
+    return None
+
+
+def set_vector_state(vec_env: gymnasium.vector.VectorEnv, state: Mapping[str, Any]) -> bool:
+    """Put ``state`` from :func:`get_vector_state` back into ``vec_env``; ``True`` on success.
+
+    ``vec_env`` must be built the same way as the one the state came from and must have been reset
+    (any seed). Returns ``False`` without changing anything when the state does not fit the env
+    (another kind of env, another number of copies, another environment class).
+    """
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    kind = state.get("kind")
+    if int(state.get("num_envs", -1)) != vec_env.num_envs:
+        return False
+    if kind == "CartPoleVectorEnv" and type(vec_env) is CartPoleVectorEnv:
+        if vec_env._np_random is None:
+            return False
+        vec_env.state = np.array(state["state"], copy=True)
+        vec_env.steps = np.array(state["steps"], copy=True)
+        vec_env.prev_done = np.array(state["prev_done"], copy=True)
+        vec_env.low, vec_env.high = float(state["low"]), float(state["high"])
+        vec_env._np_random.bit_generator.state = state["np_random"]
+        return True
+    if kind == "SyncVectorEnv" and type(vec_env) is gymnasium.vector.SyncVectorEnv:
+        copies = state["envs"]
+        if len(copies) != vec_env.num_envs:
+            return False
+        current = [_get_classic_control_state(sub) for sub in vec_env.envs]
+        fits = all(
+            now is not None
+            and now["class"] == saved["class"]
+            and len(now["elapsed_steps"]) == len(saved["elapsed_steps"])
+            for now, saved in zip(current, copies, strict=True)
+        )
+        if not fits:
+            return False
+        for sub, saved in zip(vec_env.envs, copies, strict=True):
+            _set_classic_control_state(sub, saved)
+        vec_env._autoreset_envs = np.array(state["autoreset_envs"], copy=True)
+        vec_env._terminations = np.array(state["terminations"], copy=True)
+        vec_env._truncations = np.array(state["truncations"], copy=True)
+        vec_env._rewards = np.array(state["rewards"], copy=True)
+        return True
+    return False
+
+
+def _wrapper_chain(env: gymnasium.Env) -> tuple[list[gymnasium.Wrapper], gymnasium.Env]:
+    wrappers = []
+    while isinstance(env, gymnasium.Wrapper):
+        wrappers.append(env)
+        env = env.env
+    return wrappers, env
+
+
+def _get_classic_control_state(env: gymnasium.Env) -> dict[str, Any] | None:
+    wrappers, inner = _wrapper_chain(env)
+    name = type(inner).__name__
+    if (
+        name not in _CLASSIC_CONTROL_EXTRA
+        or not type(inner).__module__.startswith("gymnasium.envs.classic_control")
+        or any(type(w).__name__ not in _KNOWN_WRAPPERS for w in wrappers)
+        or getattr(inner, "state", None) is None
+        or inner._np_random is None
+    ):
+        return None
+    time_limits = [w for w in wrappers if isinstance(w, gymnasium.wrappers.TimeLimit)]
+    return {
+        "class": name,
+        "state": np.array(inner.state, copy=True),
+        "extra": {attr: getattr(inner, attr) for attr in _CLASSIC_CONTROL_EXTRA[name]},
+        "np_random": inner._np_random.bit_generator.state,
+        "elapsed_steps": [w._elapsed_steps for w in time_limits],
+    }
+
+
+def _set_classic_control_state(env: gymnasium.Env, saved: Mapping[str, Any]) -> None:
+    wrappers, inner = _wrapper_chain(env)
+    inner.state = np.array(saved["state"], copy=True)
+    for attr, value in saved["extra"].items():
+        setattr(inner, attr, value)
+    inner._np_random.bit_generator.state = saved["np_random"]
+    time_limits = [w for w in wrappers if isinstance(w, gymnasium.wrappers.TimeLimit)]
+    for wrapper, elapsed in zip(time_limits, saved["elapsed_steps"], strict=True):
+        wrapper._elapsed_steps = elapsed
 
 
 def action_kind(space: spaces.Space) -> str:

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
+from hpsrl.envs import (
+    EnvConfigError,
+    EnvSpec,
+    action_kind,
+    get_vector_state,
+    observation_dim,
+    set_vector_state,
+)
 
 
 def test_registered_id_makes_vector_and_single_envs() -> None:
@@ -147,3 +154,90 @@ def test_observation_dim() -> None:
     assert observation_dim(spaces.Box(0.0, 1.0, shape=(2, 3))) == 6
     with pytest.raises(EnvConfigError, match="unsupported observation space"):
         observation_dim(spaces.Discrete(4))
+
+
+# -- Saving and restoring a vector env's state (for checkpoints) ---------------------------------
+
+
+def _make_sync(env_id: str, n: int, **kwargs: object) -> gymnasium.vector.VectorEnv:
+    return gymnasium.make_vec(env_id, n, vectorization_mode="sync", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda: EnvSpec("CartPole-v1", kwargs={"max_episode_steps": 15}).make_vector(3), "vec"),
+        (lambda: EnvSpec("Acrobot-v1", kwargs={"max_episode_steps": 15}).make_vector(3), "sync"),
+        (lambda: _make_sync("CartPole-v1", 3, max_episode_steps=15), "sync"),
+        (lambda: _make_sync("MountainCar-v0", 3, max_episode_steps=15), "sync"),
+    ],
+    ids=["CartPoleVectorEnv", "Acrobot-sync", "CartPole-sync", "MountainCar-sync"],
+)
+def test_restored_vector_env_continues_exactly(make: object, kind: str) -> None:
+    # The copy is taken right as the time limit (15) ends episodes, so that a reset is pending.
+    actions = np.random.default_rng(0).integers(2, size=(60, 3))
+    original, copy = make(), make()  # type: ignore[operator]
+    original.reset(seed=1)
+    for a in actions[:15]:
+        *_, truncated, _ = original.step(a)
+    assert truncated.any()
+    state = get_vector_state(original)
+    assert state is not None
+    assert state["kind"] == ("CartPoleVectorEnv" if kind == "vec" else "SyncVectorEnv")
+    want = [original.step(a)[:4] for a in actions[15:]]
+    # `state` is a copy: stepping the original did not change it, and it can be used twice.
+    for _ in range(2):
+        copy.reset(seed=99)
+        assert set_vector_state(copy, state)
+        for a, w in zip(actions[15:], want, strict=True):
+            for expected, got in zip(w, copy.step(a)[:4], strict=True):
+                np.testing.assert_array_equal(expected, got)
+    copy.reset(seed=99)  # without the state, the copy goes elsewhere
+    assert not np.array_equal(copy.step(actions[15])[0], want[0][0])
+    original.close()
+    copy.close()
+
+
+def test_vector_state_is_plain_data_and_reading_it_changes_nothing() -> None:
+    envs = EnvSpec("Acrobot-v1").make_vector(2)
+    envs.reset(seed=0)
+    first = get_vector_state(envs)
+    second = get_vector_state(envs)
+    assert first is not None and second is not None
+    assert first["envs"][0]["np_random"] == second["envs"][0]["np_random"]
+    assert isinstance(first["envs"][0]["np_random"]["state"]["state"], int)
+    envs.close()
+
+
+def test_unsupported_envs_have_no_vector_state() -> None:
+    match = EnvSpec("hpsrl-test/Match-v0", entry_point="tests.fixtures_envs:MatchEnv")
+    envs = match.make_vector(2)
+    envs.reset(seed=0)
+    assert get_vector_state(envs) is None
+    envs.close()
+    wrapped = gymnasium.make_vec(
+        "Acrobot-v1",
+        2,
+        vectorization_mode="sync",
+        wrappers=[gymnasium.wrappers.RecordEpisodeStatistics],
+    )
+    wrapped.reset(seed=0)
+    assert get_vector_state(wrapped) is None  # an unknown wrapper may hold state
+    wrapped.close()
+
+
+def test_state_that_does_not_fit_is_refused() -> None:
+    cartpole = EnvSpec("CartPole-v1").make_vector(2)
+    acrobot = EnvSpec("Acrobot-v1").make_vector(2)
+    cartpole.reset(seed=0)
+    acrobot.reset(seed=0)
+    acrobot3 = EnvSpec("Acrobot-v1").make_vector(3)
+    acrobot3.reset(seed=0)
+    mountain = _make_sync("MountainCar-v0", 2)
+    mountain.reset(seed=0)
+    assert not set_vector_state(acrobot, get_vector_state(cartpole))
+    assert not set_vector_state(cartpole, get_vector_state(acrobot))
+    assert not set_vector_state(acrobot3, get_vector_state(acrobot))
+    assert not set_vector_state(mountain, get_vector_state(acrobot))
+    for envs in (cartpole, acrobot, acrobot3, mountain):
+        envs.close()

@@ -8,11 +8,12 @@ from types import ModuleType
 from typing import Any
 
 from hpsrl.agents import dqn, ppo
-from hpsrl.agents.common import TrainingDiverged, TrainResult
+from hpsrl.agents.common import Checkpointing, TrainingDiverged, TrainResult
 
 __all__ = [
     "ACTION_KINDS",
     "ALGORITHMS",
+    "Checkpointing",
     "TrainResult",
     "TrainingDiverged",
     "get_algorithm",

@@ -4,6 +4,11 @@ Reads top to bottom like CleanRL's ``dqn.py``: hyperparameters, the Q-network, t
 With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
 transition and is not stored; the done flag of a stored transition is ``terminated`` only, so
 truncated episodes bootstrap from their final observation.
+
+With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the training
+phase and target update it triggers), including the filled part of the replay buffer, and resumes
+from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed result
+is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from torch import nn
 
 from hpsrl.agents.common import (
     ACTIVATIONS,
+    Checkpointer,
+    Checkpointing,
     EpisodeTracker,
     TrainResult,
     build_mlp,
@@ -29,6 +36,9 @@ from hpsrl.agents.common import (
     coerce_fields,
     evaluate,
     require,
+    restore_run,
+    run_fingerprint,
+    run_state,
     state_dict_cpu,
 )
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
@@ -144,10 +154,13 @@ def train(
     eval_episodes: int = 10,
     curve_points: int = 20,
     return_threshold: float | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> TrainResult:
     """Train DQN on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
 
     Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
+    With ``checkpoint``, saves its state between vector steps and resumes from
+    ``checkpoint.path`` if that file holds a checkpoint of this same run.
     Raises :class:`~hpsrl.agents.common.TrainingDiverged` when the TD loss becomes NaN/inf.
     """
     started = time.perf_counter()
@@ -175,6 +188,13 @@ def train(
     buf_actions = np.zeros(capacity, dtype=np.int64)
     buf_rewards = np.zeros(capacity, dtype=np.float32)
     buf_terminated = np.zeros(capacity, dtype=np.float32)
+    buffer = {
+        "obs": buf_obs,
+        "next_obs": buf_next_obs,
+        "actions": buf_actions,
+        "rewards": buf_rewards,
+        "terminated": buf_terminated,
+    }
     stored = 0  # transitions ever stored; the ring position is stored % capacity
 
     N = hp.num_envs
@@ -184,8 +204,45 @@ def train(
     obs = envs.reset(seed=seed)[0].astype(np.float32, copy=False)
     prev_done = np.zeros(N, dtype=bool)
     global_step = 0
+    first_vector_step = 0
+    earlier_seconds = 0.0  # train time of the run before it was resumed
 
-    for _ in range(num_vector_steps):
+    # -- Resume from this run's checkpoint, if there is one ----------------------------------------
+    fingerprint = run_fingerprint(
+        "dqn",
+        env,
+        hp,
+        total_steps=total_steps,
+        seed=seed,
+        eval_seed=eval_seed,
+        curve_points=curve_points,
+        return_threshold=return_threshold,
+    )
+    checkpointer = Checkpointer(checkpoint, fingerprint)
+    saved = checkpointer.load()
+    if saved is not None:
+        q_network.load_state_dict(saved["q_network"])
+        target_network.load_state_dict(saved["target_network"])
+        optimizer.load_state_dict(saved["optimizer"])
+        stored = int(saved["replay"]["stored"])
+        for name, array in buffer.items():
+            array[: min(stored, capacity)] = saved["replay"][name].numpy()
+        first_vector_step = int(saved["vector_step"])
+        global_step = int(saved["global_step"])
+        earlier_seconds = float(saved["train_seconds"])
+        obs, prev_done = restore_run(
+            saved,
+            generator=generator,
+            rng=rng,
+            tracker=tracker,
+            envs=envs,
+            seed=seed,
+            what=f"DQN seed {seed}",
+        )
+        obs = obs.astype(np.float32, copy=False)
+        del saved
+
+    for vector_step in range(first_vector_step, num_vector_steps):
         # -- Act epsilon-greedily -----------------------------------------------------------------
         progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
         epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
@@ -250,9 +307,34 @@ def train(
                         target_param.copy_(param)
                     else:
                         target_param.lerp_(param, hp.tau)
+
+        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
+        if checkpointer.due(global_step):
+            filled = min(stored, capacity)
+            replay = {name: torch.from_numpy(a[:filled].copy()) for name, a in buffer.items()}
+            checkpointer.save(
+                global_step,
+                {
+                    **run_state(
+                        global_step=global_step,
+                        train_seconds=earlier_seconds + time.perf_counter() - started,
+                        generator=generator,
+                        rng=rng,
+                        tracker=tracker,
+                        envs=envs,
+                        obs=obs,
+                        prev_done=prev_done,
+                    ),
+                    "vector_step": vector_step + 1,
+                    "q_network": q_network.state_dict(),
+                    "target_network": target_network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "replay": {"stored": stored, **replay},
+                },
+            )
     envs.close()
     check_parameters(q_network, global_step)
-    train_seconds = time.perf_counter() - started
+    train_seconds = earlier_seconds + time.perf_counter() - started
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()

@@ -4,6 +4,10 @@ Reads top to bottom like CleanRL's ``ppo.py``: hyperparameters, the network, the
 Differences from CleanRL: gymnasium 1.x ``NEXT_STEP`` autoreset is handled by masking the reset step
 that follows each episode out of the loss; truncated episodes bootstrap from the value of their
 final observation; minibatches are near-equal splits of the valid samples of a rollout.
+
+With ``checkpoint=Checkpointing(...)`` the run saves its state after a rollout and its update and
+resumes from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed
+result is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from torch import nn
 
 from hpsrl.agents.common import (
     ACTIVATIONS,
+    Checkpointer,
+    Checkpointing,
     EpisodeTracker,
     TrainResult,
     build_mlp,
@@ -28,6 +34,9 @@ from hpsrl.agents.common import (
     coerce_fields,
     evaluate,
     require,
+    restore_run,
+    run_fingerprint,
+    run_state,
     state_dict_cpu,
 )
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
@@ -58,7 +67,9 @@ class Hyperparameters:
     num_steps: int = 64
     """Rollout length per environment (>= 2); a rollout has ``num_envs * num_steps`` env steps."""
     batch_size: int = 256
-    """Minibatch size, at most ``num_envs * num_steps``."""
+    """Minibatch size (>= 1). Each epoch splits the valid samples of a rollout (at most
+    ``num_envs * num_steps``) into ``round(samples / batch_size)`` near-equal minibatches; a
+    ``batch_size`` larger than the rollout gives one minibatch of the whole rollout per epoch."""
     update_epochs: int = 10
     """Passes over each rollout."""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -82,13 +93,7 @@ class Hyperparameters:
         require(self.num_envs >= 1, "num_envs", ">= 1", self.num_envs)
         # >= 2 so that every env has a real step in each rollout (a reset step never ends one)
         require(self.num_steps >= 2, "num_steps", ">= 2", self.num_steps)
-        rollout = self.num_envs * self.num_steps
-        require(
-            1 <= self.batch_size <= rollout,
-            "batch_size",
-            f"in [1, num_envs * num_steps = {rollout}]",
-            self.batch_size,
-        )
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.update_epochs >= 1, "update_epochs", ">= 1", self.update_epochs)
         require(
             all(width >= 1 for width in self.hidden_sizes),
@@ -138,10 +143,13 @@ def train(
     eval_episodes: int = 10,
     curve_points: int = 20,
     return_threshold: float | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> TrainResult:
     """Train PPO on ``env`` for ``total_steps`` env steps (rounded up to whole rollouts), evaluate.
 
     Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
+    With ``checkpoint``, saves its state after updates and resumes from ``checkpoint.path`` if
+    that file holds a checkpoint of this same run.
     Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf.
     """
     started = time.perf_counter()
@@ -176,8 +184,40 @@ def train(
     next_obs, _ = envs.reset(seed=seed)
     prev_done = np.zeros(N, dtype=bool)
     global_step = 0
+    first_iteration = 0
+    earlier_seconds = 0.0  # train time of the run before it was resumed
 
-    for iteration in range(num_iterations):
+    # -- Resume from this run's checkpoint, if there is one ----------------------------------------
+    fingerprint = run_fingerprint(
+        "ppo",
+        env,
+        hp,
+        total_steps=total_steps,
+        seed=seed,
+        eval_seed=eval_seed,
+        curve_points=curve_points,
+        return_threshold=return_threshold,
+    )
+    checkpointer = Checkpointer(checkpoint, fingerprint)
+    saved = checkpointer.load()
+    if saved is not None:
+        agent.load_state_dict(saved["agent"])
+        optimizer.load_state_dict(saved["optimizer"])
+        first_iteration = int(saved["iteration"])
+        global_step = int(saved["global_step"])
+        earlier_seconds = float(saved["train_seconds"])
+        next_obs, prev_done = restore_run(
+            saved,
+            generator=generator,
+            rng=rng,
+            tracker=tracker,
+            envs=envs,
+            seed=seed,
+            what=f"PPO seed {seed}",
+        )
+        del saved
+
+    for iteration in range(first_iteration, num_iterations):
         if hp.anneal_lr:
             optimizer.param_groups[0]["lr"] = hp.learning_rate * (1 - iteration / num_iterations)
 
@@ -254,9 +294,30 @@ def train(
                 tracker.recent_mean(),
                 losses[-1].item(),
             )
+
+        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
+        if checkpointer.due(global_step):
+            checkpointer.save(
+                global_step,
+                {
+                    **run_state(
+                        global_step=global_step,
+                        train_seconds=earlier_seconds + time.perf_counter() - started,
+                        generator=generator,
+                        rng=rng,
+                        tracker=tracker,
+                        envs=envs,
+                        obs=next_obs,
+                        prev_done=prev_done,
+                    ),
+                    "iteration": iteration + 1,
+                    "agent": agent.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
+            )
     envs.close()
     check_parameters(agent, global_step)
-    train_seconds = time.perf_counter() - started
+    train_seconds = earlier_seconds + time.perf_counter() - started
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()
