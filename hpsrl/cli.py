@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpsrl.config import ConfigError, check_environment, load_config, load_yaml
-from hpsrl.storage import CorruptResultError
+from hpsrl.evolve import NothingToRetest
+from hpsrl.storage import CorruptResultError, StorageError, quarantine
 
 log = logging.getLogger("hpsrl")
 
@@ -73,6 +74,11 @@ def _cmd_best(args: argparse.Namespace) -> None:
     sys.stdout.write(best_yaml(args.campaign_dir))
 
 
+# Commands that read results only the workflow made: a damaged input is moved aside, so that
+# rerunning snakemake regenerates it instead of failing on it again.
+WORKFLOW_STEPS = ("train", "collect", "evolve", "retest")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpsrl",
@@ -132,7 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (ConfigError, CorruptResultError, FileNotFoundError, RuntimeError) as e:
+    except CorruptResultError as e:
+        if args.command in WORKFLOW_STEPS and e.path.exists():
+            aside = quarantine(e.path)
+            print(
+                f"hpsrl: error: {e.path} is damaged ({e.__cause__ or e}); moved it aside to "
+                f"{aside}; rerun snakemake to regenerate it",
+                file=sys.stderr,
+            )
+        else:
+            print(f"hpsrl: error: {e}", file=sys.stderr)
+        return 2
+    except (ConfigError, StorageError, NothingToRetest, FileNotFoundError) as e:
         print(f"hpsrl: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -25,7 +25,7 @@ from hpsrl.genes import SearchSpace
 SCHEMA_VERSION = 1
 
 # Keys that may change on an existing campaign without changing what its results mean.
-HASH_EXEMPT_KEYS = ("generations",)
+HASH_EXEMPT_KEYS = ("ga.generations", "training.checkpoint")
 
 NATURAL_DIRECTIONS = {
     "return": "maximize",
@@ -80,7 +80,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file, turning parse errors into a ConfigError naming the file and line."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open() as stream:  # a stream, so parse errors name the file
+            data = yaml.safe_load(stream)
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path} does not exist") from e
     except yaml.YAMLError as e:
@@ -161,7 +162,8 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """A hash of everything that gives results their meaning (not of the generation budget)."""
     meaningful = copy.deepcopy(dict(config))
     for key in HASH_EXEMPT_KEYS:
-        meaningful.get("ga", {}).pop(key, None)
+        section, name = key.split(".")
+        meaningful.get(section, {}).pop(name, None)
     text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -199,8 +201,11 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two configs (ignoring the generation budget)."""
     a, b = _flatten(old), _flatten(new)
-    exempt = {f"ga.{key}" for key in HASH_EXEMPT_KEYS}
-    return sorted(k for k in set(a) | set(b) if k not in exempt and a.get(k) != b.get(k))
+
+    def exempt(key: str) -> bool:
+        return any(key == e or key.startswith(f"{e}.") for e in HASH_EXEMPT_KEYS)
+
+    return sorted(k for k in set(a) | set(b) if not exempt(k) and a.get(k) != b.get(k))
 
 
 def check_environment(config: Mapping[str, Any]) -> str:
@@ -227,3 +232,13 @@ def check_environment(config: Mapping[str, Any]) -> str:
             f"actions, but {env.id} has {kind} actions; choose an algorithm for {kind} actions"
         )
     return kind
+
+
+def readable_config_file(path: str | Path) -> str:
+    """``path``, after checking it parses as a YAML mapping: for the Snakefile's configfile, whose
+    own parse error names neither the file nor the line. Exits with one message otherwise."""
+    try:
+        load_yaml(path)
+    except ConfigError as e:
+        raise SystemExit(f"hpsrl: {e}") from None
+    return str(path)

@@ -27,6 +27,10 @@ from hpsrl.storage import Generation, Population
 RETEST_BATCH = "retest"
 
 
+class NothingToRetest(RuntimeError):
+    """Every individual of the final generation failed."""
+
+
 def batch_name(generation: int) -> str:
     return f"gen{generation:03d}"
 
@@ -106,9 +110,10 @@ def retest_population(final: Generation, config: Mapping[str, Any]) -> Populatio
     """The final generation's best individual, to be trained again on fresh seeds."""
     best = best_index(final)
     if best is None:
-        raise RuntimeError(
-            f"every individual of {final.population.batch} failed; nothing to re-test "
-            "(see the errors with: hpsrl status)"
+        raise NothingToRetest(
+            f"every individual of {final.population.batch} failed, so there is nothing to re-test "
+            "(see why with: hpsrl status RESULTS_DIR/CAMPAIGN); set report.retest_seeds: 0 to "
+            "finish without a re-test"
         )
     plan = SeedPlan(config["seed"])
     seeds = config["report"]["retest_seeds"]

@@ -53,7 +53,8 @@ def collect(population: Population, individual_paths: Sequence[str | Path]) -> G
         if row["config_hash"] != expected_hash:
             raise CorruptResultError(
                 f"{path} was trained for another config (hash {row['config_hash']}, this "
-                f"campaign has {expected_hash}); delete it and rerun snakemake"
+                f"campaign has {expected_hash}); delete it and rerun snakemake",
+                path,
             )
     results: dict[str, Any] = {
         name: np.stack([r[name] for r in rows]) for name in PER_SEED_DATASETS

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,24 +32,42 @@ from hpsrl.config import SCHEMA_VERSION, config_hash, search_space
 STR = h5py.string_dtype()
 
 
-class CorruptResultError(RuntimeError):
-    """An HDF5 file that cannot be read back; the message names it and how to regenerate it."""
+class StorageError(RuntimeError):
+    """A result file that cannot be written or read; the message names it and what to do."""
+
+
+class CorruptResultError(StorageError):
+    """An HDF5 file that cannot be read back (truncated, corrupt, or not HDF5)."""
+
+    def __init__(self, message: str, path: str | Path):
+        super().__init__(message)
+        self.path = Path(path)
 
 
 @contextmanager
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    """Open ``path`` for writing under a temporary name, renamed into place only when complete."""
+    """Open ``path`` for writing under a temporary name, renamed into place only when complete.
+
+    A killed process leaves at most a hidden ``.NAME.*.tmp`` file, never a partial ``path``; a
+    full disk or a read-only folder raises StorageError and leaves every existing file as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         with h5py.File(tmp, "w") as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise StorageError(
+            f"cannot write {path}: {e}. Check that {path.parent} is writable and has free space; "
+            "finished results are untouched, rerun once it is fixed"
+        ) from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @contextmanager
@@ -59,7 +78,29 @@ def open_h5(path: str | Path) -> Iterator[h5py.File]:
             yield f
     except (OSError, KeyError, ValueError) as e:
         raise CorruptResultError(
-            f"{path} cannot be read ({e}); delete it and rerun snakemake to regenerate it"
+            f"{path} cannot be read ({e}); delete it and rerun snakemake to regenerate it", path
+        ) from e
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a damaged result aside (to NAME.corrupt), so that rerunning regenerates it."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail early, before any training, when results could not be written under ``folder``."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise StorageError(
+            f"results cannot be written to {folder} ({e.strerror} in {existing}); "
+            "choose another results_dir or fix the folder's permissions"
         ) from e
 
 
@@ -329,3 +370,47 @@ def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) 
         "Results would mean something else, so they are not mixed. To start a new campaign, "
         "give it another name (config key 'campaign'); to continue this one, restore those keys."
     )
+
+
+# -- finished training results survive a rerun of their job ----------------------------------
+#
+# When snakemake is killed after a training job wrote its result but before snakemake recorded the
+# job as done, the rerun (--rerun-incomplete) deletes that result and trains again. A hard link
+# under .finished/ outlives the deletion, so the rerun job restores the result instead; training is
+# deterministic given its seeds, so restoring gives what retraining would.
+
+
+def _finished_copy(path: Path) -> Path:
+    return path.parent / ".finished" / path.name
+
+
+def _link_into_place(src: Path, dest: Path) -> None:
+    """Make ``dest`` the same file as ``src`` (a hard link, or a copy where links fail)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def keep_finished(path: str | Path) -> None:
+    _link_into_place(Path(path), _finished_copy(Path(path)))
+
+
+def restore_finished(path: str | Path, config: Mapping[str, Any]) -> bool:
+    """Put back a finished result of this campaign's config at ``path``; False if there is none."""
+    path = Path(path)
+    finished = _finished_copy(path)
+    if not finished.exists():
+        return False
+    try:
+        with open_h5(finished) as f:
+            if str(f.attrs["config_hash"]) != config_hash(config):
+                return False
+    except CorruptResultError:
+        return False
+    _link_into_place(finished, path)
+    return True

@@ -7,19 +7,25 @@ crash: the individual is recorded as failed and the campaign goes on.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpsrl.mpi import my_tasks, threads_per_rank, world
 from hpsrl.storage import (
     IndividualResult,
     Population,
     SeedResult,
+    keep_finished,
     read_population,
+    restore_finished,
     write_individual,
 )
+
+if TYPE_CHECKING:  # torch is imported only once a job really trains
+    from hpsrl.agents.common import Checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,32 @@ def _return_threshold(config: dict[str, Any]) -> float | None:
     return None
 
 
-def train_seed(pop: Population, individual: int, k: int) -> SeedResult:
-    """Train and evaluate one seed of one individual; failures are returned, not raised."""
+def checkpoint_dir(out_path: str | Path) -> Path:
+    """Where the seeds of the job writing ``out_path`` keep their checkpoints (not a rule output:
+    snakemake would delete it with a failed job's outputs, the very case it is there for)."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.ckpt")
+
+
+def _checkpointing(config: dict[str, Any], folder: Path, k: int) -> Checkpointing | None:
+    from hpsrl.agents.common import Checkpointing
+
+    every = config["training"]["checkpoint"]
+    minutes, steps = every["every_minutes"], every["every_steps"]
+    if not minutes and not steps:
+        return None
+    return Checkpointing(
+        path=folder / f"seed{k}.pt",
+        every_steps=steps or None,
+        every_seconds=minutes * 60 if minutes else None,
+    )
+
+
+def train_seed(
+    pop: Population, individual: int, k: int, checkpoints: Path | None = None
+) -> SeedResult:
+    """Train and evaluate one seed of one individual, resuming from its checkpoint in
+    ``checkpoints`` if there is one; failures are returned, not raised."""
     from hpsrl.agents import get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
 
@@ -51,6 +81,7 @@ def train_seed(pop: Population, individual: int, k: int) -> SeedResult:
             eval_episodes=config["training"]["eval_episodes"],
             curve_points=config["training"]["curve_points"],
             return_threshold=_return_threshold(config),
+            checkpoint=_checkpointing(config, checkpoints, k) if checkpoints else None,
         )
     except Exception as e:  # a failed individual is data: record why and go on
         log.error(
@@ -86,16 +117,26 @@ def train_seed(pop: Population, individual: int, k: int) -> SeedResult:
 
 def run_job(population_path: str | Path, individual: int, out_path: str | Path) -> None:
     """Train every seed of ``individual`` across the MPI ranks; rank 0 writes ``out_path``."""
+    comm = world()
+    pop = read_population(population_path) if comm.rank == 0 else None
+    restored = comm.rank == 0 and restore_finished(out_path, pop.config)
+    if comm.bcast(restored, root=0):
+        if comm.rank == 0:
+            log.info("%s: restored the finished result of an interrupted run", out_path)
+        return
+    pop = comm.bcast(pop, root=0)
+
     import torch
 
     torch.set_num_threads(threads_per_rank())
-    comm = world()
-    pop = read_population(population_path) if comm.rank == 0 else None
-    pop = comm.bcast(pop, root=0)
     if not 0 <= individual < len(pop):
         raise ValueError(f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}")
     n_seeds = pop.train_seeds.shape[1]
-    mine = {k: train_seed(pop, individual, k) for k in my_tasks(n_seeds, comm.rank, comm.size)}
+    checkpoints = checkpoint_dir(out_path)
+    mine = {
+        k: train_seed(pop, individual, k, checkpoints)
+        for k in my_tasks(n_seeds, comm.rank, comm.size)
+    }
     gathered = comm.gather(mine, root=0)
     if comm.rank != 0:
         return
@@ -114,4 +155,7 @@ def run_job(population_path: str | Path, individual: int, out_path: str | Path) 
         mpi_ranks=comm.size,
     )
     write_individual(out_path, result, pop.config)
+    keep_finished(out_path)
+    if not pop.config["training"]["checkpoint"]["keep"]:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("%s individual %d: %s, written to %s", pop.batch, individual, result.status, out_path)

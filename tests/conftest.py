@@ -47,13 +47,18 @@ def tiny_config() -> dict[str, Any]:
     return copy.deepcopy(TINY)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, config, profiles) to run snakemake in."""
+def copy_workflow(dest: Path) -> Path:
+    """Copy the workflow (Snakefile, rules, config, profiles) into ``dest`` to run snakemake in."""
     for name in ("Snakefile", "workflow", "config", "profiles"):
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, tmp_path / name)
+            shutil.copytree(src, dest / name)
         else:
-            shutil.copy(src, tmp_path / name)
-    return tmp_path
+            shutil.copy(src, dest / name)
+    return dest
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow to run snakemake in."""
+    return copy_workflow(tmp_path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -80,3 +82,55 @@ def test_a_diverging_individual_is_recorded_as_failed(tiny_config, tmp_path):
     assert "TrainingDiverged" in result["error"]
     assert np.isnan(result["returns"]).all()
     assert "Traceback" in done.stderr, "the log must hold the traceback"
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_from_its_checkpoints(tiny_config, tmp_path):
+    tiny_config["training"]["steps"] = 4096
+    tiny_config["training"]["checkpoint"] = {"every_minutes": 0, "every_steps": 512}
+    pop = initial_population(load_config(tiny_config))
+    write_population(tmp_path / "pop.h5", pop)
+    done = _train(tmp_path / "pop.h5", tmp_path / "whole.h5", ranks=2)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "whole.ckpt").exists(), "checkpoints of a finished job are removed"
+
+    out = tmp_path / "resumed.h5"
+    command = [
+        str(BIN / "mpiexec"),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "mpi4py",
+        "-m",
+        "hpsrl",
+        "train",
+        "--population",
+        str(tmp_path / "pop.h5"),
+        "--individual",
+        "0",
+        "--out",
+        str(out),
+    ]
+    job = subprocess.Popen(
+        command,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = tmp_path / "resumed.ckpt"
+    deadline = time.monotonic() + 120
+    while len(list(checkpoints.glob("seed*.pt"))) < 2:
+        assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    os.killpg(job.pid, signal.SIGKILL)  # like a Slurm time limit or a node failure
+    job.wait()
+    assert not out.exists()
+
+    done = _train(tmp_path / "pop.h5", out, ranks=2)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from env step" in done.stderr
+    whole, resumed = read_individual_arrays(tmp_path / "whole.h5"), read_individual_arrays(out)
+    for name in ("episode_returns", "curve_returns", "steps_to_threshold", "env_steps"):
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)

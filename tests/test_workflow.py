@@ -15,8 +15,10 @@ import yaml
 BIN = Path(sys.executable).parent
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 600, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env_extra or {})}
     return subprocess.run(
         [str(BIN / "snakemake"), *args],
         cwd=workdir,

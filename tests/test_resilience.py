@@ -1,0 +1,303 @@
+"""Long campaigns survive kills, damaged files, bad input and concurrent runs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hpsrl.config import load_config
+from hpsrl.evolve import initial_population
+from hpsrl.storage import StorageError, read_population, write_population
+from tests.conftest import TINY, copy_workflow
+from tests.test_workflow import BIN, snakemake, write_config
+
+# -- bad input: one readable message naming the key, before any job ----------------------------
+
+
+def _drop_threshold(c):
+    c["objectives"][1].pop("threshold")
+
+
+BAD_CONFIGS = {
+    "unknown env id": (lambda c: c["env"].update(id="CartPol-v1"), ["env", "CartPole-v1"]),
+    "unknown algorithm": (lambda c: c.update(algorithm="a3c"), ["algorithm", "ppo", "dqn"]),
+    "continuous actions with dqn": (
+        lambda c: (
+            c.update(algorithm="dqn"),
+            c["env"].update(id="Pendulum-v1"),
+            c.update(fixed={}),
+            c["genes"].pop("hidden_sizes"),
+        ),
+        ["algorithm", "continuous"],
+    ),
+    "gene low > high": (lambda c: c["genes"]["gamma"].update(low=0.99, high=0.9), ["gamma"]),
+    "log scale with low <= 0": (
+        lambda c: c["genes"]["learning_rate"].update(low=0.0),
+        ["learning_rate", "log"],
+    ),
+    "empty categorical": (lambda c: c["genes"]["activation"].update(choices=[]), ["activation"]),
+    "population < 2": (lambda c: c["ga"].update(population=1), ["ga.population"]),
+    "elites >= population": (lambda c: c["ga"].update(elites=4), ["ga.elites"]),
+    "seeds < 1": (lambda c: c["training"].update(seeds=0), ["training.seeds"]),
+    "missing optional dependency": (
+        lambda c: c["env"].update(
+            id="NeedsBox2d-v0", entry_point="tests.fixtures_envs:NeedsMissingPackageEnv"
+        ),
+        ["env", "pip install"],
+    ),
+    "steps_to_threshold without threshold": (_drop_threshold, ["threshold"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_gets_one_readable_message(workdir, tiny_config, case):
+    change, words = BAD_CONFIGS[case]
+    change(tiny_config)
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-n", env_extra={"PYTHONPATH": str(Path(__file__).parents[1])})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in output and 'File "' not in output, output
+    message = [line for line in output.splitlines() if line.startswith("hpsrl: ")]
+    assert message, output
+    for word in words:
+        assert word in output, (word, output)
+    assert not (workdir / "results").exists()
+
+
+def test_malformed_yaml_names_file_and_line(workdir):
+    (workdir / "config" / "config.yaml").write_text("ga: {population: 4\nseed: 1\n")
+    done = snakemake(workdir, "-n")
+    assert done.returncode != 0
+    assert "config/config.yaml" in done.stderr and "line" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# -- writing results: never half a file, never a damaged earlier one ---------------------------
+
+
+def test_killed_writer_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.h5"
+    script = textwrap.dedent(f"""
+        import sys, time
+        import numpy as np
+        from hpsrl.storage import atomic_h5
+        with atomic_h5({str(target)!r}) as f:
+            f["big"] = np.zeros(1_000_000)
+            print("writing", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()
+    proc.wait()
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "only a hidden tmp"
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tiny_config, tmp_path):
+    target = tmp_path / "population.h5"
+    pop = initial_population(load_config(tiny_config))
+    write_population(target, pop)
+    before = target.read_bytes()
+    # A file-size limit makes writes fail like a full disk (EFBIG instead of ENOSPC).
+    script = textwrap.dedent(f"""
+        import resource, signal
+        import numpy as np
+        from hpsrl.storage import StorageError, atomic_h5
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+        try:
+            with atomic_h5({str(target)!r}) as f:
+                f["big"] = np.random.default_rng(0).random(100_000)
+        except StorageError as e:
+            print(e)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert f"cannot write {target}" in done.stdout, done.stdout + done.stderr
+    assert "finished results are untouched" in done.stdout
+    assert target.read_bytes() == before
+    assert read_population(target).individuals == pop.individuals
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["population.h5"]
+
+
+def test_unwritable_results_dir_fails_before_any_job(workdir, tiny_config):
+    (workdir / "blocked").write_text("a file where a folder should be")
+    tiny_config["results_dir"] = "blocked/results"
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-n")
+    assert done.returncode != 0
+    assert "hpsrl: results cannot be written" in done.stderr
+    assert "results_dir" in done.stderr
+
+
+def test_write_under_a_file_is_a_storage_error(tiny_config, tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(StorageError, match="cannot write"):
+        write_population(tmp_path / "f" / "p.h5", initial_population(load_config(tiny_config)))
+
+
+# -- kill anywhere, rerun, same result -------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    """pid and every process below it (snakemake starts jobs in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    for pid in _descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _start_snakemake(workdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.Popen(
+        [str(BIN / "snakemake"), "-j2"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the campaign ended before the kill point"
+        assert time.monotonic() < deadline, "kill point not reached"
+        time.sleep(0.005)
+
+
+def _finished_results(results: Path) -> dict[Path, tuple[int, bytes]]:
+    """Each result file's inode and bytes: a retrained result is a new file (written under a
+    temporary name and renamed), a restored or untouched one keeps its inode."""
+    return {p: (p.stat().st_ino, p.read_bytes()) for p in results.glob("gen*/ind*.h5")}
+
+
+def _campaign_arrays(results: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for gen_file in sorted(results.glob("gen*.h5")):
+        with h5py.File(gen_file) as f:
+            for gene in f["population/genes"]:
+                out[f"{gen_file.name}/{gene}"] = f["population/genes"][gene][()]
+            for name in ("returns", "episode_returns", "objectives"):
+                out[f"{gen_file.name}/{name}"] = f["results"][name][()]
+    return out
+
+
+def _in_campaign(results: Path, pattern: str):
+    return lambda: any(results.glob(pattern))
+
+
+KILL_POINTS = {
+    # the first individual finished while the others still train
+    "during training": "gen000/ind*.h5",
+    # generation 0 collected: generation 1 is being evolved or about to be
+    "during evolve": "gen000.h5",
+    # some HDF5 file is half written under its temporary name
+    "while writing HDF5": "**/.*.tmp",
+}
+
+
+@pytest.fixture(scope="module")
+def reference_campaign(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The tiny campaign (without re-test) run once, uninterrupted."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("reference"))
+    config = copy.deepcopy(TINY)
+    config["report"]["retest_seeds"] = 0
+    write_config(workdir, config)
+    done = snakemake(workdir, "-j2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _campaign_arrays(workdir / "results" / "tiny")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_point", list(KILL_POINTS))
+def test_kill_anywhere_then_rerun_gives_the_same_campaign(
+    workdir, tiny_config, reference_campaign, kill_point
+):
+    tiny_config["report"]["retest_seeds"] = 0
+    write_config(workdir, tiny_config)
+    results = workdir / "results" / "tiny"
+    proc = _start_snakemake(workdir)
+    _wait_for(_in_campaign(results, KILL_POINTS[kill_point]), proc)
+    _kill_all(proc)
+    finished = _finished_results(results)
+
+    # What the README says to do after a hard kill: unlock, then the same command again.
+    assert snakemake(workdir, "--unlock").returncode == 0
+    done = snakemake(workdir, "-j2")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    for path, identity in finished.items():
+        assert _finished_results(results)[path] == identity, f"{path} was trained again"
+    arrays = _campaign_arrays(results)
+    assert arrays.keys() == reference_campaign.keys()
+    for key, expected in reference_campaign.items():
+        np.testing.assert_array_equal(arrays[key], expected, err_msg=key)
+
+
+@pytest.mark.slow
+def test_damaged_result_is_moved_aside_and_regenerated(workdir, tiny_config, reference_campaign):
+    tiny_config["report"]["retest_seeds"] = 0
+    write_config(workdir, tiny_config)
+    results = workdir / "results" / "tiny"
+    done = snakemake(workdir, "-j2", "--until", "train_individual")
+    assert done.returncode == 0, done.stderr[-3000:]
+    damaged = results / "gen000" / "ind001.h5"
+    damaged.write_bytes(damaged.read_bytes()[:500])  # truncated, as by a crashed copy
+
+    failed = snakemake(workdir, "-j2")
+    assert failed.returncode != 0
+    message = (results / "logs" / "gen000" / "collect.log").read_text()
+    assert "results/tiny/gen000/ind001.h5 is damaged (" in message
+    assert "rerun snakemake to regenerate it" in message
+    assert (results / "gen000" / "ind001.h5.corrupt").exists()
+
+    done = snakemake(workdir, "-j2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    arrays = _campaign_arrays(results)
+    for key, expected in reference_campaign.items():
+        np.testing.assert_array_equal(arrays[key], expected, err_msg=key)
+
+
+@pytest.mark.slow
+def test_second_snakemake_on_the_same_campaign_is_refused(workdir, tiny_config):
+    tiny_config["training"]["steps"] = 20_000
+    write_config(workdir, tiny_config)
+    first = _start_snakemake(workdir)
+    try:
+        _wait_for(lambda: any((workdir / ".snakemake" / "locks").glob("*")), first)
+        second = snakemake(workdir, "-j2")
+        assert second.returncode != 0
+        assert "cannot be locked" in second.stdout + second.stderr
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        _kill_all(first)
