@@ -4,6 +4,8 @@
 #   (evolve) -> ... -> retest/ (best individual on fresh seeds) -> status.txt, best.yaml (report)
 from snakemake.utils import min_version
 
+from hpsrl.config import readable_config_file
+
 min_version("9.0")
 
 
@@ -11,7 +13,7 @@ min_version("9.0")
 # merging two campaigns' genes would silently search something nobody wrote).
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: readable_config_file("config/config.yaml")
 
 
 # Seconds of bookkeeping each: on a cluster they run where snakemake runs, not as Slurm jobs.

@@ -5,7 +5,7 @@ import os
 import sys
 
 from hpsrl.config import ConfigError, check_environment, load_config
-from hpsrl.storage import check_campaign_matches
+from hpsrl.storage import StorageError, check_campaign_matches, check_writable
 
 # The validated config with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
 # A bad config stops here with one message, before any job starts.
@@ -15,7 +15,8 @@ try:
     if workflow.is_main_process:  # not again inside each cluster job
         check_environment(CAMPAIGN)
         check_campaign_matches(CAMPAIGN, RESULTS)
-except ConfigError as error:
+        check_writable(RESULTS)
+except (ConfigError, StorageError) as error:
     sys.exit(f"hpsrl: {error}")
 GENERATIONS = CAMPAIGN["ga"]["generations"]
 RETEST_SEEDS = CAMPAIGN["report"]["retest_seeds"]
