@@ -1,0 +1,370 @@
+"""How much of a campaign's wall time is not training: Snakemake, MPI launches, imports, HDF5.
+
+Runs a small PPO CartPole-v1 campaign through the real ``snakemake`` command in a temporary copy of
+the workflow (as ``tests/conftest.py``'s ``workdir`` fixture does): population 4, 2 generations,
+20k env steps per seed, 2 seeds (= 2 MPI ranks per job), no re-test, ``--cores 2``. The profile's
+MPI launcher is replaced by a timing wrapper around ``mpiexec`` (through the ``mpi`` resource,
+``--set-resources train_individual:mpi=...``), which records each training job's start and end.
+
+Reported:
+
+- useful fraction = sum over seeds of ``train_seconds + eval_seconds`` (from ``genGGG.h5``)
+  / (campaign wall time x cores in use); the rest is orchestration;
+- per training job: launcher wall time minus the slowest of its ranks' train+eval seconds
+  (process start, imports, MPI start-up, reading the population, writing the result);
+- the gap between consecutive training jobs (Snakemake's scheduling and job start);
+- the bare cost of one ``mpiexec -n 2 python -m mpi4py -m hpsrl train`` launch with a tiny budget,
+  next to ``mpiexec -n 2 python -c pass`` and the imports alone.
+
+    python benchmarks/orchestration_overhead.py                # ~3 min on 2 cores
+    python benchmarks/orchestration_overhead.py --steps 5000 --launches 1   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _bench
+import h5py
+import numpy as np
+
+NAME = "orchestration_overhead"
+CORES = 2
+
+LAUNCHER = """#!/usr/bin/env bash
+# mpiexec, timed: one JSON line per launch in launches.jsonl next to this script.
+start=$(date +%s.%N)
+mpiexec "$@"
+rc=$?
+end=$(date +%s.%N)
+echo "{\\"start\\": $start, \\"end\\": $end, \\"rc\\": $rc, \\"args\\": \\"$*\\"}" \\
+    >> "$(dirname "$0")/launches.jsonl"
+exit $rc
+"""
+
+
+def campaign_config(steps: int, population: int, generations: int, seeds: int) -> dict[str, Any]:
+    """The default campaign's search space (config/config.yaml), on a small budget."""
+    return {
+        "campaign": "bench",
+        "results_dir": "results",
+        "seed": 0,
+        "env": {"id": "CartPole-v1"},
+        "algorithm": "ppo",
+        "genes": {
+            "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+            "gamma": {"type": "float", "low": 0.95, "high": 0.999},
+            "gae_lambda": {"type": "float", "low": 0.8, "high": 0.99},
+            "clip_coef": {"type": "float", "low": 0.1, "high": 0.3},
+            "ent_coef": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+            "update_epochs": {"type": "int", "low": 2, "high": 10},
+            "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
+            "activation": {"type": "categorical", "choices": ["tanh", "relu"]},
+            "hidden_sizes": {
+                "type": "list",
+                "min_length": 1,
+                "max_length": 3,
+                "element": {"type": "int", "low": 16, "high": 128, "log": True},
+            },
+        },
+        "fixed": {"num_envs": 8, "num_steps": 128},
+        "training": {"steps": steps, "seeds": seeds, "eval_episodes": 10},
+        "objectives": [
+            {"name": "return", "direction": "maximize"},
+            {"name": "steps_to_threshold", "direction": "minimize", "threshold": 475},
+        ],
+        "ga": {
+            "population": population,
+            "generations": generations,
+            "elites": 1,
+            "tournament_size": 2,
+        },
+        "report": {"retest_seeds": 0},
+    }
+
+
+def make_workdir(root: Path) -> Path:
+    for name in ("Snakefile", "workflow", "config", "profiles"):
+        src = _bench.REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name)
+        else:
+            shutil.copy(src, root / name)
+    launcher = root / "timed-mpiexec"
+    launcher.write_text(LAUNCHER)
+    launcher.chmod(0o755)
+    return root
+
+
+def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    import yaml
+
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    launcher = workdir / "timed-mpiexec"
+    started = time.perf_counter()
+    wall_started = time.time()
+    done = subprocess.run(
+        [
+            str(_bench.BIN / "snakemake"),
+            "--cores",
+            str(CORES),
+            "--set-resources",
+            f"train_individual:mpi={launcher}",
+        ],
+        cwd=workdir,
+        env=_bench.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"snakemake failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+    results = workdir / "results" / config["campaign"]
+    launches = [json.loads(line) for line in (workdir / "launches.jsonl").read_text().splitlines()]
+    launches.sort(key=lambda r: r["start"])
+    jobs = []
+    for gen in range(config["ga"]["generations"]):
+        with h5py.File(results / f"gen{gen:03d}.h5", "r") as f:
+            train = np.asarray(f["results/train_seconds"])
+            evals = np.asarray(f["results/eval_seconds"])
+            steps = np.asarray(f["results/env_steps"])
+        for ind in range(train.shape[0]):
+            tag = (
+                f"--population results/{config['campaign']}/gen{gen:03d}/population.h5 "
+                f"--individual {ind:03d} "
+            )
+            launch = next(r for r in launches if tag in r["args"])
+            job_wall = launch["end"] - launch["start"]
+            jobs.append(
+                {
+                    "gen": gen,
+                    "individual": ind,
+                    "launcher_wall_seconds": job_wall,
+                    "train_seconds": train[ind].tolist(),
+                    "eval_seconds": evals[ind].tolist(),
+                    "env_steps": steps[ind].tolist(),
+                    "fixed_cost_seconds": job_wall - float(np.max(train[ind] + evals[ind])),
+                }
+            )
+    gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(launches)]
+    useful = sum(sum(j["train_seconds"]) + sum(j["eval_seconds"]) for j in jobs)
+    launcher_total = sum(j["launcher_wall_seconds"] for j in jobs)
+    return {
+        "wall_seconds": wall,
+        "cores": CORES,
+        "first_launch_after_seconds": launches[0]["start"] - wall_started,
+        "after_last_launch_seconds": wall_started + wall - launches[-1]["end"],
+        "useful_core_seconds": useful,
+        "useful_fraction": useful / (wall * CORES),
+        "training_jobs_wall_seconds": launcher_total,
+        "outside_training_jobs_seconds": wall - launcher_total,
+        "jobs": jobs,
+        "gaps_between_launches_seconds": gaps,
+        "snakemake_log_tail": done.stderr[-1500:],
+    }
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        cmd, cwd=cwd, env=_bench.child_env(), capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def bare_launches(workdir: Path, repeats: int) -> dict[str, Any]:
+    """One tiny training job (1 PPO rollout, 1 eval episode) vs empty MPI processes."""
+    from hpsrl.config import load_config
+
+    config = campaign_config(steps=1, population=2, generations=1, seeds=2)
+    config["training"]["eval_episodes"] = 1
+    config["genes"] = {"learning_rate": config["genes"]["learning_rate"]}
+    config["fixed"] = {"num_envs": 4, "num_steps": 8, "batch_size": 32, "update_epochs": 1}
+    pop = workdir / "tiny-pop.h5"
+    subprocess.run(
+        [
+            str(_bench.BIN / "hpsrl"),
+            "init",
+            "--config-json",
+            json.dumps(load_config(config)),
+            "--out",
+            str(pop),
+        ],
+        cwd=workdir,
+        env=_bench.child_env(),
+        check=True,
+        capture_output=True,
+    )
+    py = str(_bench.BIN / "python")
+    commands = {
+        "mpiexec -n 2 python -c pass": ["mpiexec", "-n", "2", py, "-c", "pass"],
+        "mpiexec -n 2 python -m mpi4py -c 'import torch, gymnasium, hpsrl.agents'": [
+            "mpiexec",
+            "-n",
+            "2",
+            py,
+            "-m",
+            "mpi4py",
+            "-c",
+            "import torch, gymnasium, hpsrl.agents",
+        ],
+        "... + import torch._dynamo (first optimizer)": [
+            "mpiexec",
+            "-n",
+            "2",
+            py,
+            "-m",
+            "mpi4py",
+            "-c",
+            "import torch, gymnasium, hpsrl.agents, torch._dynamo",
+        ],
+        "mpiexec -n 2 python -m mpi4py -m hpsrl train (1 rollout)": [
+            "mpiexec",
+            "-n",
+            "2",
+            py,
+            "-m",
+            "mpi4py",
+            "-m",
+            "hpsrl",
+            "train",
+            "--population",
+            "population.h5",
+            "--individual",
+            "0",
+            "--out",
+            "ind000.h5",
+        ],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    inside = []
+    for rep in range(repeats):  # interleaved; each launch in a fresh folder (nothing to reuse)
+        for i, (name, cmd) in enumerate(commands.items()):
+            cwd = workdir / f"launch{rep}-{i}"
+            cwd.mkdir()
+            shutil.copy(pop, cwd / "population.h5")
+            times[name].append(timed(cmd, cwd))
+            if (cwd / "ind000.h5").exists():
+                with h5py.File(cwd / "ind000.h5", "r") as f:
+                    seconds = np.asarray(f["train_seconds"]) + np.asarray(f["eval_seconds"])
+                inside.append(float(np.max(seconds)))
+    return {
+        "seconds": {k: _bench.summary(v) for k, v in times.items()},
+        "tiny_job_train_plus_eval_seconds": _bench.summary(inside),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20_000, help="env steps per seed")
+    parser.add_argument("--population", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds = MPI ranks per job")
+    parser.add_argument("--launches", type=int, default=3, help="repeats of the bare launches")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="hpsrl-bench-"))
+    try:
+        workdir = make_workdir(root)
+        config = campaign_config(args.steps, args.population, args.generations, args.seeds)
+        campaign = run_campaign(workdir, config)
+        bare = bare_launches(workdir, args.launches)
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    jobs = campaign["jobs"]
+    fixed = [j["fixed_cost_seconds"] for j in jobs]
+    walls = [j["launcher_wall_seconds"] for j in jobs]
+    train = [t for j in jobs for t in j["train_seconds"]]
+    gaps = campaign["gaps_between_launches_seconds"]
+    print(
+        f"campaign: population {args.population} x {args.generations} generations x "
+        f"{args.seeds} seeds x {args.steps} steps, snakemake --cores {CORES}"
+    )
+    print(
+        _bench.table(
+            ["quantity", "seconds"],
+            [
+                ["campaign wall", campaign["wall_seconds"]],
+                ["x cores = core-seconds", campaign["wall_seconds"] * CORES],
+                ["sum train+eval over seeds", campaign["useful_core_seconds"]],
+                ["training jobs, sum of walls", campaign["training_jobs_wall_seconds"]],
+                ["outside training jobs", campaign["outside_training_jobs_seconds"]],
+                ["snakemake start -> first launch", campaign["first_launch_after_seconds"]],
+                ["last launch end -> snakemake exit", campaign["after_last_launch_seconds"]],
+            ],
+        )
+    )
+    print(
+        f"useful fraction: {campaign['useful_fraction']:.1%} "
+        f"(not training: {1 - campaign['useful_fraction']:.1%})"
+    )
+    print(
+        _bench.table(
+            ["per training job", "min", "median", "max"],
+            [
+                ["launcher wall s", min(walls), statistics.median(walls), max(walls)],
+                ["train s per seed", min(train), statistics.median(train), max(train)],
+                [
+                    "fixed cost s (wall - slowest rank)",
+                    min(fixed),
+                    statistics.median(fixed),
+                    max(fixed),
+                ],
+                ["gap between launches s", min(gaps), statistics.median(gaps), max(gaps)],
+            ],
+        )
+    )
+    print(
+        _bench.table(
+            ["bare launch", "min s", "median s"],
+            [[k, v["min"], v["median"]] for k, v in bare["seconds"].items()],
+        )
+    )
+    inside = bare["tiny_job_train_plus_eval_seconds"]
+    print(
+        f"(the tiny job's own train+eval, slowest rank: median {inside['median']:.2f} s; "
+        f"it includes the torch._dynamo import of the first optimizer)"
+    )
+    campaign.pop("snakemake_log_tail")
+    path = _bench.write_json(
+        NAME,
+        {
+            "config": {
+                "steps": args.steps,
+                "population": args.population,
+                "generations": args.generations,
+                "seeds": args.seeds,
+                "cores": CORES,
+            },
+            "campaign": campaign,
+            "per_job": {
+                "fixed_cost_seconds": _bench.summary(fixed),
+                "launcher_wall_seconds": _bench.summary(walls),
+                "gap_between_launches_seconds": _bench.summary(gaps),
+            },
+            "bare_launch": bare,
+        },
+    )
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
