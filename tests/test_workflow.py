@@ -33,8 +33,8 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def test_dry_run_shows_the_whole_campaign(workdir, tiny_config):
-    write_config(workdir, tiny_config)
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` plans."""
     done = snakemake(workdir, "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr
     counts = {}
@@ -42,6 +42,12 @@ def test_dry_run_shows_the_whole_campaign(workdir, tiny_config):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_dry_run_shows_the_whole_campaign(workdir, tiny_config):
+    write_config(workdir, tiny_config)
+    counts = planned_jobs(workdir)
     # 2 generations x 4 individuals + the re-test of the best one.
     assert counts["train_individual"] == 9
     assert counts["collect_generation"] == 3
@@ -127,3 +133,24 @@ def test_changed_config_is_refused_on_existing_results(workdir, tiny_config):
     assert "env.id, training.steps changed" in message
     assert "'campaign'" in message
     assert population.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_raising_generations_extends_a_finished_campaign(workdir, tiny_config):
+    tiny_config["ga"]["generations"] = 1
+    tiny_config["report"]["retest_seeds"] = 0
+    write_config(workdir, tiny_config)
+    assert snakemake(workdir, "-j2").returncode == 0
+    results = workdir / "results" / "tiny"
+    first = {p: p.stat().st_mtime_ns for p in results.glob("gen000*/*.h5")}
+    first[results / "gen000.h5"] = (results / "gen000.h5").stat().st_mtime_ns
+
+    tiny_config["ga"]["generations"] = 2
+    write_config(workdir, tiny_config)
+    assert planned_jobs(workdir)["train_individual"] == 4
+    done = snakemake(workdir, "-j2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items()), "generation 0 was redone"
+    with h5py.File(results / "gen001.h5") as f:
+        assert f["results/returns"].shape == (4, 2)
+    assert "gen001" in (results / "status.txt").read_text()
