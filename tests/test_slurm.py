@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import h5py
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.test_workflow import snakemake, write_config
+from tests.test_workflow import BIN, snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +57,7 @@ def _sacct_states(job_ids: list[str]) -> dict[str, str]:
         text=True,
         timeout=30,
     ).stdout
-    return dict(line.split("|", 1) for line in out.split())
+    return dict(line.split("|", 1) for line in out.splitlines())
 
 
 def test_campaign_through_slurm_equals_local_run(workdir, tiny_config, tmp_path):
@@ -92,3 +95,109 @@ def test_failed_training_inside_slurm_is_recorded_and_campaign_completes(workdir
         assert all("TrainingDiverged" in e for e in f["results/error"].asstr()[()])
     assert "failures:" in (results / "status.txt").read_text()
     assert yaml.safe_load((results / "best.yaml").read_text())["individual"] is None
+
+
+def _start_slurm_campaign(workdir: Path, config: dict, *args: str) -> subprocess.Popen:
+    shutil.copytree(REPO / "tests" / "slurm" / "profile", workdir / "slurm-profile")
+    write_config(workdir, config)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.Popen(
+        [str(BIN / "snakemake"), "--profile", "slurm-profile", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _run_ids(workdir: Path) -> list[str]:
+    """The Slurm run IDs snakemake logged in workdir; its jobs are named after them."""
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.log"))
+    return [
+        line.split()[-1]
+        for log in logs
+        for line in log.read_text().splitlines()
+        if "SLURM run ID" in line
+    ]
+
+
+def _running_training_jobs(workdir: Path) -> list[str]:
+    """IDs of the last run's training jobs that Slurm is running."""
+    run_ids = _run_ids(workdir)
+    if not run_ids:
+        return []
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "RUNNING", "-n", run_ids[-1], "-o", "%i %k"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return [line.split()[0] for line in out.splitlines() if "train_individual" in line]
+
+
+def _wait(condition, timeout: float = 300.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(1)
+    return value
+
+
+def _long_campaign(config: dict) -> dict:
+    config["training"]["steps"] = 400_000
+    config["ga"].update(generations=1)
+    config["report"]["retest_seeds"] = 0
+    return config
+
+
+def test_ctrl_c_cancels_the_slurm_jobs(workdir, tiny_config):
+    proc = _start_slurm_campaign(workdir, _long_campaign(tiny_config))
+    try:
+        jobs = _wait(lambda: _running_training_jobs(workdir))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        proc.kill()
+    states = _wait(lambda: (s := _sacct_states(jobs)) and "RUNNING" not in s.values() and s)
+    assert all(state.startswith("CANCELLED") for state in states.values()), states
+
+
+def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_config):
+    proc = _start_slurm_campaign(workdir, _long_campaign(tiny_config))
+    _wait(lambda: _running_training_jobs(workdir))
+    proc.kill()  # SIGKILL: snakemake cannot cancel its jobs
+    proc.wait()
+    time.sleep(5)
+    jobs = _running_training_jobs(workdir)
+    assert jobs, "the orphans keep running"
+
+    readme = (REPO / "README.md").read_text()
+    cleanup = next(line for line in readme.splitlines() if line.startswith("scancel --name"))
+    subprocess.run(["bash", "-c", cleanup], cwd=workdir, check=True, timeout=60)
+    states = _wait(lambda: (s := _sacct_states(jobs)) and "RUNNING" not in s.values() and s)
+    assert all(state.startswith("CANCELLED") for state in states.values()), states
+    assert snakemake(workdir, "--profile", "slurm-profile", "--unlock").returncode == 0
+
+
+def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config):
+    tiny_config["training"]["steps"] = 300_000
+    tiny_config["training"]["checkpoint"] = {"every_minutes": 0, "every_steps": 10_000}
+    tiny_config["ga"].update(population=2, generations=1, tournament_size=2)
+    tiny_config["report"]["retest_seeds"] = 0
+    proc = _start_slurm_campaign(workdir, tiny_config, "--retries", "1")
+    results = workdir / "results" / "tiny"
+    try:
+        _wait(lambda: list((results / "gen000" / "ind000.ckpt").glob("seed*.pt")))
+        jobs = _running_training_jobs(workdir)
+        # As if the job had asked for too little time: Slurm ends it at its next check.
+        for job in jobs:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=0:01"], check=True)
+        assert proc.wait(timeout=900) == 0
+    finally:
+        proc.kill()
+    assert "TIMEOUT" in _sacct_states(jobs).values()
+    log = (results / "logs" / "gen000" / "ind000.log").read_text()
+    assert "resuming from env step" in log
+    with h5py.File(results / "gen000.h5") as f:
+        assert (f["results/status"].asstr()[()] == "ok").all()
+        assert (f["results/env_steps"][()] >= 300_000).all()
