@@ -19,7 +19,15 @@ from hpsrl.agents import (
     make_hyperparameters,
     ppo,
 )
-from hpsrl.agents.common import EpisodeTracker, TrainResult, build_mlp, evaluate
+from hpsrl.agents.common import (
+    ACTIVATIONS,
+    MLP,
+    EpisodeTracker,
+    FlatAdam,
+    TrainResult,
+    build_mlp,
+    evaluate,
+)
 from hpsrl.envs import EnvSpec
 
 CARTPOLE = EnvSpec("CartPole-v1")
@@ -249,3 +257,50 @@ def test_build_mlp_shapes_and_init() -> None:
     assert all(torch.count_nonzero(m.bias) == 0 for m in net if isinstance(m, torch.nn.Linear))
     with pytest.raises(ValueError, match="activation must be one of"):
         build_mlp(4, 2, (8,), "swish")
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_mlp_hand_written_backward_matches_autograd(activation: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    net = build_mlp(5, 3, (16, 8), activation, generator=generator)
+    x, grad_out = torch.randn(7, 5, generator=generator), torch.randn(7, 3, generator=generator)
+    (net(x) * grad_out).sum().backward()
+    expected = {name: p.grad.clone() for name, p in net.named_parameters()}
+    FlatAdam(net, 1e-3)  # gives every parameter a .grad view
+    mlp = MLP(net, activation)
+    with torch.inference_mode():
+        torch.testing.assert_close(mlp.forward(x), net(x))
+        mlp.backward(grad_out)
+        np.testing.assert_allclose(mlp.act_numpy(x.numpy()), net(x).numpy(), rtol=1e-5, atol=1e-6)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], msg=name)
+
+
+def test_flat_adam_matches_torch_adam_with_clipping() -> None:
+    def make() -> torch.nn.Sequential:
+        return build_mlp(4, 2, (8,), "tanh", generator=torch.Generator().manual_seed(1))
+
+    reference, flat = make(), make()
+    torch_adam = torch.optim.Adam(reference.parameters(), lr=1e-2, eps=1e-5)
+    flat_adam = FlatAdam(flat, 1e-2, eps=1e-5, max_grad_norm=0.5)
+    for step in range(5):
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(step))
+        torch_adam.zero_grad()
+        reference(x).square().sum().backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        torch_adam.step()
+        for p in flat.parameters():
+            p.grad.zero_()
+        loss = flat(x).square().sum()
+        grads = torch.autograd.grad(loss, list(flat.parameters()))
+        with torch.no_grad():
+            for p, g in zip(flat.parameters(), grads, strict=True):
+                p.grad.copy_(g)
+        flat_adam.step()
+    for (name, a), b in zip(reference.named_parameters(), flat.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    state = flat_adam.state_dict()
+    assert int(state["state"][0]["step"]) == 5
+    again = FlatAdam(make(), 1e-3)
+    again.load_state_dict(state)
+    assert again.steps == 5 and again.lr == 1e-2 and torch.equal(again.exp_avg, flat_adam.exp_avg)

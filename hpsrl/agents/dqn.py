@@ -4,6 +4,9 @@ Reads top to bottom like CleanRL's ``dqn.py``: hyperparameters, the Q-network, t
 With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
 transition and is not stored; the done flag of a stored transition is ``terminated`` only, so
 truncated episodes bootstrap from their final observation.
+As in ``ppo``, gradients are written out by hand (:class:`hpsrl.agents.common.MLP`) and Adam
+runs over one flat buffer; without Double DQN the targets of a whole training phase come from one
+forward pass of the target network, which does not change during the phase.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the training
 phase and target update it triggers), including the filled part of the replay buffer, and resumes
@@ -26,15 +29,18 @@ from torch import nn
 
 from hpsrl.agents.common import (
     ACTIVATIONS,
+    MLP,
     Checkpointer,
     Checkpointing,
     EpisodeTracker,
+    FlatAdam,
     TrainResult,
     build_mlp,
     check_finite,
     check_parameters,
     coerce_fields,
     evaluate,
+    flatten_parameters,
     require,
     restore_run,
     run_fingerprint,
@@ -178,8 +184,11 @@ def train(
     n_actions = int(envs.single_action_space.n)
     q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
     target_network = copy.deepcopy(q_network)
-    params, target_params = list(q_network.parameters()), list(target_network.parameters())
-    optimizer = torch.optim.Adam(params, lr=hp.learning_rate, foreach=True)
+    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP. The target
+    # network gets a flat buffer too, so that its update is one op.
+    optimizer = FlatAdam(q_network, hp.learning_rate, max_grad_norm=hp.max_grad_norm)
+    target_params, _ = flatten_parameters(target_network)
+    q_mlp, target_mlp = MLP(q_network.q, hp.activation), MLP(target_network.q, hp.activation)
 
     # -- Replay buffer: preallocated ring of transitions ------------------------------------------
     capacity = hp.buffer_size
@@ -246,10 +255,13 @@ def train(
         # -- Act epsilon-greedily -----------------------------------------------------------------
         progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
         epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
-        with torch.inference_mode():
-            actions = q_network(torch.from_numpy(obs)).argmax(-1).numpy()
         explore = rng.random(N) < epsilon
-        actions = np.where(explore, rng.integers(n_actions, size=N), actions)
+        random_actions = rng.integers(n_actions, size=N)
+        if explore.all():  # the greedy actions would all be replaced: skip the forward pass
+            actions = random_actions
+        else:
+            greedy = q_mlp.act_numpy(obs).argmax(-1)
+            actions = np.where(explore, random_actions, greedy)
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         next_obs = next_obs.astype(np.float32, copy=False)
 
@@ -275,38 +287,50 @@ def train(
             n_updates = phases * hp.gradient_steps
             size = min(stored, capacity)
             batches = rng.integers(size, size=(n_updates, hp.batch_size))
+            # One gather per buffer array for the whole phase, as (n_updates, batch_size, ...).
+            p_obs = torch.from_numpy(buf_obs[batches])
+            p_next_obs = torch.from_numpy(buf_next_obs[batches])
+            p_actions = torch.from_numpy(buf_actions[batches])[..., None]
+            p_rewards = torch.from_numpy(buf_rewards[batches])
+            p_not_terminal = torch.from_numpy(1.0 - buf_terminated[batches])
             losses = []
-            for idx in batches:
-                b_obs = torch.from_numpy(buf_obs[idx])
-                b_next_obs = torch.from_numpy(buf_next_obs[idx])
-                b_actions = torch.from_numpy(buf_actions[idx])
-                b_rewards = torch.from_numpy(buf_rewards[idx])
-                b_terminated = torch.from_numpy(buf_terminated[idx])
-                with torch.no_grad():
-                    next_q = target_network(b_next_obs)
+            with torch.inference_mode():
+                if not hp.double_dqn:
+                    # The target network only changes after the phase: value every next_obs of
+                    # the phase in one forward pass.
+                    next_q = target_mlp.forward(p_next_obs.reshape(-1, obs_dim))
+                    next_values = next_q.max(-1).values.reshape(n_updates, hp.batch_size)
+                    targets = p_rewards + hp.gamma * p_not_terminal * next_values
+                for u in range(n_updates):
                     if hp.double_dqn:
-                        best = q_network(b_next_obs).argmax(-1, keepdim=True)
-                        next_value = next_q.gather(-1, best)[:, 0]
+                        next_q = target_mlp.forward(p_next_obs[u])
+                        best = q_mlp.forward(p_next_obs[u]).argmax(-1, keepdim=True)
+                        target = (
+                            p_rewards[u]
+                            + hp.gamma * p_not_terminal[u] * next_q.gather(-1, best)[:, 0]
+                        )
                     else:
-                        next_value = next_q.max(-1).values
-                    target = b_rewards + hp.gamma * (1 - b_terminated) * next_value
-                q_taken = q_network(b_obs).gather(-1, b_actions[:, None])[:, 0]
-                loss = F.smooth_l1_loss(q_taken, target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
-                optimizer.step()
-                losses.append(loss.detach())
+                        target = targets[u]
+                    q_values = q_mlp.forward(p_obs[u])
+                    q_taken = q_values.gather(-1, p_actions[u])[:, 0]
+                    losses.append(F.smooth_l1_loss(q_taken, target))
+                    # d smooth_l1 / d q_taken = clamp(q_taken - target, -1, 1) / batch_size,
+                    # and nothing flows to the Q-values of actions not taken.
+                    grad_taken = (q_taken - target).clamp_(-1.0, 1.0).div_(hp.batch_size)
+                    grad_q = torch.zeros_like(q_values).scatter_(
+                        -1, p_actions[u], grad_taken[:, None]
+                    )
+                    q_mlp.backward(grad_q)
+                    optimizer.step()
             check_finite(torch.stack(losses), "DQN TD loss", global_step)
 
         # -- Update the target network every `target_update_interval` env steps -----------------
         if global_step // hp.target_update_interval > previous_step // hp.target_update_interval:
-            with torch.no_grad():
-                for target_param, param in zip(target_params, params, strict=True):
-                    if hp.tau == 1.0:
-                        target_param.copy_(param)
-                    else:
-                        target_param.lerp_(param, hp.tau)
+            with torch.inference_mode():
+                if hp.tau == 1.0:
+                    target_params.copy_(optimizer.params)
+                else:
+                    target_params.lerp_(optimizer.params, hp.tau)
 
         # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
         if checkpointer.due(global_step):

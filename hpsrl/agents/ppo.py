@@ -4,6 +4,9 @@ Reads top to bottom like CleanRL's ``ppo.py``: hyperparameters, the network, the
 Differences from CleanRL: gymnasium 1.x ``NEXT_STEP`` autoreset is handled by masking the reset step
 that follows each episode out of the loss; truncated episodes bootstrap from the value of their
 final observation; minibatches are near-equal splits of the valid samples of a rollout.
+Gradients are written out by hand (no autograd, see :class:`hpsrl.agents.common.MLP`) and Adam
+runs over one flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`): the networks are
+so small that torch's per-op overhead, not arithmetic, would otherwise dominate.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a rollout and its update and
 resumes from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed
@@ -24,9 +27,11 @@ from torch import nn
 
 from hpsrl.agents.common import (
     ACTIVATIONS,
+    MLP,
     Checkpointer,
     Checkpointing,
     EpisodeTracker,
+    FlatAdam,
     TrainResult,
     build_mlp,
     check_finite,
@@ -166,8 +171,9 @@ def train(
     obs_dim = observation_dim(envs.single_observation_space)
     n_actions = int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    params = list(agent.parameters())
-    optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=1e-5, foreach=True)
+    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP
+    optimizer = FlatAdam(agent, hp.learning_rate, eps=1e-5, max_grad_norm=hp.max_grad_norm)
+    actor, critic = MLP(agent.actor, hp.activation), MLP(agent.critic, hp.activation)
 
     # -- Rollout storage (slot num_steps of `obs` holds the observation after the rollout) --------
     T, N = hp.num_steps, hp.num_envs
@@ -219,14 +225,14 @@ def train(
 
     for iteration in range(first_iteration, num_iterations):
         if hp.anneal_lr:
-            optimizer.param_groups[0]["lr"] = hp.learning_rate * (1 - iteration / num_iterations)
+            optimizer.lr = hp.learning_rate * (1 - iteration / num_iterations)
 
         # -- Collect a rollout: one batched actor forward per vector step -------------------------
         for t in range(T):
             obs[t] = next_obs
             valid[t] = ~prev_done
             with torch.inference_mode():
-                logits = agent.actor(torch.from_numpy(obs[t]))
+                logits = torch.from_numpy(actor.act_numpy(obs[t]))
                 gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator)))
                 action = (logits + gumbel).argmax(-1).numpy()  # a sample from softmax(logits)
             next_obs, reward, term, trunc, _ = envs.step(action)
@@ -241,9 +247,10 @@ def train(
         # bootstraps from the value of its final observation, which NEXT_STEP autoreset leaves in
         # the next slot (that slot's own reset step is masked out below).
         flat_obs = torch.from_numpy(obs)
-        with torch.no_grad():
-            values = agent.critic(flat_obs).squeeze(-1).numpy()  # (T + 1, N)
-            old_logprobs = F.log_softmax(agent.actor(flat_obs[:T]), dim=-1)
+        with torch.inference_mode():
+            values = critic.forward(flat_obs.reshape(-1, obs_dim)).reshape(T + 1, N).numpy()
+            old_logprobs = F.log_softmax(actor.forward(flat_obs[:T].reshape(-1, obs_dim)), dim=-1)
+            old_logprobs = old_logprobs.reshape(T, N, -1)
             old_logprobs = old_logprobs.gather(-1, torch.from_numpy(actions)[..., None])[..., 0]
         not_terminal = 1.0 - terminated
         continues = ~(terminated | truncated)
@@ -264,28 +271,46 @@ def train(
         num_minibatches = max(1, round(len(keep) / hp.batch_size))
 
         # -- Optimise the clipped surrogate, value loss and entropy bonus ------------------------
+        # Gradients are written out by hand (no autograd); with B samples, per sample i:
+        #   pg_loss = mean_i max(-A_i r_i, -A_i clip(r_i)), r_i = exp(logp_i(a_i) - old_logp_i):
+        #     d/d r_i = -A_i / B where the unclipped term is the larger one (always inside the clip
+        #     range), else 0; and d r_i / d logits_i = r_i (onehot(a_i) - p_i).
+        #   entropy = mean_i H_i, H_i = -sum_j p_ij logp_ij:
+        #     d H_i / d logits_ij = -p_ij (logp_ij + H_i).
+        #   v_loss = 0.5 mean_i (v_i - R_i)^2: d/d v_i = (v_i - R_i) / B.
         losses = []
-        for _ in range(hp.update_epochs):
-            order = torch.from_numpy(rng.permutation(len(keep)))
-            for mb in torch.tensor_split(order, num_minibatches):
-                logprobs_all = F.log_softmax(agent.actor(b_obs[mb]), dim=-1)
-                logprob = logprobs_all.gather(-1, b_actions[mb, None])[:, 0]
-                entropy = -(logprobs_all.exp() * logprobs_all).sum(-1).mean()
-                ratio = (logprob - b_logprobs[mb]).exp()
-                adv = b_advantages[mb]
-                if hp.normalize_advantages and len(mb) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                clipped = ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)
-                pg_loss = torch.max(-adv * ratio, -adv * clipped).mean()
-                value = agent.critic(b_obs[mb]).squeeze(-1)
-                v_loss = 0.5 * (value - b_returns[mb]).square().mean()
-                loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
+        with torch.inference_mode():
+            for _ in range(hp.update_epochs):
+                order = torch.from_numpy(rng.permutation(len(keep)))
+                for mb in torch.tensor_split(order, num_minibatches):
+                    mb_obs, mb_actions = b_obs[mb], b_actions[mb, None]
+                    B = len(mb)
+                    logprobs_all = F.log_softmax(actor.forward(mb_obs), dim=-1)
+                    probs = logprobs_all.exp()
+                    logprob = logprobs_all.gather(-1, mb_actions)[:, 0]
+                    entropies = -(probs * logprobs_all).sum(-1)
+                    ratio = (logprob - b_logprobs[mb]).exp()
+                    adv = b_advantages[mb]
+                    if hp.normalize_advantages and B > 1:
+                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    clipped = ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)
+                    pg_loss = torch.max(-adv * ratio, -adv * clipped).mean()
+                    value = critic.forward(mb_obs)[:, 0]
+                    v_error = value - b_returns[mb]
+                    v_loss = 0.5 * v_error.square().mean()
+                    loss = pg_loss - hp.ent_coef * entropies.mean() + hp.vf_coef * v_loss
 
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
-                optimizer.step()
-                losses.append(loss.detach())
+                    unclipped = adv * ratio <= adv * clipped
+                    grad_logprob = torch.where(unclipped, adv * ratio, 0.0).mul_(-1.0 / B)
+                    grad_logits = torch.zeros_like(probs).scatter_(-1, mb_actions, 1.0)
+                    grad_logits.sub_(probs).mul_(grad_logprob[:, None])
+                    if hp.ent_coef != 0.0:
+                        entropy_grad = probs * (logprobs_all + entropies[:, None])
+                        grad_logits.add_(entropy_grad, alpha=hp.ent_coef / B)
+                    actor.backward(grad_logits)
+                    critic.backward(v_error[:, None].mul(hp.vf_coef / B))
+                    optimizer.step()
+                    losses.append(loss)
         check_finite(torch.stack(losses), "PPO loss", global_step)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
