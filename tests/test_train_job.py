@@ -24,23 +24,16 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def _train(population: Path, out: Path, ranks: int) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "mpi4py",
-        "-m",
-        "hpsrl",
-        "train",
-        "--population",
-        str(population),
-        "--individual",
-        "0",
-        "--out",
-        str(out),
-    ]
+def _train_command(population: Path, out: Path, ranks: int) -> list[str]:
+    command = [sys.executable, "-m", "mpi4py", "-m", "hpsrl", "train", "--population",
+               str(population), "--individual", "0", "--out", str(out)]  # fmt: skip
     if ranks > 1:
         command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
+    return command
+
+
+def _train(population: Path, out: Path, ranks: int) -> subprocess.CompletedProcess:
+    command = _train_command(population, out, ranks)
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -95,25 +88,8 @@ def test_killed_job_resumes_from_its_checkpoints(tiny_config, tmp_path):
     assert not (tmp_path / "whole.ckpt").exists(), "checkpoints of a finished job are removed"
 
     out = tmp_path / "resumed.h5"
-    command = [
-        str(BIN / "mpiexec"),
-        "-n",
-        "2",
-        sys.executable,
-        "-m",
-        "mpi4py",
-        "-m",
-        "hpsrl",
-        "train",
-        "--population",
-        str(tmp_path / "pop.h5"),
-        "--individual",
-        "0",
-        "--out",
-        str(out),
-    ]
     job = subprocess.Popen(
-        command,
+        _train_command(tmp_path / "pop.h5", out, ranks=2),
         env=_env(),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
