@@ -1,5 +1,8 @@
 """Per-job Slurm cost for short training jobs: one Slurm job per individual vs job arrays.
 
+(With snakemake-executor-plugin-slurm 2.8.0 the array mode fails: every array task trains the
+first individual. It is kept here to check future plugin versions.)
+
 Runs one generation of a small campaign (8 individuals x 2 seeds, 20k steps each) through a Slurm
 cluster two ways and reports the wall time of each:
 
