@@ -36,6 +36,7 @@ from typing import Any
 import _bench
 import h5py
 import numpy as np
+import yaml
 
 NAME = "orchestration_overhead"
 CORES = 2
@@ -53,43 +54,14 @@ exit $rc
 
 
 def campaign_config(steps: int, population: int, generations: int, seeds: int) -> dict[str, Any]:
-    """The default campaign's search space (config/config.yaml), on a small budget."""
-    return {
-        "campaign": "bench",
-        "results_dir": "results",
-        "seed": 0,
-        "env": {"id": "CartPole-v1"},
-        "algorithm": "ppo",
-        "genes": {
-            "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
-            "gamma": {"type": "float", "low": 0.95, "high": 0.999},
-            "gae_lambda": {"type": "float", "low": 0.8, "high": 0.99},
-            "clip_coef": {"type": "float", "low": 0.1, "high": 0.3},
-            "ent_coef": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
-            "update_epochs": {"type": "int", "low": 2, "high": 10},
-            "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
-            "activation": {"type": "categorical", "choices": ["tanh", "relu"]},
-            "hidden_sizes": {
-                "type": "list",
-                "min_length": 1,
-                "max_length": 3,
-                "element": {"type": "int", "low": 16, "high": 128, "log": True},
-            },
-        },
-        "fixed": {"num_envs": 8, "num_steps": 128},
-        "training": {"steps": steps, "seeds": seeds, "eval_episodes": 10},
-        "objectives": [
-            {"name": "return", "direction": "maximize"},
-            {"name": "steps_to_threshold", "direction": "minimize", "threshold": 475},
-        ],
-        "ga": {
-            "population": population,
-            "generations": generations,
-            "elites": 1,
-            "tournament_size": 2,
-        },
-        "report": {"retest_seeds": 0},
-    }
+    """The default campaign (config/config.yaml), on a small budget."""
+    config = yaml.safe_load((_bench.REPO / "config" / "config.yaml").read_text())
+    config["campaign"] = "bench"
+    config["training"].update(steps=steps, seeds=seeds, eval_episodes=10)
+    config["ga"].update(population=population, generations=generations, elites=1,
+                        tournament_size=2)  # fmt: skip
+    config["report"] = {"retest_seeds": 0}
+    return config
 
 
 def make_workdir(root: Path) -> Path:
@@ -208,47 +180,20 @@ def bare_launches(workdir: Path, repeats: int) -> dict[str, Any]:
         check=True,
         capture_output=True,
     )
-    py = str(_bench.BIN / "python")
+    mpi2 = ["mpiexec", "-n", "2", str(_bench.BIN / "python")]
     commands = {
-        "mpiexec -n 2 python -c pass": ["mpiexec", "-n", "2", py, "-c", "pass"],
+        "mpiexec -n 2 python -c pass": [*mpi2, "-c", "pass"],
         "mpiexec -n 2 python -m mpi4py -c 'import torch, gymnasium, hpsrl.agents'": [
-            "mpiexec",
-            "-n",
-            "2",
-            py,
-            "-m",
-            "mpi4py",
-            "-c",
-            "import torch, gymnasium, hpsrl.agents",
+            *mpi2, "-m", "mpi4py", "-c", "import torch, gymnasium, hpsrl.agents",
         ],
         "... + import torch._dynamo (first optimizer)": [
-            "mpiexec",
-            "-n",
-            "2",
-            py,
-            "-m",
-            "mpi4py",
-            "-c",
-            "import torch, gymnasium, hpsrl.agents, torch._dynamo",
+            *mpi2, "-m", "mpi4py", "-c", "import torch, gymnasium, hpsrl.agents, torch._dynamo",
         ],
         "mpiexec -n 2 python -m mpi4py -m hpsrl train (1 rollout)": [
-            "mpiexec",
-            "-n",
-            "2",
-            py,
-            "-m",
-            "mpi4py",
-            "-m",
-            "hpsrl",
-            "train",
-            "--population",
-            "population.h5",
-            "--individual",
-            "0",
-            "--out",
-            "ind000.h5",
+            *mpi2, "-m", "mpi4py", "-m", "hpsrl", "train", "--population", "population.h5",
+            "--individual", "0", "--out", "ind000.h5",
         ],
-    }
+    }  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in commands}
     inside = []
     for rep in range(repeats):  # interleaved; each launch in a fresh folder (nothing to reuse)

@@ -13,8 +13,6 @@ from hpsrl.config import ConfigError, check_environment, load_config, load_yaml
 from hpsrl.evolve import NothingToRetest
 from hpsrl.storage import CorruptResultError, StorageError, quarantine
 
-log = logging.getLogger("hpsrl")
-
 
 def _cmd_check(args: argparse.Namespace) -> None:
     config = load_config(load_yaml(args.config))

@@ -126,8 +126,7 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             f"config key 'ga.tournament_size': {ga['tournament_size']} is larger than the "
             f"population ({ga['population']})"
         )
-    search_space(config)  # gene errors name the gene
-    _check_algorithm_fields(config)
+    _check_algorithm_fields(config, search_space(config))  # gene errors name the gene
     return config
 
 
@@ -138,7 +137,7 @@ def search_space(config: Mapping[str, Any]) -> SearchSpace:
         raise ConfigError(f"config key 'genes': {e}") from e
 
 
-def _check_algorithm_fields(config: Mapping[str, Any]) -> None:
+def _check_algorithm_fields(config: Mapping[str, Any], space: SearchSpace) -> None:
     """Genes and fixed values must be hyperparameters of the algorithm, and not both."""
     from hpsrl.agents import make_hyperparameters  # torch is imported only when checking agents
 
@@ -148,7 +147,6 @@ def _check_algorithm_fields(config: Mapping[str, Any]) -> None:
             f"config keys 'genes' and 'fixed' both set {overlap}: a hyperparameter is either "
             "searched (genes) or held constant (fixed); remove it from one of them"
         )
-    space = search_space(config)
     sample = space.sample(np.random.default_rng(0))
     try:
         make_hyperparameters(config["algorithm"], {**config["fixed"], **sample})

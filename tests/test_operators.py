@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from hpsrl.genes import CategoricalGene, FloatGene, IntGene, ListGene, SearchSpace
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
+from tests.test_genes import same, seeds
 
 # --- strategies (a compact copy of those in test_genes.py) -----------------------------------
 
@@ -49,19 +50,6 @@ def spaces(draw: Any) -> SearchSpace:
         else:
             genes.append(draw(scalar_genes(f"g{i}")))
     return SearchSpace(tuple(genes))
-
-
-seeds = st.integers(0, 2**32 - 1)
-
-
-def same(a: Any, b: Any) -> bool:
-    if isinstance(a, list) or isinstance(b, list):
-        return (
-            type(a) is type(b)
-            and len(a) == len(b)
-            and all(same(x, y) for x, y in zip(a, b, strict=True))
-        )
-    return type(a) is type(b) and a == b
 
 
 def same_ind(a: dict[str, Any], b: dict[str, Any]) -> bool:
