@@ -34,14 +34,30 @@ def _cmd_init(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from hpsrl.train import run_job
 
-    run_job(args.population, args.individual, args.out)
+    run_job(args.population, args.individual, args.out, args.manifest)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
     from hpsrl.generation import collect
-    from hpsrl.storage import read_population, write_generation
+    from hpsrl.storage import read_manifest, read_population, write_generation
 
-    write_generation(args.out, collect(read_population(args.population), args.results))
+    listed = {path: manifest for manifest in args.jobs for path in read_manifest(manifest)}
+    for path, manifest in listed.items():
+        if not path.exists():
+            manifest.unlink()
+            raise StorageError(
+                f"{path} is missing (listed by {manifest}, now removed); rerun snakemake to "
+                "train it again"
+            )
+    try:
+        generation = collect(read_population(args.population), list(listed))
+    except CorruptResultError as e:
+        # Without its manifest the job that wrote the damaged result runs again on the rerun,
+        # training just the individuals whose results are missing.
+        if e.path in listed:
+            listed[e.path].unlink(missing_ok=True)
+        raise
+    write_generation(args.out, generation)
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
@@ -104,16 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_cmd_init)
 
-    p = sub.add_parser("train", help="(workflow) train one individual on its seeds (MPI job)")
+    p = sub.add_parser("train", help="(workflow) train individuals on their seeds (MPI job)")
     p.add_argument("--population", required=True, type=Path)
-    p.add_argument("--individual", required=True, type=int)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--individual", required=True, type=int, nargs="+", help="indices, in order")
+    p.add_argument("--out", required=True, type=Path, nargs="+", help="a result file for each")
+    p.add_argument("--manifest", type=Path, help="list the result files here once all are done")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("collect", help="(workflow) stack a population's results into gen*.h5")
     p.add_argument("--population", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("results", nargs="+", type=Path, help="individual result files, in order")
+    p.add_argument("jobs", nargs="+", type=Path, help="training jobs' manifests, in order")
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("evolve", help="(workflow) write generation g+1's population from gen g")
@@ -129,7 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and len(args.individual) != len(args.out):
+        parser.error(
+            f"--individual names {len(args.individual)} individuals but --out "
+            f"{len(args.out)} result files; give one --out file per individual"
+        )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

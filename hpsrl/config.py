@@ -25,7 +25,7 @@ from hpsrl.genes import SearchSpace
 SCHEMA_VERSION = 1
 
 # Keys that may change on an existing campaign without changing what its results mean.
-HASH_EXEMPT_KEYS = ("ga.generations", "training.checkpoint")
+HASH_EXEMPT_KEYS = ("ga.generations", "training.checkpoint", "training.individuals_per_job")
 
 NATURAL_DIRECTIONS = {
     "return": "maximize",

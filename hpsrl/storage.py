@@ -3,7 +3,8 @@
 Layout of ``RESULTS_DIR/CAMPAIGN/`` (see the README for every dataset):
 
 - ``gen003/population.h5``: the plan for a generation: genes, lineage and seeds.
-- ``gen003/ind005.h5``: one training job's result: per-seed returns, curves, weights.
+- ``gen003/ind005.h5``: one individual's training result: per-seed returns, curves, weights.
+- ``gen003/ind004-007.txt``: the manifest of the training job of individuals 4 to 7.
 - ``gen003.h5``: the generation record: the population and all its results, objectives and ranks.
 
 Only plain arrays and attributes are stored (JSON text for nested metadata), so nothing read back is
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -372,45 +372,51 @@ def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) 
     )
 
 
-# -- finished training results survive a rerun of their job ----------------------------------
+# -- a training job's results and its manifest ---------------------------------------------------
 #
-# When snakemake is killed after a training job wrote its result but before snakemake recorded the
-# job as done, the rerun (--rerun-incomplete) deletes that result and trains again. A hard link
-# under .finished/ outlives the deletion, so the rerun job restores the result instead; training is
-# deterministic given its seeds, so restoring gives what retraining would.
+# A training job writes one result file per individual as soon as that individual is trained, then
+# a manifest listing them, which is the job's snakemake output. Result files are not snakemake
+# outputs, so a rerun after a kill (--rerun-incomplete deletes incomplete outputs) keeps those that
+# were finished and trains only the rest; training is deterministic given its seeds, so keeping a
+# result gives what retraining would.
 
 
-def _finished_copy(path: Path) -> Path:
-    return path.parent / ".finished" / path.name
-
-
-def _link_into_place(src: Path, dest: Path) -> None:
-    """Make ``dest`` the same file as ``src`` (a hard link, or a copy where links fail)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
-    tmp.unlink(missing_ok=True)
+def is_result_of(path: str | Path, pop: Population, individual: int) -> bool:
+    """Whether ``path`` holds the finished training of exactly this individual of ``pop``."""
+    if not Path(path).exists():
+        return False
     try:
-        os.link(src, tmp)
-    except OSError:  # a filesystem without hard links
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+        with open_h5(path) as f:
+            return (
+                str(f.attrs["config_hash"]) == config_hash(pop.config)
+                and str(f.attrs["batch"]) == pop.batch
+                and int(f.attrs["individual"]) == individual
+                and json.loads(f.attrs["hyperparameters"])
+                == json.loads(json.dumps(pop.hyperparameters(individual)))
+                and np.array_equal(f["train_seeds"][()], pop.train_seeds[individual])
+            )
+    except (CorruptResultError, KeyError, ValueError):
+        return False
 
 
-def keep_finished(path: str | Path) -> None:
-    _link_into_place(Path(path), _finished_copy(Path(path)))
-
-
-def restore_finished(path: str | Path, config: Mapping[str, Any]) -> bool:
-    """Put back a finished result of this campaign's config at ``path``; False if there is none."""
+def write_manifest(path: str | Path, results: Sequence[str | Path]) -> None:
+    """List a job's result files (names relative to the manifest's folder), atomically."""
     path = Path(path)
-    finished = _finished_copy(path)
-    if not finished.exists():
-        return False
+    names = [os.path.relpath(r, path.parent) for r in results]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open_h5(finished) as f:
-            if str(f.attrs["config_hash"]) != config_hash(config):
-                return False
-    except CorruptResultError:
-        return False
-    _link_into_place(finished, path)
-    return True
+        tmp.write_text("".join(f"{name}\n" for name in names))
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {e}") from e
+
+
+def read_manifest(path: str | Path) -> list[Path]:
+    """The result files a training job's manifest lists."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptResultError(f"{path} cannot be read ({e})", path) from e
+    return [path.parent / line for line in lines if line.strip()]

@@ -1,4 +1,5 @@
-"""One training job: one individual, its seeds spread over the MPI ranks, rank 0 writes the result.
+"""One training job: one or more individuals, each with its seeds spread over the MPI ranks; rank 0
+writes each individual's result.
 
 A seed whose training raises or diverges becomes a failed SeedResult with the traceback, not a
 crash: the individual is recorded as failed and the campaign goes on.
@@ -10,6 +11,7 @@ import logging
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +20,10 @@ from hpsrl.storage import (
     IndividualResult,
     Population,
     SeedResult,
-    keep_finished,
+    is_result_of,
     read_population,
-    restore_finished,
     write_individual,
+    write_manifest,
 )
 
 if TYPE_CHECKING:  # torch is imported only once a job really trains
@@ -115,22 +117,47 @@ def train_seed(
     )
 
 
-def run_job(population_path: str | Path, individual: int, out_path: str | Path) -> None:
-    """Train every seed of ``individual`` across the MPI ranks; rank 0 writes ``out_path``."""
+def run_job(
+    population_path: str | Path,
+    individuals: Sequence[int],
+    out_paths: Sequence[str | Path],
+    manifest: str | Path | None = None,
+) -> None:
+    """Train ``individuals`` one after the other, each with its seeds spread over the MPI ranks;
+    rank 0 writes each result to its ``out_paths`` entry as soon as it is done, then ``manifest``.
+
+    An individual whose result is already there (from a job that was killed or cut by its time
+    limit half way) is not trained again.
+    """
+    if len(individuals) != len(out_paths):
+        raise ValueError(f"{len(individuals)} individuals but {len(out_paths)} result paths")
     comm = world()
-    pop = read_population(population_path) if comm.rank == 0 else None
-    restored = comm.rank == 0 and restore_finished(out_path, pop.config)
-    if comm.bcast(restored, root=0):
-        if comm.rank == 0:
-            log.info("%s: restored the finished result of an interrupted run", out_path)
-        return
-    pop = comm.bcast(pop, root=0)
+    pop, todo = None, None
+    if comm.rank == 0:
+        pop, todo = read_population(population_path), []
+        for individual, out_path in zip(individuals, out_paths, strict=True):
+            if not 0 <= individual < len(pop):
+                raise ValueError(
+                    f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}"
+                )
+            if is_result_of(out_path, pop, individual):
+                log.info("%s: already trained, kept", out_path)
+            else:
+                todo.append((individual, Path(out_path)))
+    todo = comm.bcast(todo, root=0)
+    if todo:
+        pop = comm.bcast(pop, root=0)
 
-    import torch
+        import torch
 
-    torch.set_num_threads(threads_per_rank())
-    if not 0 <= individual < len(pop):
-        raise ValueError(f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}")
+        torch.set_num_threads(threads_per_rank())
+        for individual, out_path in todo:
+            _train_individual(comm, pop, individual, out_path)
+    if comm.rank == 0 and manifest is not None:
+        write_manifest(manifest, out_paths)
+
+
+def _train_individual(comm: Any, pop: Population, individual: int, out_path: Path) -> None:
     n_seeds = pop.train_seeds.shape[1]
     checkpoints = checkpoint_dir(out_path)
     mine = {
@@ -155,7 +182,6 @@ def run_job(population_path: str | Path, individual: int, out_path: str | Path) 
         mpi_ranks=comm.size,
     )
     write_individual(out_path, result, pop.config)
-    keep_finished(out_path)
     if not pop.config["training"]["checkpoint"]["keep"]:
         shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("%s individual %d: %s, written to %s", pop.batch, individual, result.status, out_path)

@@ -223,7 +223,11 @@ KILL_POINTS = {
     "during evolve": "gen000.h5",
     # some HDF5 file is half written under its temporary name
     "while writing HDF5": "**/.*.tmp",
+    # the first individual of a job that trains the whole generation finished
+    "half way through a job of 4 individuals": "gen000/ind*.h5",
 }
+# Individuals per training job at each kill point (1 unless named).
+JOB_SIZES = {"half way through a job of 4 individuals": 4}
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +248,7 @@ def test_kill_anywhere_then_rerun_gives_the_same_campaign(
     workdir, tiny_config, reference_campaign, kill_point
 ):
     tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["training"]["individuals_per_job"] = JOB_SIZES.get(kill_point, 1)
     write_config(workdir, tiny_config)
     results = workdir / "results" / "tiny"
     proc = _start_snakemake(workdir)
@@ -265,24 +270,30 @@ def test_kill_anywhere_then_rerun_gives_the_same_campaign(
 
 
 @pytest.mark.slow
-def test_damaged_result_is_moved_aside_and_regenerated(workdir, tiny_config, reference_campaign):
+def test_damaged_or_lost_result_is_retrained_alone(workdir, tiny_config, reference_campaign):
     tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["training"]["individuals_per_job"] = 2
     write_config(workdir, tiny_config)
     results = workdir / "results" / "tiny"
-    done = snakemake(workdir, "-j2", "--until", "train_individual")
+    done = snakemake(workdir, "-j2", "--until", "train_individuals")
     assert done.returncode == 0, done.stderr[-3000:]
-    damaged = results / "gen000" / "ind001.h5"
+    damaged, lost = results / "gen000" / "ind001.h5", results / "gen000" / "ind003.h5"
+    untouched = {p: p.stat().st_mtime_ns for p in (results / "gen000").glob("ind00[02].h5")}
     damaged.write_bytes(damaged.read_bytes()[:500])  # truncated, as by a crashed copy
+    lost.unlink()
 
-    failed = snakemake(workdir, "-j2")
-    assert failed.returncode != 0
-    message = (results / "logs" / "gen000" / "collect.log").read_text()
-    assert "results/tiny/gen000/ind001.h5 is damaged (" in message
-    assert "rerun snakemake to regenerate it" in message
+    log = results / "logs" / "gen000" / "collect.log"
+    assert snakemake(workdir, "-j2").returncode != 0  # missing files are looked for first
+    assert "results/tiny/gen000/ind003.h5 is missing" in log.read_text()
+    assert "rerun snakemake to train it again" in log.read_text()
+    assert snakemake(workdir, "-j2").returncode != 0
+    assert "results/tiny/gen000/ind001.h5 is damaged (" in log.read_text()
+    assert "rerun snakemake to regenerate it" in log.read_text()
     assert (results / "gen000" / "ind001.h5.corrupt").exists()
 
     done = snakemake(workdir, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
     arrays = _campaign_arrays(results)
     for key, expected in reference_campaign.items():
         np.testing.assert_array_equal(arrays[key], expected, err_msg=key)

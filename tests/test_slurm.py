@@ -60,9 +60,13 @@ def _sacct_states(job_ids: list[str]) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.splitlines())
 
 
-def test_campaign_through_slurm_equals_local_run(workdir, tiny_config, tmp_path):
+@pytest.mark.parametrize("individuals_per_job", [1, 2])
+def test_campaign_through_slurm_equals_local_run(
+    workdir, tiny_config, tmp_path, individuals_per_job
+):
     tiny_config["ga"]["generations"] = 1
     tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["training"]["individuals_per_job"] = individuals_per_job
     results = _slurm_campaign(workdir, tiny_config)
 
     job_ids = []
@@ -71,13 +75,17 @@ def test_campaign_through_slurm_equals_local_run(workdir, tiny_config, tmp_path)
             assert f.attrs["mpi_ranks"] == 2, "each training job runs one MPI rank per seed"
             job_ids.append(str(f.attrs["slurm_job_id"]))
     assert all(job_ids), "every training job ran inside a Slurm job"
+    assert len(set(job_ids)) == 4 // individuals_per_job, job_ids
     states = _sacct_states(job_ids)
     assert all(states[j] == "COMPLETED" for j in job_ids), states
 
+    # The same campaign run locally, one individual per job.
     local = tmp_path / "local"
-    local.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles"):
+    (local / "config").mkdir(parents=True)
+    for name in ("Snakefile", "workflow", "profiles"):
         (local / name).symlink_to(workdir / name)
+    tiny_config["training"]["individuals_per_job"] = 1
+    write_config(local, tiny_config)
     done = snakemake(local, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
     with h5py.File(results / "gen000.h5") as a, h5py.File(local / "results/tiny/gen000.h5") as b:
@@ -132,7 +140,7 @@ def _running_training_jobs(workdir: Path) -> list[str]:
         text=True,
         timeout=30,
     ).stdout
-    return [line.split()[0] for line in out.splitlines() if "train_individual" in line]
+    return [line.split()[0] for line in out.splitlines() if "train_individuals" in line]
 
 
 def _wait(condition, timeout: float = 300.0):

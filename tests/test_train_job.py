@@ -1,4 +1,5 @@
-"""The MPI training job: seeds spread over ranks, failures recorded, results identical to 1 rank."""
+"""The MPI training job: seeds spread over ranks, failures recorded, results identical to 1 rank,
+several individuals per job."""
 
 from __future__ import annotations
 
@@ -61,6 +62,39 @@ def test_two_ranks_equal_two_single_rank_jobs(tiny_config, tmp_path):
         weights = read_weights(tmp_path / f"one{k}.h5", 0)
         for name, array in read_weights(tmp_path / "mpi.h5", k).items():
             np.testing.assert_array_equal(weights[name], array)
+
+
+@pytest.mark.slow
+def test_a_job_of_several_individuals_keeps_those_already_trained(tiny_config, tmp_path):
+    write_population(tmp_path / "pop.h5", initial_population(load_config(tiny_config)))
+    outs = [tmp_path / "ind000.h5", tmp_path / "ind001.h5"]
+    manifest = tmp_path / "ind000-001.txt"
+    command = [sys.executable, "-m", "hpsrl", "train", "--population", str(tmp_path / "pop.h5"),
+               "--individual", "0", "1", "--out", *map(str, outs),
+               "--manifest", str(manifest)]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert manifest.read_text().split() == ["ind000.h5", "ind001.h5"]
+    first = [read_individual_arrays(out) for out in outs]
+    kept = outs[0].stat().st_mtime_ns
+
+    # As after a kill half way through the job: one result written, no manifest.
+    outs[1].unlink()
+    manifest.unlink()
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ind000.h5: already trained, kept" in done.stderr
+    assert outs[0].stat().st_mtime_ns == kept
+    assert manifest.exists()
+    np.testing.assert_array_equal(read_individual_arrays(outs[1])["returns"], first[1]["returns"])
+
+
+def test_train_needs_a_result_file_per_individual(tmp_path):
+    command = [sys.executable, "-m", "hpsrl", "train", "--population", str(tmp_path / "pop.h5"),
+               "--individual", "0", "1", "--out", str(tmp_path / "a.h5")]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "give one --out file per individual" in done.stderr
 
 
 @pytest.mark.slow

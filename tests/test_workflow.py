@@ -49,10 +49,20 @@ def test_dry_run_shows_the_whole_campaign(workdir, tiny_config):
     write_config(workdir, tiny_config)
     counts = planned_jobs(workdir)
     # 2 generations x 4 individuals + the re-test of the best one.
-    assert counts["train_individual"] == 9
+    assert counts["train_individuals"] == 9
     assert counts["collect_generation"] == 3
     assert counts["init_population"] == 1
     assert counts["evolve_population"] == 1
+
+
+def test_several_individuals_per_training_job(workdir, tiny_config):
+    tiny_config["training"]["individuals_per_job"] = 3
+    write_config(workdir, tiny_config)
+    # Per generation one job of 3 individuals and one of the last 1; the re-test is one job.
+    assert planned_jobs(workdir)["train_individuals"] == 2 * 2 + 1
+    done = snakemake(workdir, "-n", "--printshellcmds")
+    assert "--individual 0 1 2 --out results/tiny/gen000/ind000.h5" in done.stdout
+    assert "--manifest results/tiny/gen000/ind000-002.txt" in done.stdout
 
 
 def test_lint_is_clean(workdir):
@@ -93,11 +103,22 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # The same root seed on another machine folder gives the same genes and returns.
+    # Regrouping a finished campaign's training jobs trains nothing again.
+    trained = {p: p.stat().st_mtime_ns for p in results.glob("*/ind*.h5")}
+    tiny_config["training"]["individuals_per_job"] = 2
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-j2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in results.glob("*/ind*.h5")} == trained
+
+    # The same root seed in another folder, with a whole generation per training job, gives the
+    # same genes and returns.
     other = tmp_path / "other"
-    other.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles"):
+    (other / "config").mkdir(parents=True)
+    for name in ("Snakefile", "workflow", "profiles"):
         os.symlink(workdir / name, other / name)
+    tiny_config["training"]["individuals_per_job"] = 4
+    write_config(other, tiny_config)
     done = snakemake(other, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("gen000.h5", "gen001.h5", "retest.h5"):
@@ -147,7 +168,7 @@ def test_raising_generations_extends_a_finished_campaign(workdir, tiny_config):
 
     tiny_config["ga"]["generations"] = 2
     write_config(workdir, tiny_config)
-    assert planned_jobs(workdir)["train_individual"] == 4
+    assert planned_jobs(workdir)["train_individuals"] == 4
     done = snakemake(workdir, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in first.items()), "generation 0 was redone"

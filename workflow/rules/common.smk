@@ -25,7 +25,8 @@ RETEST_SEEDS = CAMPAIGN["report"]["retest_seeds"]
 wildcard_constraints:
     batch=r"gen\d{3}|retest",
     gen=r"\d{3}",
-    ind=r"\d{3}",
+    first=r"\d{3}",
+    last=r"\d{3}",
 
 
 def config_json():
@@ -49,10 +50,32 @@ def seeds_of(batch):
     return RETEST_SEEDS if batch == "retest" else CAMPAIGN["training"]["seeds"]
 
 
-def individual_results(wildcards):
+def training_jobs(wildcards):
+    """The manifests of a batch's training jobs, in population order: indFFF-LLL.txt for the job
+    that trains individuals FFF to LLL (training.individuals_per_job of them; 1 for the re-test).
+    Named by their individuals, so that changing individuals_per_job on a running campaign makes
+    new jobs (which keep the results already trained) instead of reusing ones that mean others.
+    """
+    n = batch_size(wildcards.batch)
+    k = (
+        1
+        if wildcards.batch == "retest"
+        else CAMPAIGN["training"]["individuals_per_job"]
+    )
     return [
-        f"{RESULTS}/{wildcards.batch}/ind{i:03d}.h5"
-        for i in range(batch_size(wildcards.batch))
+        f"{RESULTS}/{wildcards.batch}/ind{first:03d}-{min(first + k, n) - 1:03d}.txt"
+        for first in range(0, n, k)
+    ]
+
+
+def job_individuals(wildcards):
+    return list(range(int(wildcards.first), int(wildcards.last) + 1))
+
+
+def job_results(wildcards):
+    """The result file of each individual a training job trains (not its outputs: see train.smk)."""
+    return [
+        f"{RESULTS}/{wildcards.batch}/ind{i:03d}.h5" for i in job_individuals(wildcards)
     ]
 
 
@@ -68,10 +91,11 @@ def training_ranks(wildcards):
 
 
 def training_runtime(wildcards):
-    """Minutes for one training job: the step budget at a conservative 500 steps/s per rank, plus
-    5 minutes for start-up and evaluation. Override with --set-resources train_individual:runtime=M.
+    """Minutes for one training job: its individuals' step budget at a conservative 500 steps/s
+    per rank, plus 5 minutes for start-up and evaluation. Override with
+    --set-resources train_individuals:runtime=M.
     """
-    seconds = CAMPAIGN["training"]["steps"] / 500
+    seconds = len(job_individuals(wildcards)) * CAMPAIGN["training"]["steps"] / 500
     return 5 + math.ceil(seconds / 60)
 
 

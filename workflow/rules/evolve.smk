@@ -5,7 +5,7 @@
 rule collect_generation:
     input:
         population=f"{RESULTS}/{{batch}}/population.h5",
-        results=individual_results,
+        jobs=training_jobs,
     output:
         f"{RESULTS}/{{batch}}.h5",
     log:
@@ -13,7 +13,7 @@ rule collect_generation:
     conda:
         "../envs/hpsrl.yaml"
     shell:
-        "hpsrl collect --population {input.population} --out {output} {input.results}"
+        "hpsrl collect --population {input.population} --out {output} {input.jobs}"
         " > {log} 2>&1"
 
 

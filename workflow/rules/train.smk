@@ -1,14 +1,20 @@
-# One job per individual: its training seeds spread over MPI ranks, rank 0 writes the result.
-# The launcher is a resource, so profiles choose it (mpiexec here, srun on Slurm clusters).
+# Training jobs: each trains one or more individuals of a batch (training.individuals_per_job), one
+# after the other, with each individual's seeds spread over the job's MPI ranks. The launcher is a
+# resource, so profiles choose it (mpiexec here, srun on Slurm clusters).
+#
+# A job writes each individual's result file (indIII.h5) as soon as it is trained and its manifest
+# (indFFF-LLL.txt, the rule's output) at the end. Result files are not outputs on purpose: snakemake
+# deletes the outputs of a job that was interrupted, and so would throw away the individuals a
+# killed or timed-out job had finished; the rerun job keeps them and trains only the rest.
 
 
-rule train_individual:
+rule train_individuals:
     input:
         f"{RESULTS}/{{batch}}/population.h5",
     output:
-        f"{RESULTS}/{{batch}}/ind{{ind}}.h5",
+        f"{RESULTS}/{{batch}}/ind{{first}}-{{last}}.txt",
     log:
-        f"{RESULTS}/logs/{{batch}}/ind{{ind}}.log",
+        f"{RESULTS}/logs/{{batch}}/ind{{first}}-{{last}}.log",
     conda:
         "../envs/hpsrl.yaml"
     threads: training_ranks
@@ -16,6 +22,10 @@ rule train_individual:
         tasks=training_ranks,
         runtime=training_runtime,
         mpi="mpiexec",
+    params:
+        individuals=job_individuals,
+        results=job_results,
     shell:
         "{resources.mpi} -n {resources.tasks} python -m mpi4py -m hpsrl train"
-        " --population {input} --individual {wildcards.ind} --out {output} > {log} 2>&1"
+        " --population {input} --individual {params.individuals} --out {params.results}"
+        " --manifest {output} > {log} 2>&1"
