@@ -9,6 +9,10 @@ from hpsrl.config import readable_config_file
 min_version("9.0")
 
 
+# The description atop `snakemake --report report.html`.
+report: "workflow/report/workflow.rst"
+
+
 # The default campaign, unless a --configfile names another one (which then replaces it whole:
 # merging two campaigns' genes would silently search something nobody wrote).
 if not workflow.overwrite_configfiles:
@@ -23,6 +27,7 @@ localrules:
     evolve_population,
     plan_retest,
     report,
+    html_report,
     all,
 
 

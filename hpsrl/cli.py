@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hpsrl.config import ConfigError, check_environment, load_config, load_yaml
 from hpsrl.evolve import NothingToRetest
+from hpsrl.export import ExportError
 from hpsrl.storage import CorruptResultError, StorageError, quarantine
 
 
@@ -64,16 +65,16 @@ def _cmd_evolve(args: argparse.Namespace) -> None:
     from hpsrl.evolve import next_population
     from hpsrl.storage import read_generation, write_population
 
-    previous = read_generation(args.generation)
-    write_population(args.out, next_population(previous, previous.config))
+    history = [read_generation(path) for path in args.generations]
+    write_population(args.out, next_population(history, history[-1].config))
 
 
 def _cmd_retest(args: argparse.Namespace) -> None:
     from hpsrl.evolve import retest_population
     from hpsrl.storage import read_generation, write_population
 
-    final = read_generation(args.generation)
-    write_population(args.out, retest_population(final, final.config))
+    generations = [read_generation(path) for path in args.generations]
+    write_population(args.out, retest_population(generations, generations[-1].config))
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
@@ -86,6 +87,46 @@ def _cmd_best(args: argparse.Namespace) -> None:
     from hpsrl.summary import best_yaml
 
     sys.stdout.write(best_yaml(args.campaign_dir))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from hpsrl.report import write_report
+
+    out = write_report(args.campaign_dir, args.out or Path(args.campaign_dir) / "report.html")
+    print(f"wrote {out}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from hpsrl.export import export_best
+
+    for path in export_best(args.campaign_dir, args.out or Path(args.campaign_dir) / "export"):
+        print(f"wrote {path}")
+
+
+def _cmd_retrain(args: argparse.Namespace) -> None:
+    import secrets
+
+    import numpy as np
+
+    from hpsrl.export import load_exported, retrain
+
+    exported = load_exported(args.hyperparameters)
+    root_seed = secrets.randbelow(2**32) if args.seed is None else args.seed
+    print(
+        f"{exported['algorithm']} on {exported['env']['id']}, {args.seeds} fresh seeds from root "
+        f"seed {root_seed} (repeat with --seed {root_seed})",
+        flush=True,
+    )
+    means = []
+    for k, seed in enumerate(retrain(exported, args.seeds, root_seed, args.steps)):
+        means.append(float(np.mean(seed.eval_returns)))
+        returns = " ".join(f"{r:.1f}" for r in seed.eval_returns)
+        print(
+            f"seed {k} (training seed {seed.train_seed}): mean evaluation return {means[-1]:.2f} "
+            f"in {seed.train_seconds:.2f} s; episodes: {returns}",
+            flush=True,
+        )
+    print(f"mean over seeds: {np.mean(means):.2f} (min {min(means):.2f}, max {max(means):.2f})")
 
 
 # Commands that read results only the workflow made: a damaged input is moved aside, so that
@@ -110,9 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("best", help="the final generation's best individual as YAML")
+    p = sub.add_parser(
+        "best", help="the best individual as YAML (ga: of the final generation; random, bo: of all)"
+    )
     p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
     p.set_defaults(func=_cmd_best)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a campaign, with plots")
+    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.add_argument("--out", type=Path, help="the HTML file (default: CAMPAIGN_DIR/report.html)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "export", help="the best individual's hyperparameters, RL Zoo file and trained weights"
+    )
+    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.add_argument("--out", type=Path, help="the folder (default: CAMPAIGN_DIR/export)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("retrain", help="train exported hyperparameters on fresh seeds")
+    p.add_argument("hyperparameters", type=Path, help="a hyperparameters.yaml of hpsrl export")
+    p.add_argument("--seeds", type=int, default=3, help="fresh training seeds (default 3)")
+    p.add_argument("--seed", type=int, help="root of the derived seeds (default: a random one)")
+    p.add_argument("--steps", type=int, help="env steps per seed (default: the campaign's)")
+    p.set_defaults(func=_cmd_retrain)
 
     # The workflow's steps (called by the Snakemake rules).
     p = sub.add_parser("init", help="(workflow) write generation 0's population")
@@ -133,14 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", nargs="+", type=Path, help="training jobs' manifests, in order")
     p.set_defaults(func=_cmd_collect)
 
-    p = sub.add_parser("evolve", help="(workflow) write generation g+1's population from gen g")
-    p.add_argument("--generation", required=True, type=Path)
+    p = sub.add_parser("evolve", help="(workflow) write generation g+1's population")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "generations",
+        nargs="+",
+        type=Path,
+        help="earlier generations' files in order, the last being generation g: "
+        "all of them for search.strategy bo, generation g alone is enough otherwise",
+    )
     p.set_defaults(func=_cmd_evolve)
 
     p = sub.add_parser("retest", help="(workflow) plan the best individual's fresh-seed re-test")
-    p.add_argument("--generation", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "generations",
+        nargs="+",
+        type=Path,
+        help="the campaign's generation files in order, the last being the final one: "
+        "ga re-tests the final one's best, random and bo the best of all given",
+    )
     p.set_defaults(func=_cmd_retest)
     return parser
 
@@ -170,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"hpsrl: error: {e}", file=sys.stderr)
         return 2
-    except (ConfigError, StorageError, NothingToRetest, FileNotFoundError) as e:
+    except (ConfigError, StorageError, NothingToRetest, ExportError, FileNotFoundError) as e:
         print(f"hpsrl: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -115,7 +115,13 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     names = [o["name"] for o in config["objectives"]]
     if len(set(names)) != len(names):
         raise ConfigError(f"config key 'objectives': each objective may appear once, got {names}")
-    ga = config["ga"]
+    if config["search"]["strategy"] == "ga":  # the other strategies never read these keys
+        _check_ga(config["ga"])
+    _check_algorithm_fields(config, search_space(config))  # gene errors name the gene
+    return config
+
+
+def _check_ga(ga: Mapping[str, Any]) -> None:
     if ga["elites"] >= ga["population"]:
         raise ConfigError(
             f"config key 'ga.elites': {ga['elites']} elites leave no room for children in a "
@@ -126,8 +132,6 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             f"config key 'ga.tournament_size': {ga['tournament_size']} is larger than the "
             f"population ({ga['population']})"
         )
-    _check_algorithm_fields(config, search_space(config))  # gene errors name the gene
-    return config
 
 
 def search_space(config: Mapping[str, Any]) -> SearchSpace:

@@ -1,13 +1,16 @@
-"""Where each generation's individuals come from: random, or elites plus selected, crossed, mutated.
+"""Where each generation's individuals come from, and which one is the campaign's best.
 
-Everything random here draws from a Generator derived from the campaign's root seed and the
-generation number, so the same config always gives the same genes.
+Generation 0 is sampled at random for every search strategy; each later one comes from the
+strategy (``search.strategy``): ``ga`` selects, crosses and mutates the previous generation,
+``random`` samples afresh, ``bo`` asks an Optuna sampler fitted to all earlier generations
+(:mod:`hpsrl.bayesopt`). Everything random here draws from a Generator or a seed derived from the
+campaign's root seed and the generation number, so the same config always gives the same genes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,15 +23,18 @@ from hpsrl.config import (
     SeedPlan,
     search_space,
 )
-from hpsrl.generation import best_index
+from hpsrl.moo import nsga2_rank_key
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
 from hpsrl.storage import Generation, Population
 
 RETEST_BATCH = "retest"
 
 
+T = TypeVar("T")
+
+
 class NothingToRetest(RuntimeError):
-    """Every individual of the final generation failed."""
+    """Every individual the best is chosen from failed."""
 
 
 def batch_name(generation: int) -> str:
@@ -55,25 +61,71 @@ def _seeded_population(
     )
 
 
-def initial_population(config: Mapping[str, Any]) -> Population:
-    """Generation 0: individuals sampled uniformly (log-uniformly where a gene says so)."""
-    rng = SeedPlan(config["seed"]).generator(STREAM_GA, 0)
-    space = search_space(config)
-    n = config["ga"]["population"]
-    individuals = [space.sample(rng) for _ in range(n)]
+def _unrelated_population(
+    config: Mapping[str, Any], generation: int, individuals: list[dict[str, Any]], operator: str
+) -> Population:
+    """Individuals that descend from none of the previous generation."""
+    n = len(individuals)
     parents = np.full((n, 2), -1, dtype=np.int64)
-    return _seeded_population(config, 0, individuals, parents, ["random"] * n)
+    return _seeded_population(config, generation, individuals, parents, [operator] * n)
 
 
-def next_population(previous: Generation, config: Mapping[str, Any]) -> Population:
-    """Generation g+1 from generation g: elitism, tournament selection, crossover, mutation.
+def _random_population(config: Mapping[str, Any], generation: int) -> Population:
+    """Individuals sampled uniformly (log-uniformly where a gene says so)."""
+    rng = SeedPlan(config["seed"]).generator(STREAM_GA, generation)
+    space = search_space(config)
+    individuals = [space.sample(rng) for _ in range(config["ga"]["population"])]
+    return _unrelated_population(config, generation, individuals, "random")
+
+
+def initial_population(config: Mapping[str, Any]) -> Population:
+    """Generation 0, random for every search strategy."""
+    return _random_population(config, 0)
+
+
+def reads_whole_history(config: Mapping[str, Any]) -> bool:
+    """Whether proposing a generation reads every earlier generation (bo refits its model on all
+    of them) or only the previous one (ga breeds from it; random needs nothing but its number)."""
+    return config["search"]["strategy"] == "bo"
+
+
+def next_population(history: Sequence[Generation], config: Mapping[str, Any]) -> Population:
+    """Generation g+1 from the generations before it, in order (the last is generation g).
+
+    ``history`` needs to hold every earlier generation only where :func:`reads_whole_history`.
+    """
+    generation = int(history[-1].population.batch.removeprefix("gen")) + 1
+    strategy = config["search"]["strategy"]
+    if strategy == "random":
+        return _random_population(config, generation)
+    if strategy == "bo":
+        return _proposed_population(history, config, generation)
+    return _bred_population(history[-1], config, generation)
+
+
+def _proposed_population(
+    history: Sequence[Generation], config: Mapping[str, Any], generation: int
+) -> Population:
+    """A batch proposed by Bayesian optimisation on all earlier generations."""
+    from hpsrl.bayesopt import history_study, propose  # optuna only where bo runs
+
+    sampler = config["search"]["sampler"]
+    seed = int(SeedPlan(config["seed"]).generator(STREAM_GA, generation).integers(2**32))
+    study = history_study(history, config, seed)
+    individuals = propose(study, search_space(config), config["ga"]["population"])
+    return _unrelated_population(config, generation, individuals, f"bo-{sampler}")
+
+
+def _bred_population(
+    previous: Generation, config: Mapping[str, Any], generation: int
+) -> Population:
+    """Elitism, tournament selection, crossover and mutation on the previous generation.
 
     Elites are copied unchanged and trained again on fresh seeds, so a configuration cannot stay on
     top through one lucky draw. Failed individuals have rank key +inf and so lose every tournament
     that has a valid candidate.
     """
     ga = config["ga"]
-    generation = int(previous.population.batch.removeprefix("gen")) + 1
     rng = SeedPlan(config["seed"]).generator(STREAM_GA, generation)
     space = search_space(config)
     parents_pool = previous.population.individuals
@@ -106,21 +158,59 @@ def next_population(previous: Generation, config: Mapping[str, Any]) -> Populati
     )
 
 
-def retest_population(final: Generation, config: Mapping[str, Any]) -> Population:
-    """The final generation's best individual, to be trained again on fresh seeds."""
-    best = best_index(final)
-    if best is None:
+def best_candidates(config: Mapping[str, Any], generations: Sequence[T]) -> Sequence[T]:
+    """Of a campaign's generations so far (files or records, in order), those its best individual
+    is chosen from.
+
+    ga: the final generation only. Its elites carry the best configurations forward and are
+    re-trained on fresh seeds each generation, so an earlier generation's best is either still
+    there or was beaten, possibly after a lucky first draw. random and bo carry nothing forward,
+    so their best is that of all generations.
+    """
+    # Campaigns made before search.strategy existed are GA campaigns.
+    strategy = config.get("search", {}).get("strategy", "ga")
+    return generations if strategy != "ga" else generations[-1:]
+
+
+def best_individual(generations: Sequence[Generation]) -> tuple[Generation, int] | None:
+    """The valid individual of ``generations`` with the best primary (first) objective, as
+    (its generation, its index there); None if all failed.
+
+    Ties are broken by the NSGA-II rank key over all the individuals, then by generation order
+    and index.
+    """
+    objectives = np.concatenate([g.objectives for g in generations])
+    ok = np.flatnonzero(np.concatenate([g.ok for g in generations]))
+    if ok.size == 0:
+        return None
+    config = generations[-1].config
+    directions = [o["direction"] for o in config["objectives"]]
+    rank_key = nsga2_rank_key(objectives, directions)
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    order = np.lexsort((ok, rank_key[ok], sign * objectives[ok, 0]))
+    where = [(g, i) for g in generations for i in range(len(g.population))]
+    return where[int(ok[order[0]])]
+
+
+def retest_population(generations: Sequence[Generation], config: Mapping[str, Any]) -> Population:
+    """The campaign's best individual (of :func:`best_candidates` of its generations, given in
+    order), to be trained again on fresh seeds."""
+    candidates = best_candidates(config, generations)
+    found = best_individual(candidates)
+    if found is None:
+        batches = ", ".join(g.population.batch for g in candidates)
         raise NothingToRetest(
-            f"every individual of {final.population.batch} failed, so there is nothing to re-test "
+            f"every individual of {batches} failed, so there is nothing to re-test "
             "(see why with: hpsrl status RESULTS_DIR/CAMPAIGN); set report.retest_seeds: 0 to "
             "finish without a re-test"
         )
+    source, best = found
     plan = SeedPlan(config["seed"])
     seeds = config["report"]["retest_seeds"]
     return Population(
         batch=RETEST_BATCH,
         config=dict(config),
-        individuals=[dict(final.population.individuals[best])],
+        individuals=[dict(source.population.individuals[best])],
         parents=np.array([[best, -1]], dtype=np.int64),
         operators=["retest"],
         train_seeds=plan.seeds(STREAM_RETEST_TRAIN, 0, 1, seeds),

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hpsrl.evolve import RETEST_BATCH
-from hpsrl.generation import best_index
-from hpsrl.storage import Generation, read_generation
+from hpsrl.evolve import RETEST_BATCH, best_candidates, best_individual
+from hpsrl.storage import read_generation, read_population
 
 GENERATION_FILE = re.compile(r"^gen(\d{3})\.h5$")
 
@@ -81,32 +80,45 @@ def _plain(value: Any) -> Any:
 
 
 def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
-    """The final generation's best individual: hyperparameters, objectives, per-seed returns,
-    and its re-test on fresh seeds when the campaign has one."""
+    """The campaign's best individual (of the final generation for ga, of all for random and bo:
+    see hpsrl.evolve.best_candidates): hyperparameters, objectives, per-seed returns, and its
+    re-test on fresh seeds when the campaign has one."""
     campaign_dir = Path(campaign_dir)
-    final: Generation = read_generation(generation_files(campaign_dir)[-1])
-    best = best_index(final)
+    files = generation_files(campaign_dir)
+    config = read_population(files[-1]).config
+    candidates = [read_generation(path) for path in best_candidates(config, files)]
+    found = best_individual(candidates)
     summary: dict[str, Any] = {
-        "campaign": final.config["campaign"],
-        "env": final.config["env"]["id"],
-        "algorithm": final.config["algorithm"],
-        "generation": final.population.batch,
-        "individual": best,
+        "campaign": config["campaign"],
+        "env": config["env"]["id"],
+        "algorithm": config["algorithm"],
     }
-    if best is None:
-        summary["note"] = "every individual of this generation failed; see: hpsrl status"
+    if found is None:
+        batches = ", ".join(g.population.batch for g in candidates)
+        summary |= {
+            "generation": batches,
+            "individual": None,
+            "note": f"every individual of {batches} failed; see: hpsrl status",
+        }
         return summary
-    names = [o["name"] for o in final.config["objectives"]]
+    source, best = found
+    names = [o["name"] for o in config["objectives"]]
     summary |= {
-        "hyperparameters": final.population.hyperparameters(best),
-        "objectives": dict(zip(names, _plain(final.objectives[best]), strict=True)),
-        "returns_per_seed": _plain(final.results["returns"][best]),
-        "train_seeds": _plain(final.population.train_seeds[best]),
+        "generation": source.population.batch,
+        "individual": best,
+        "hyperparameters": source.population.hyperparameters(best),
+        "objectives": dict(zip(names, _plain(source.objectives[best]), strict=True)),
+        "returns_per_seed": _plain(source.results["returns"][best]),
+        "train_seeds": _plain(source.population.train_seeds[best]),
     }
     retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
     if retest_file.exists():
         retest = read_generation(retest_file)
-        if int(retest.population.parents[0, 0]) == best:
+        # A re-test planned before the campaign was extended may be of an earlier best.
+        if (
+            int(retest.population.parents[0, 0]) == best
+            and retest.population.individuals[0] == source.population.individuals[best]
+        ):
             summary["retest"] = {
                 "status": str(retest.results["status"][0]),
                 "mean_return": _plain(float(np.mean(retest.results["returns"][0]))),

@@ -56,7 +56,7 @@ def test_population_roundtrips_through_hdf5(tiny_config, tmp_path):
 def test_next_generation_keeps_elites_and_records_lineage(tiny_config):
     config = load_config(tiny_config)
     previous = _fake_generation(config, returns=[10, 400, 50, 20])
-    nxt = next_population(previous, config)
+    nxt = next_population([previous], config)
     assert nxt.batch == "gen001"
     assert nxt.operators[0] == "elite"
     assert nxt.individuals[0] == previous.population.individuals[1]
@@ -66,8 +66,18 @@ def test_next_generation_keeps_elites_and_records_lineage(tiny_config):
         search_space(config).validate(individual)
         assert parents[0] >= 0
     assert not (nxt.train_seeds == previous.population.train_seeds).any()
-    again = next_population(previous, config)
+    again = next_population([previous], config)
     assert again.individuals == nxt.individuals
+
+
+def test_the_ga_breeds_from_the_last_generation_of_the_history_only(tiny_config):
+    config = load_config(tiny_config)
+    earlier = _fake_generation(config, returns=[1, 2, 3, 4], failed=(0,))
+    previous = _fake_generation(config, returns=[10, 400, 50, 20])
+    assert (
+        next_population([earlier, previous], config).individuals
+        == next_population([previous], config).individuals
+    )
 
 
 def test_failed_individuals_are_never_parents_when_valid_ones_exist(tiny_config):
@@ -77,7 +87,7 @@ def test_failed_individuals_are_never_parents_when_valid_ones_exist(tiny_config)
     previous = _fake_generation(config, returns=[1, 2, 3, 4, 5, 6], failed=(1, 2, 3, 4, 5))
     assert np.isnan(previous.objectives[1:]).all()
     assert best_index(previous) == 0
-    nxt = next_population(previous, config)
+    nxt = next_population([previous], config)
     used = set(nxt.parents.ravel().tolist()) - {-1}
     assert used == {0}, f"failed individuals {used - {0}} were chosen as parents"
 
@@ -85,7 +95,7 @@ def test_failed_individuals_are_never_parents_when_valid_ones_exist(tiny_config)
 def test_retest_takes_the_best_on_fresh_seeds(tiny_config):
     config = load_config(tiny_config)
     final = _fake_generation(config, returns=[10, 400, 50, 20])
-    retest = retest_population(final, config)
+    retest = retest_population([final], config)
     assert retest.individuals == [final.population.individuals[1]]
     assert retest.train_seeds.shape == (1, config["report"]["retest_seeds"])
     assert not np.isin(retest.train_seeds, final.population.train_seeds).any()

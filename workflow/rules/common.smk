@@ -5,6 +5,7 @@ import os
 import sys
 
 from hpsrl.config import ConfigError, check_environment, load_config
+from hpsrl.evolve import best_candidates, reads_whole_history
 from hpsrl.storage import StorageError, check_campaign_matches, check_writable
 
 # The validated config with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
@@ -35,10 +36,6 @@ def config_json():
 
 def generation_file(gen):
     return f"{RESULTS}/gen{gen:03d}.h5"
-
-
-def final_generation_file():
-    return generation_file(GENERATIONS - 1)
 
 
 def batch_size(batch):
@@ -83,6 +80,20 @@ def previous_generation(wildcards):
     return generation_file(int(wildcards.gen) - 1)
 
 
+def search_history(wildcards):
+    """The generation files that proposing generation gen reads: every earlier one where the
+    search strategy refits a model on them all (bo), else the previous one."""
+    if reads_whole_history(CAMPAIGN):
+        return [generation_file(g) for g in range(int(wildcards.gen))]
+    return [previous_generation(wildcards)]
+
+
+def best_candidate_files():
+    """The generation files the best individual is chosen from (the final one for ga, all for
+    random and bo: see hpsrl.evolve.best_candidates)."""
+    return best_candidates(CAMPAIGN, [generation_file(g) for g in range(GENERATIONS)])
+
+
 def training_ranks(wildcards):
     """One MPI rank, and so one core, per training seed. Locally these are the job's threads, so
     snakemake --cores N never runs more ranks than cores; on Slurm, tasks with cpus_per_task each.
@@ -106,5 +117,9 @@ def campaign_dir(wildcards, input):
 
 def campaign_targets():
     targets = [generation_file(g) for g in range(GENERATIONS)]
-    targets += [f"{RESULTS}/status.txt", f"{RESULTS}/best.yaml"]
+    targets += [
+        f"{RESULTS}/status.txt",
+        f"{RESULTS}/best.yaml",
+        f"{RESULTS}/report.html",
+    ]
     return targets

@@ -1,5 +1,6 @@
-# Generation g's results are collected into genGGG.h5; selection, crossover and mutation on it
-# write generation g+1's population.
+# Generation g's results are collected into genGGG.h5; the search strategy (search.strategy) writes
+# generation g+1's population from it: selection, crossover and mutation on it (ga), a fresh sample
+# (random), or a batch proposed by Bayesian optimisation on it and every earlier generation (bo).
 
 
 rule collect_generation:
@@ -19,7 +20,7 @@ rule collect_generation:
 
 rule evolve_population:
     input:
-        previous_generation,
+        search_history,
     output:
         f"{RESULTS}/gen{{gen}}/population.h5",
     log:
@@ -29,4 +30,4 @@ rule evolve_population:
     conda:
         "../envs/hpsrl.yaml"
     shell:
-        "hpsrl evolve --generation {input} --out {output} > {log} 2>&1"
+        "hpsrl evolve --out {output} {input} > {log} 2>&1"

@@ -1,10 +1,11 @@
-# The end of a campaign: the final generation's best individual trained again on fresh seeds, and
-# the summaries people read (the same as `hpsrl status` and `hpsrl best`).
+# The end of a campaign: the best individual (see best_candidate_files) trained again on fresh
+# seeds, and the summaries people read (the same as `hpsrl status`, `hpsrl best` and `hpsrl report`). Outputs
+# flagged report(...) also go into `snakemake --report report.html`.
 
 
 rule plan_retest:
     input:
-        final_generation_file(),
+        best_candidate_files(),
     output:
         f"{RESULTS}/retest/population.h5",
     log:
@@ -12,7 +13,7 @@ rule plan_retest:
     conda:
         "../envs/hpsrl.yaml"
     shell:
-        "hpsrl retest --generation {input} --out {output} > {log} 2>&1"
+        "hpsrl retest --out {output} {input} > {log} 2>&1"
 
 
 rule report:
@@ -20,8 +21,14 @@ rule report:
         generations=[generation_file(g) for g in range(GENERATIONS)],
         retest=[f"{RESULTS}/retest.h5"] if RETEST_SEEDS > 0 else [],
     output:
-        status=f"{RESULTS}/status.txt",
-        best=f"{RESULTS}/best.yaml",
+        status=report(
+            f"{RESULTS}/status.txt",
+            caption="../report/status.rst",
+            category="Campaign",
+        ),
+        best=report(
+            f"{RESULTS}/best.yaml", caption="../report/best.rst", category="Campaign"
+        ),
     log:
         f"{RESULTS}/logs/report.log",
     conda:
@@ -31,3 +38,23 @@ rule report:
     shell:
         "(hpsrl status {params.campaign} > {output.status}"
         " && hpsrl best {params.campaign} > {output.best}) 2> {log}"
+
+
+rule html_report:
+    input:
+        generations=[generation_file(g) for g in range(GENERATIONS)],
+        retest=[f"{RESULTS}/retest.h5"] if RETEST_SEEDS > 0 else [],
+    output:
+        report(
+            f"{RESULTS}/report.html",
+            caption="../report/campaign_report.rst",
+            category="Campaign",
+        ),
+    log:
+        f"{RESULTS}/logs/report_html.log",
+    conda:
+        "../envs/hpsrl.yaml"
+    params:
+        campaign=campaign_dir,
+    shell:
+        "hpsrl report {params.campaign} --out {output} > {log} 2>&1"
