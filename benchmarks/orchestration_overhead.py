@@ -1,22 +1,26 @@
 """How much of a campaign's wall time is not training: Snakemake, MPI launches, imports, HDF5.
 
-Runs a small PPO CartPole-v1 campaign through the real ``snakemake`` command in a temporary copy of
-the workflow (as ``tests/conftest.py``'s ``workdir`` fixture does): population 4, 2 generations,
-20k env steps per seed, 2 seeds (= 2 MPI ranks per job), no re-test, ``--cores 2``. The profile's
-MPI launcher is replaced by a timing wrapper around ``mpiexec`` (through the ``mpi`` resource,
-``--set-resources train_individual:mpi=...``), which records each training job's start and end.
+Runs a PPO CartPole-v1 campaign (the default config's genes) through the real ``snakemake`` command
+in a temporary copy of the workflow (as ``tests/conftest.py``'s ``workdir`` fixture does), 20k env
+steps per seed, 2 seeds (= 2 MPI ranks per job), no re-test, ``--cores 2``, once for each
+``training.individuals_per_job`` asked for (default: 1, and the whole population in one job). The
+profile's MPI launcher is replaced by a timing wrapper around ``mpiexec`` (through the ``mpi``
+resource, ``--set-resources train_individuals:mpi=...``), which records each training job's start
+and end.
 
 Reported:
 
 - useful fraction = sum over seeds of ``train_seconds + eval_seconds`` (from ``genGGG.h5``)
   / (campaign wall time x cores in use); the rest is orchestration;
-- per training job: launcher wall time minus the slowest of its ranks' train+eval seconds
-  (process start, imports, MPI start-up, reading the population, writing the result);
+- per training job: launcher wall time minus, summed over its individuals, the slowest rank's
+  train+eval seconds (process start, imports, MPI start-up, reading the population, writing the
+  results, ranks waiting for each other);
 - the gap between consecutive training jobs (Snakemake's scheduling and job start);
 - the bare cost of one ``mpiexec -n 2 python -m mpi4py -m hpsrl train`` launch with a tiny budget,
   next to ``mpiexec -n 2 python -c pass`` and the imports alone.
 
-    python benchmarks/orchestration_overhead.py                # ~3 min on 2 cores
+    python benchmarks/orchestration_overhead.py                # ~5 min on 2 cores
+    python benchmarks/orchestration_overhead.py --population 32 --individuals-per-job 32
     python benchmarks/orchestration_overhead.py --steps 5000 --launches 1   # quicker
 """
 
@@ -78,10 +82,10 @@ def make_workdir(root: Path) -> Path:
 
 
 def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    import yaml
-
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     launcher = workdir / "timed-mpiexec"
+    (workdir / "launches.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(workdir / "results", ignore_errors=True)
     started = time.perf_counter()
     wall_started = time.time()
     done = subprocess.run(
@@ -90,7 +94,7 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
             "--cores",
             str(CORES),
             "--set-resources",
-            f"train_individual:mpi={launcher}",
+            f"train_individuals:mpi={launcher}",
         ],
         cwd=workdir,
         env=_bench.child_env(),
@@ -105,30 +109,33 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
     results = workdir / "results" / config["campaign"]
     launches = [json.loads(line) for line in (workdir / "launches.jsonl").read_text().splitlines()]
     launches.sort(key=lambda r: r["start"])
-    jobs = []
+    per_seed = {}  # generation -> train seconds, eval seconds, env steps: (individuals, seeds) each
     for gen in range(config["ga"]["generations"]):
         with h5py.File(results / f"gen{gen:03d}.h5", "r") as f:
-            train = np.asarray(f["results/train_seconds"])
-            evals = np.asarray(f["results/eval_seconds"])
-            steps = np.asarray(f["results/env_steps"])
-        for ind in range(train.shape[0]):
-            tag = (
-                f"--population results/{config['campaign']}/gen{gen:03d}/population.h5 "
-                f"--individual {ind:03d} "
+            per_seed[gen] = tuple(
+                np.asarray(f[f"results/{name}"])
+                for name in ("train_seconds", "eval_seconds", "env_steps")
             )
-            launch = next(r for r in launches if tag in r["args"])
-            job_wall = launch["end"] - launch["start"]
-            jobs.append(
-                {
-                    "gen": gen,
-                    "individual": ind,
-                    "launcher_wall_seconds": job_wall,
-                    "train_seconds": train[ind].tolist(),
-                    "eval_seconds": evals[ind].tolist(),
-                    "env_steps": steps[ind].tolist(),
-                    "fixed_cost_seconds": job_wall - float(np.max(train[ind] + evals[ind])),
-                }
-            )
+    jobs = []
+    for launch in launches:
+        args = launch["args"].split()
+        gen = int(args[args.index("--population") + 1].split("/")[-2].removeprefix("gen"))
+        first = args.index("--individual") + 1
+        individuals = [int(a) for a in args[first : args.index("--out")]]
+        train, evals, steps = (a[individuals] for a in per_seed[gen])
+        job_wall = launch["end"] - launch["start"]
+        jobs.append(
+            {
+                "gen": gen,
+                "individuals": individuals,
+                "launcher_wall_seconds": job_wall,
+                "train_seconds": train.ravel().tolist(),
+                "eval_seconds": evals.ravel().tolist(),
+                "env_steps": steps.ravel().tolist(),
+                # the ranks wait for each other after each individual
+                "fixed_cost_seconds": job_wall - float(np.max(train + evals, axis=1).sum()),
+            }
+        )
     gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(launches)]
     useful = sum(sum(j["train_seconds"]) + sum(j["eval_seconds"]) for j in jobs)
     launcher_total = sum(j["launcher_wall_seconds"] for j in jobs)
@@ -186,9 +193,6 @@ def bare_launches(workdir: Path, repeats: int) -> dict[str, Any]:
         "mpiexec -n 2 python -m mpi4py -c 'import torch, gymnasium, hpsrl.agents'": [
             *mpi2, "-m", "mpi4py", "-c", "import torch, gymnasium, hpsrl.agents",
         ],
-        "... + import torch._dynamo (first optimizer)": [
-            *mpi2, "-m", "mpi4py", "-c", "import torch, gymnasium, hpsrl.agents, torch._dynamo",
-        ],
         "mpiexec -n 2 python -m mpi4py -m hpsrl train (1 rollout)": [
             *mpi2, "-m", "mpi4py", "-m", "hpsrl", "train", "--population", "population.h5",
             "--individual", "0", "--out", "ind000.h5",
@@ -212,37 +216,13 @@ def bare_launches(workdir: Path, repeats: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=20_000, help="env steps per seed")
-    parser.add_argument("--population", type=int, default=4)
-    parser.add_argument("--generations", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=2, help="seeds = MPI ranks per job")
-    parser.add_argument("--launches", type=int, default=3, help="repeats of the bare launches")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = parser.parse_args(argv)
-
-    root = Path(tempfile.mkdtemp(prefix="hpsrl-bench-"))
-    try:
-        workdir = make_workdir(root)
-        config = campaign_config(args.steps, args.population, args.generations, args.seeds)
-        campaign = run_campaign(workdir, config)
-        bare = bare_launches(workdir, args.launches)
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
+def report(campaign: dict[str, Any], individuals_per_job: int) -> None:
     jobs = campaign["jobs"]
     fixed = [j["fixed_cost_seconds"] for j in jobs]
     walls = [j["launcher_wall_seconds"] for j in jobs]
     train = [t for j in jobs for t in j["train_seconds"]]
-    gaps = campaign["gaps_between_launches_seconds"]
-    print(
-        f"campaign: population {args.population} x {args.generations} generations x "
-        f"{args.seeds} seeds x {args.steps} steps, snakemake --cores {CORES}"
-    )
+    gaps = campaign["gaps_between_launches_seconds"] or [float("nan")]
+    print(f"\n-- {individuals_per_job} individual(s) per training job, {len(jobs)} jobs")
     print(
         _bench.table(
             ["quantity", "seconds"],
@@ -267,16 +247,52 @@ def main(argv: list[str] | None = None) -> None:
             [
                 ["launcher wall s", min(walls), statistics.median(walls), max(walls)],
                 ["train s per seed", min(train), statistics.median(train), max(train)],
-                [
-                    "fixed cost s (wall - slowest rank)",
-                    min(fixed),
-                    statistics.median(fixed),
-                    max(fixed),
-                ],
+                ["fixed cost s (see above)", min(fixed), statistics.median(fixed), max(fixed)],
                 ["gap between launches s", min(gaps), statistics.median(gaps), max(gaps)],
             ],
         )
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20_000, help="env steps per seed")
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds = MPI ranks per job")
+    parser.add_argument(
+        "--individuals-per-job",
+        type=int,
+        nargs="+",
+        help="training.individuals_per_job values to run the campaign with (default: 1 and the "
+        "population)",
+    )
+    parser.add_argument("--launches", type=int, default=3, help="repeats of the bare launches")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    job_sizes = args.individuals_per_job or sorted({1, args.population})
+
+    root = Path(tempfile.mkdtemp(prefix="hpsrl-bench-"))
+    campaigns = {}
+    try:
+        workdir = make_workdir(root)
+        for k in job_sizes:
+            config = campaign_config(args.steps, args.population, args.generations, args.seeds)
+            config["training"]["individuals_per_job"] = k
+            campaigns[k] = run_campaign(workdir, config)
+        bare = bare_launches(workdir, args.launches)
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    print(
+        f"campaign: population {args.population} x {args.generations} generations x "
+        f"{args.seeds} seeds x {args.steps} steps, snakemake --cores {CORES}"
+    )
+    for k, campaign in campaigns.items():
+        report(campaign, k)
     print(
         _bench.table(
             ["bare launch", "min s", "median s"],
@@ -284,11 +300,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     inside = bare["tiny_job_train_plus_eval_seconds"]
-    print(
-        f"(the tiny job's own train+eval, slowest rank: median {inside['median']:.2f} s; "
-        f"it includes the torch._dynamo import of the first optimizer)"
-    )
-    campaign.pop("snakemake_log_tail")
+    print(f"(the tiny job's own train+eval, slowest rank: median {inside['median']:.2f} s)")
+    for campaign in campaigns.values():
+        campaign.pop("snakemake_log_tail")
     path = _bench.write_json(
         NAME,
         {
@@ -299,11 +313,19 @@ def main(argv: list[str] | None = None) -> None:
                 "seeds": args.seeds,
                 "cores": CORES,
             },
-            "campaign": campaign,
-            "per_job": {
-                "fixed_cost_seconds": _bench.summary(fixed),
-                "launcher_wall_seconds": _bench.summary(walls),
-                "gap_between_launches_seconds": _bench.summary(gaps),
+            "campaigns": {
+                str(k): {
+                    **campaign,
+                    "per_job": {
+                        "fixed_cost_seconds": _bench.summary(
+                            [j["fixed_cost_seconds"] for j in campaign["jobs"]]
+                        ),
+                        "launcher_wall_seconds": _bench.summary(
+                            [j["launcher_wall_seconds"] for j in campaign["jobs"]]
+                        ),
+                    },
+                }
+                for k, campaign in campaigns.items()
             },
             "bare_launch": bare,
         },
