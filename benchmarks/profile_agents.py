@@ -1,10 +1,11 @@
 """Where an hpsrl agent's training time goes: a py-spy sampling profile grouped by source line.
 
-Trains one agent with its default ``Hyperparameters`` on CartPole-v1 (one torch thread) under
+Trains one agent with its default ``Hyperparameters`` (or, with ``--zoo``, the RL Zoo ones that
+``speed_vs_sb3.py`` compares with SB3) on CartPole-v1 (one torch thread) under
 ``py-spy record`` and attributes every sample taken inside ``train`` to the line of the agent's
 module it was executing (the innermost frame in ``hpsrl/agents/<algo>.py``), grouped into phases:
 env step, acting (forward + sampling), storage, GAE, update forward + loss, backward, gradient
-clipping, optimizer step, and so on. ``torch._dynamo`` (which the first ``torch.optim`` optimizer
+clipping + optimizer step, and so on. ``torch._dynamo`` (which the first ``torch.optim`` optimizer
 imports, ~2 s) is imported before training, so the profile is the steady state; the start-up cost
 is reported by ``orchestration_overhead.py``.
 
@@ -17,6 +18,7 @@ Needs ``py-spy`` (``pip install py-spy``); without it falls back to cProfile (by
 
     python benchmarks/profile_agents.py                     # PPO, 60k steps
     python benchmarks/profile_agents.py --algo dqn --steps 10000
+    python benchmarks/profile_agents.py --zoo --steps 100000     # speed_vs_sb3.py's PPO
     python benchmarks/profile_agents.py --native --steps 8000
 """
 
@@ -46,18 +48,13 @@ COMMON_PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("env step", ("envs.step(",)),
     ("episode bookkeeping (EpisodeTracker.step)", ("tracker.step(",)),
     ("update: backward", (".backward(",)),
-    ("update: gradient clipping", ("clip_grad_norm_",)),
-    ("update: optimizer step", ("optimizer.step(",)),
-    ("update: zero_grad", ("zero_grad(",)),
-    ("lr annealing", ("param_groups",)),
+    ("update: gradient clipping + optimizer step", ("optimizer.step(",)),
+    ("lr annealing", ("optimizer.lr =",)),
     ("divergence checks", ("check_finite(", "check_parameters(", "losses.append(")),
     ("evaluation", ("evaluate(", "torch.as_tensor(obs")),
 ]
 PPO_PHASES: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "rollout: actor forward + sampling",
-        ("agent.actor(torch.from_numpy(obs[t]))", "gumbel", "inference_mode()"),
-    ),
+    ("rollout: actor forward + sampling", ("actor.predict(obs[t])", "gumbel", "uniform =")),
     (
         "rollout: storage",
         (
@@ -70,7 +67,10 @@ PPO_PHASES: list[tuple[str, tuple[str, ...]]] = [
             "for t in range(T)",
         ),
     ),
-    ("value + old log-prob pass", ("agent.critic(flat_obs)", "old_logprobs", "flat_obs =")),
+    (
+        "value + old log-prob pass",
+        ("critic.predict(flat_obs)", "values =", "old_logprobs", "flat_obs ="),
+    ),
     (
         "GAE (numpy loop)",
         (
@@ -93,20 +93,28 @@ PPO_PHASES: list[tuple[str, tuple[str, ...]]] = [
             "b_advantages =",
             "b_returns =",
             "num_minibatches =",
+            "size, longer =",
+            "bounds =",
         ),
     ),
-    ("update: minibatch indices", ("order =", "tensor_split(")),
+    ("update: minibatch indices", ("order =", "itertools.pairwise(", "mb = ", "B = stop")),
+    (
+        "update: loss gradient",
+        ("unclipped =", "grad_logprob =", "grad_logits", "entropy_grad", "entropies ="),
+    ),
     (
         "update: forward + loss",
         (
-            "log_softmax(agent.actor(b_obs",
-            "gather(",
-            "entropy =",
+            "actor.forward(mb_obs)",
+            "rows, mb_obs",
+            "probs =",
             "ratio =",
             "adv =",
-            "clipped =",
+            "_standardized(",
+            "normalize_per_minibatch",
+            "surrogate",
             "pg_loss =",
-            "agent.critic(b_obs",
+            "critic.forward(mb_obs)",
             "v_loss =",
             "loss =",
         ),
@@ -116,9 +124,10 @@ DQN_PHASES: list[tuple[str, tuple[str, ...]]] = [
     (
         "acting (Q forward, epsilon-greedy)",
         (
-            "q_network(torch.from_numpy(obs))",
+            "q_mlp.predict(obs)",
             "explore",
-            "inference_mode()",
+            "action_draws",
+            "random_actions",
             "epsilon =",
             "progress =",
             "actions = np.where",
@@ -132,17 +141,25 @@ DQN_PHASES: list[tuple[str, tuple[str, ...]]] = [
             "buf_actions[slots]",
             "buf_rewards[slots]",
             "buf_terminated[slots]",
-            "slots =",
+            "slots",
             "real =",
-            "k = int(",
+            "k = N -",
+            "position",
             "stored +=",
             "next_obs = next_obs",
         ),
     ),
-    ("replay: sample a batch", ("rng.integers(size", "torch.from_numpy(buf_")),
+    (
+        "replay: sample a phase's batches",
+        ("rng.integers(size", "= buf_", "p_not_terminal =", "td_errors = np.empty"),
+    ),
+    (
+        "target values (target-network forward)",
+        ("sampled, where", "target_mlp.predict", "next_values", "targets =", "target =", "best ="),
+    ),
     (
         "update: forward + loss",
-        ("target_network(b_next_obs)", "next_value", "target =", "q_taken", "smooth_l1", "best ="),
+        ("q_mlp.forward(", "td_error", "grad_q", "abs_errors", "huber"),
     ),
     ("target network update", ("target_param",)),
 ]
@@ -174,7 +191,7 @@ NATIVE_KINDS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def child(algo: str, steps: int) -> None:
+def child(algo: str, steps: int, zoo: bool) -> None:
     started = time.perf_counter()
     import torch
 
@@ -185,8 +202,18 @@ def child(algo: str, steps: int) -> None:
     from hpsrl.envs import EnvSpec
 
     module = get_algorithm(algo)
+    values = {}
+    if zoo:
+        import speed_vs_sb3
+
+        values = speed_vs_sb3.HPSRL_PPO if algo == "ppo" else speed_vs_sb3.HPSRL_DQN
     result = module.train(
-        EnvSpec("CartPole-v1"), module.Hyperparameters(), steps, 0, eval_seed=1, eval_episodes=10
+        EnvSpec("CartPole-v1"),
+        module.Hyperparameters(**values),
+        steps,
+        0,
+        eval_seed=1,
+        eval_episodes=10,
     )
     print(
         json.dumps(
@@ -259,10 +286,10 @@ def aggregate(raw: Path, algo: str) -> dict[str, Any]:
     }
 
 
-def with_cprofile(algo: str, steps: int) -> dict[str, Any]:
+def with_cprofile(algo: str, steps: int, zoo: bool) -> dict[str, Any]:
     profiler = cProfile.Profile()
     profiler.enable()
-    child(algo, steps)
+    child(algo, steps, zoo)
     profiler.disable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
@@ -280,20 +307,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--native", action="store_true", help="unwind C/C++ frames too")
-    parser.add_argument("--child", nargs=2, metavar=("ALGO", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--zoo", action="store_true", help="speed_vs_sb3.py's hyperparameters, not the defaults"
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("ALGO", "STEPS", "ZOO"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), args.child[2] == "zoo")
         return
     steps = args.steps or (8000 if args.native else 60_000 if args.algo == "ppo" else 10_000)
-    name = f"{NAME}_{args.algo}{'_native' if args.native else ''}"
+    name = f"{NAME}_{args.algo}{'_zoo' if args.zoo else ''}{'_native' if args.native else ''}"
 
     pyspy = shutil.which("py-spy") or (
         str(_bench.BIN / "py-spy") if (_bench.BIN / "py-spy").exists() else None
     )
     if pyspy is None:
         print("py-spy not found (pip install py-spy); using cProfile", file=sys.stderr)
-        report = with_cprofile(args.algo, steps)
+        report = with_cprofile(args.algo, steps, args.zoo)
         print(report["cprofile_top25_by_tottime"])
         print(f"written {_bench.write_json(name, {'algo': args.algo, 'steps': steps, **report})}")
         return
@@ -316,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             "--child",
             args.algo,
             str(steps),
+            "zoo" if args.zoo else "defaults",
         ]
         done = subprocess.run(
             cmd,
@@ -331,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         report = aggregate(raw, args.algo)
 
     print(
-        f"{args.algo}, default hyperparameters, CartPole-v1, {run['env_steps']} env steps: "
+        f"{args.algo}, {'RL Zoo' if args.zoo else 'default'} hyperparameters, CartPole-v1, "
+        f"{run['env_steps']} env steps: "
         f"{run['steps_per_second']:.0f} steps/s under py-spy{' --native' if args.native else ''}"
         f" ({report['samples_in_train']} samples in train)"
     )
@@ -354,7 +388,15 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     path = _bench.write_json(
-        name, {"algo": args.algo, "steps": steps, "native": args.native, "run": run, **report}
+        name,
+        {
+            "algo": args.algo,
+            "steps": steps,
+            "zoo": args.zoo,
+            "native": args.native,
+            "run": run,
+            **report,
+        },
     )
     print(f"written {path}")
 

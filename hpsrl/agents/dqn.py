@@ -4,9 +4,10 @@ Reads top to bottom like CleanRL's ``dqn.py``: hyperparameters, the Q-network, t
 With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
 transition and is not stored; the done flag of a stored transition is ``terminated`` only, so
 truncated episodes bootstrap from their final observation.
-As in ``ppo``, gradients are written out by hand (:class:`hpsrl.agents.common.MLP`) and Adam
-runs over one flat buffer; without Double DQN the targets of a whole training phase come from one
-forward pass of the target network, which does not change during the phase.
+As in ``ppo``, gradients are written out by hand in numpy (:class:`hpsrl.agents.common.MLP`) and
+Adam runs over one flat buffer; without Double DQN the targets of a whole training phase come from
+one forward pass of the target network, which does not change during the phase, over the distinct
+transitions the phase samples.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the training
 phase and target update it triggers), including the filled part of the replay buffer, and resumes
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hpsrl.agents.common import (
@@ -205,6 +205,7 @@ def train(
         "terminated": buf_terminated,
     }
     stored = 0  # transitions ever stored; the ring position is stored % capacity
+    rows = np.arange(hp.batch_size)  # row indices for picking one Q-value per transition
 
     N = hp.num_envs
     tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
@@ -255,20 +256,28 @@ def train(
         # -- Act epsilon-greedily -----------------------------------------------------------------
         progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
         epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
-        explore = rng.random(N) < epsilon
-        random_actions = rng.integers(n_actions, size=N)
+        # one draw for both: whether each env explores, and its random action (a uniform action
+        # is the floor of n_actions times a uniform number in [0, 1))
+        explore_draws, action_draws = rng.random((2, N))
+        explore = explore_draws < epsilon
+        random_actions = (action_draws * n_actions).astype(np.int64)
         if explore.all():  # the greedy actions would all be replaced: skip the forward pass
             actions = random_actions
         else:
-            greedy = q_mlp.act_numpy(obs).argmax(-1)
+            greedy = q_mlp.predict(obs).argmax(-1)
             actions = np.where(explore, random_actions, greedy)
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         next_obs = next_obs.astype(np.float32, copy=False)
 
         # -- Store real transitions (not the reset steps of NEXT_STEP autoreset) ------------------
-        real = ~prev_done
-        k = int(real.sum())
-        slots = (stored + np.arange(k)) % capacity
+        # Slices where possible: fancy indexing costs several times more on one or a few rows.
+        k = N - int(np.count_nonzero(prev_done))
+        real = slice(None) if k == N else ~prev_done
+        position = stored % capacity
+        if position + k <= capacity:
+            slots: slice | np.ndarray = slice(position, position + k)
+        else:
+            slots = (stored + np.arange(k)) % capacity
         buf_obs[slots] = obs[real]
         buf_next_obs[slots] = next_obs[real]
         buf_actions[slots] = actions[real]
@@ -288,41 +297,41 @@ def train(
             size = min(stored, capacity)
             batches = rng.integers(size, size=(n_updates, hp.batch_size))
             # One gather per buffer array for the whole phase, as (n_updates, batch_size, ...).
-            p_obs = torch.from_numpy(buf_obs[batches])
-            p_next_obs = torch.from_numpy(buf_next_obs[batches])
-            p_actions = torch.from_numpy(buf_actions[batches])[..., None]
-            p_rewards = torch.from_numpy(buf_rewards[batches])
-            p_not_terminal = torch.from_numpy(1.0 - buf_terminated[batches])
-            losses = []
-            with torch.inference_mode():
-                if not hp.double_dqn:
-                    # The target network only changes after the phase: value every next_obs of
-                    # the phase in one forward pass.
-                    next_q = target_mlp.forward(p_next_obs.reshape(-1, obs_dim))
-                    next_values = next_q.max(-1).values.reshape(n_updates, hp.batch_size)
+            p_obs = buf_obs[batches]
+            p_actions = buf_actions[batches]
+            p_rewards = buf_rewards[batches]
+            p_not_terminal = 1.0 - buf_terminated[batches]
+            td_errors = np.empty((n_updates, hp.batch_size), dtype=np.float32)
+            with np.errstate(all="ignore"):  # NaN/inf of a diverging run: see check_finite
+                if hp.double_dqn:
+                    p_next_obs = buf_next_obs[batches]
+                else:
+                    # The target network only changes after the phase: value the next_obs of
+                    # the phase's transitions in one forward pass, each distinct one once (a
+                    # phase samples 8192 of the first few thousand transitions, say).
+                    sampled, where = np.unique(batches, return_inverse=True)
+                    next_values = target_mlp.predict(buf_next_obs[sampled]).max(-1)
+                    next_values = next_values[where.reshape(batches.shape)]
                     targets = p_rewards + hp.gamma * p_not_terminal * next_values
                 for u in range(n_updates):
                     if hp.double_dqn:
-                        next_q = target_mlp.forward(p_next_obs[u])
-                        best = q_mlp.forward(p_next_obs[u]).argmax(-1, keepdim=True)
-                        target = (
-                            p_rewards[u]
-                            + hp.gamma * p_not_terminal[u] * next_q.gather(-1, best)[:, 0]
-                        )
+                        next_q = target_mlp.predict(p_next_obs[u])
+                        best = q_mlp.predict(p_next_obs[u]).argmax(-1)
+                        target = p_rewards[u] + hp.gamma * p_not_terminal[u] * next_q[rows, best]
                     else:
                         target = targets[u]
                     q_values = q_mlp.forward(p_obs[u])
-                    q_taken = q_values.gather(-1, p_actions[u])[:, 0]
-                    losses.append(F.smooth_l1_loss(q_taken, target))
-                    # d smooth_l1 / d q_taken = clamp(q_taken - target, -1, 1) / batch_size,
+                    td_error = np.subtract(q_values[rows, p_actions[u]], target, out=td_errors[u])
+                    # d smooth_l1 / d q_taken = clip(q_taken - target, -1, 1) / batch_size,
                     # and nothing flows to the Q-values of actions not taken.
-                    grad_taken = (q_taken - target).clamp_(-1.0, 1.0).div_(hp.batch_size)
-                    grad_q = torch.zeros_like(q_values).scatter_(
-                        -1, p_actions[u], grad_taken[:, None]
-                    )
+                    grad_q = np.zeros_like(q_values)
+                    grad_q[rows, p_actions[u]] = np.clip(td_error, -1.0, 1.0) / hp.batch_size
                     q_mlp.backward(grad_q)
                     optimizer.step()
-            check_finite(torch.stack(losses), "DQN TD loss", global_step)
+                # smooth_l1_loss (beta 1) of each gradient step, from its TD errors
+                abs_errors = np.abs(td_errors)
+                huber = np.where(abs_errors < 1.0, 0.5 * td_errors**2, abs_errors - 0.5)
+            check_finite(huber.mean(-1), "DQN TD loss", global_step)
 
         # -- Update the target network every `target_update_interval` env steps -----------------
         if global_step // hp.target_update_interval > previous_step // hp.target_update_interval:

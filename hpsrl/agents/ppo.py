@@ -4,9 +4,9 @@ Reads top to bottom like CleanRL's ``ppo.py``: hyperparameters, the network, the
 Differences from CleanRL: gymnasium 1.x ``NEXT_STEP`` autoreset is handled by masking the reset step
 that follows each episode out of the loss; truncated episodes bootstrap from the value of their
 final observation; minibatches are near-equal splits of the valid samples of a rollout.
-Gradients are written out by hand (no autograd, see :class:`hpsrl.agents.common.MLP`) and Adam
-runs over one flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`): the networks are
-so small that torch's per-op overhead, not arithmetic, would otherwise dominate.
+Gradients are written out by hand in numpy (no autograd, see :class:`hpsrl.agents.common.MLP`)
+and Adam runs over one flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`): the
+networks are so small that torch's per-op overhead, not arithmetic, would otherwise dominate.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a rollout and its update and
 resumes from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed
@@ -15,6 +15,7 @@ result is bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hpsrl.agents.common import (
@@ -138,6 +138,21 @@ class Agent(nn.Module):
         return logits.argmax(-1).numpy()
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    # torch's kernel: numpy's reductions over a short last axis are slow (14 us for 256 x 2)
+    return torch.log_softmax(torch.from_numpy(logits), -1).numpy()
+
+
+def _standardized(advantages: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation (unbiased, as torch's ``std``); a single value is kept."""
+    n = len(advantages)
+    if n < 2:
+        return advantages
+    centered = advantages - advantages.sum() / n
+    centered /= math.sqrt(np.dot(centered, centered) / (n - 1)) + 1e-8
+    return centered
+
+
 def train(
     env: EnvSpec,
     hp: Hyperparameters,
@@ -228,13 +243,14 @@ def train(
             optimizer.lr = hp.learning_rate * (1 - iteration / num_iterations)
 
         # -- Collect a rollout: one batched actor forward per vector step -------------------------
+        # argmax(logits + Gumbel noise) is a sample of softmax(logits); the rollout's noise is
+        # drawn at once, and acting runs in numpy (see common.MLP)
+        uniform = torch.rand((T, N, n_actions), generator=generator)
+        gumbel = (-torch.log(-torch.log(uniform))).numpy()
         for t in range(T):
             obs[t] = next_obs
             valid[t] = ~prev_done
-            with torch.inference_mode():
-                logits = torch.from_numpy(actor.act_numpy(obs[t]))
-                gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator)))
-                action = (logits + gumbel).argmax(-1).numpy()  # a sample from softmax(logits)
+            action = (actor.predict(obs[t]) + gumbel[t]).argmax(-1)
             next_obs, reward, term, trunc, _ = envs.step(action)
             actions[t], rewards[t], terminated[t], truncated[t] = action, reward, term, trunc
             prev_done = term | trunc
@@ -246,12 +262,10 @@ def train(
         # Done steps cut the recursion; only termination zeroes the bootstrap: a truncated step
         # bootstraps from the value of its final observation, which NEXT_STEP autoreset leaves in
         # the next slot (that slot's own reset step is masked out below).
-        flat_obs = torch.from_numpy(obs)
-        with torch.inference_mode():
-            values = critic.forward(flat_obs.reshape(-1, obs_dim)).reshape(T + 1, N).numpy()
-            old_logprobs = F.log_softmax(actor.forward(flat_obs[:T].reshape(-1, obs_dim)), dim=-1)
-            old_logprobs = old_logprobs.reshape(T, N, -1)
-            old_logprobs = old_logprobs.gather(-1, torch.from_numpy(actions)[..., None])[..., 0]
+        flat_obs = obs.reshape(-1, obs_dim)
+        values = critic.predict(flat_obs).reshape(T + 1, N)
+        old_logprobs = _log_softmax(actor.predict(flat_obs[: T * N]))
+        old_logprobs = old_logprobs[np.arange(T * N), actions.reshape(-1)].reshape(T, N)
         not_terminal = 1.0 - terminated
         continues = ~(terminated | truncated)
         last = np.zeros(N, dtype=np.float32)
@@ -261,14 +275,21 @@ def train(
             advantages[t] = last
         returns = advantages + values[:T]
 
-        # -- Keep the valid samples (drop reset steps) as flat tensors ---------------------------
-        keep = torch.from_numpy(np.flatnonzero(valid))
-        b_obs = flat_obs[:T].reshape(-1, obs_dim)[keep]
-        b_actions = torch.from_numpy(actions).reshape(-1)[keep]
+        # -- Keep the valid samples (drop reset steps) as flat arrays ----------------------------
+        keep = np.flatnonzero(valid)
+        b_obs = flat_obs[keep]
+        b_actions = actions.reshape(-1)[keep]
         b_logprobs = old_logprobs.reshape(-1)[keep]
-        b_advantages = torch.from_numpy(advantages).reshape(-1)[keep]
-        b_returns = torch.from_numpy(returns).reshape(-1)[keep]
+        b_advantages = advantages.reshape(-1)[keep]
+        b_returns = returns.reshape(-1)[keep]
         num_minibatches = max(1, round(len(keep) / hp.batch_size))
+        # np.array_split's near-equal chunks (the first ones one longer), computed once
+        size, longer = divmod(len(keep), num_minibatches)
+        bounds = [i * size + min(i, longer) for i in range(num_minibatches + 1)]
+        # Advantages are standardised per minibatch; when one minibatch holds them all, once here.
+        normalize_per_minibatch = hp.normalize_advantages and num_minibatches > 1
+        if hp.normalize_advantages and num_minibatches == 1:
+            b_advantages = _standardized(b_advantages)
 
         # -- Optimise the clipped surrogate, value loss and entropy bonus ------------------------
         # Gradients are written out by hand (no autograd); with B samples, per sample i:
@@ -278,46 +299,51 @@ def train(
         #   entropy = mean_i H_i, H_i = -sum_j p_ij logp_ij:
         #     d H_i / d logits_ij = -p_ij (logp_ij + H_i).
         #   v_loss = 0.5 mean_i (v_i - R_i)^2: d/d v_i = (v_i - R_i) / B.
+        # max(-x, -y) = -min(x, y) exactly, so the code uses the surrogates x = A r, y = A clip(r).
         losses = []
-        with torch.inference_mode():
+        with np.errstate(all="ignore"):  # NaN/inf of a diverging run are caught by check_finite
             for _ in range(hp.update_epochs):
-                order = torch.from_numpy(rng.permutation(len(keep)))
-                for mb in torch.tensor_split(order, num_minibatches):
-                    mb_obs, mb_actions = b_obs[mb], b_actions[mb, None]
-                    B = len(mb)
-                    logprobs_all = F.log_softmax(actor.forward(mb_obs), dim=-1)
-                    probs = logprobs_all.exp()
-                    logprob = logprobs_all.gather(-1, mb_actions)[:, 0]
-                    entropies = -(probs * logprobs_all).sum(-1)
-                    ratio = (logprob - b_logprobs[mb]).exp()
+                # One minibatch holds every sample, whose order does not change the means: then
+                # skip the shuffle and the copies (the minibatch arrays are views of the batch).
+                order = rng.permutation(len(keep)) if num_minibatches > 1 else None
+                for start, stop in itertools.pairwise(bounds):
+                    mb = slice(None) if order is None else order[start:stop]
+                    B = stop - start
+                    rows, mb_obs, mb_actions = np.arange(B), b_obs[mb], b_actions[mb]
+                    logprobs_all = _log_softmax(actor.forward(mb_obs))
+                    probs = np.exp(logprobs_all)
+                    ratio = np.exp(logprobs_all[rows, mb_actions] - b_logprobs[mb])
                     adv = b_advantages[mb]
-                    if hp.normalize_advantages and B > 1:
-                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                    clipped = ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)
-                    pg_loss = torch.max(-adv * ratio, -adv * clipped).mean()
-                    value = critic.forward(mb_obs)[:, 0]
-                    v_error = value - b_returns[mb]
-                    v_loss = 0.5 * v_error.square().mean()
-                    loss = pg_loss - hp.ent_coef * entropies.mean() + hp.vf_coef * v_loss
+                    if normalize_per_minibatch:
+                        adv = _standardized(adv)
+                    surrogate = adv * ratio
+                    surrogate_clipped = adv * np.clip(ratio, 1 - hp.clip_coef, 1 + hp.clip_coef)
+                    pg_loss = -np.minimum(surrogate, surrogate_clipped).sum() / B
+                    v_error = critic.forward(mb_obs)[:, 0] - b_returns[mb]
+                    v_loss = 0.5 * np.dot(v_error, v_error) / B
+                    loss = pg_loss + hp.vf_coef * v_loss
 
-                    unclipped = adv * ratio <= adv * clipped
-                    grad_logprob = torch.where(unclipped, adv * ratio, 0.0).mul_(-1.0 / B)
-                    grad_logits = torch.zeros_like(probs).scatter_(-1, mb_actions, 1.0)
-                    grad_logits.sub_(probs).mul_(grad_logprob[:, None])
+                    unclipped = surrogate <= surrogate_clipped
+                    grad_logprob = np.where(unclipped, surrogate, 0.0) * (-1.0 / B)
+                    grad_logits = -probs
+                    grad_logits[rows, mb_actions] += 1.0
+                    grad_logits *= grad_logprob[:, None]
                     if hp.ent_coef != 0.0:
+                        entropies = -(probs * logprobs_all).sum(-1)
+                        loss -= hp.ent_coef * entropies.sum() / B
                         entropy_grad = probs * (logprobs_all + entropies[:, None])
-                        grad_logits.add_(entropy_grad, alpha=hp.ent_coef / B)
+                        grad_logits += entropy_grad * (hp.ent_coef / B)
                     actor.backward(grad_logits)
-                    critic.backward(v_error[:, None].mul(hp.vf_coef / B))
+                    critic.backward((v_error * (hp.vf_coef / B))[:, None])
                     optimizer.step()
                     losses.append(loss)
-        check_finite(torch.stack(losses), "PPO loss", global_step)
+        check_finite(np.array(losses), "PPO loss", global_step)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "step %d: recent return %.1f, loss %.3f",
                 global_step,
                 tracker.recent_mean(),
-                losses[-1].item(),
+                losses[-1],
             )
 
         # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
