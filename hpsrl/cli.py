@@ -129,6 +129,25 @@ def _cmd_retrain(args: argparse.Namespace) -> None:
     print(f"mean over seeds: {np.mean(means):.2f} (min {min(means):.2f}, max {max(means):.2f})")
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from hpsrl.evaluate import evaluate_agent, load_agent, record_episode, result_file
+
+    path = result_file(args.campaign_dir, args.generation, args.individual)
+    agent = load_agent(path, args.seed_index)
+    episodes = args.episodes or len(agent.stored_returns)
+    returns = evaluate_agent(agent, episodes, args.seed)
+    seed = agent.eval_seed if args.seed is None else args.seed
+    print(f"{path}, training seed {args.seed_index}: {episodes} greedy episodes from seed {seed}")
+    print("returns: " + " ".join(f"{r:.1f}" for r in returns))
+    print(f"mean {returns.mean():.2f} (min {returns.min():.1f}, max {returns.max():.1f})")
+    if args.seed is None:
+        stored = agent.stored_returns
+        print(f"the campaign's evaluation on this seed: mean {stored.mean():.2f}")
+    if args.record:
+        episode_return, frames = record_episode(agent, args.record, args.seed)
+        print(f"wrote {args.record}: one episode, {frames} frames, return {episode_return:.1f}")
+
+
 # Commands that read results only the workflow made: a damaged input is moved aside, so that
 # rerunning snakemake regenerates it instead of failing on it again.
 WORKFLOW_STEPS = ("train", "collect", "evolve", "retest")
@@ -176,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="env steps per seed (default: the campaign's)")
     p.set_defaults(func=_cmd_retrain)
 
+    p = sub.add_parser("evaluate", help="run a trained agent again; --record an episode as a GIF")
+    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.add_argument("--generation", help="gen000, gen001, ... or retest (default: the best's)")
+    p.add_argument("--individual", type=int, help="index in that batch (default: the best)")
+    p.add_argument("--seed-index", type=int, default=0, help="which training seed's agent (0)")
+    p.add_argument("--episodes", type=int, help="default: as many as the campaign evaluated")
+    p.add_argument("--seed", type=int, help="default: the campaign's evaluation seed")
+    p.add_argument("--record", type=Path, help="also write one episode to this .gif")
+    p.set_defaults(func=_cmd_evaluate)
+
     # The workflow's steps (called by the Snakemake rules).
     p = sub.add_parser("init", help="(workflow) write generation 0's population")
     p.add_argument("--config-json", required=True, help="the validated config as JSON")
@@ -222,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "evaluate" and args.record and args.record.suffix.lower() != ".gif":
+        parser.error(f"--record writes an animated GIF: give a path ending in .gif ({args.record})")
     if args.command == "train" and len(args.individual) != len(args.out):
         parser.error(
             f"--individual names {len(args.individual)} individuals but --out "

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.envs import EnvSpec, get_vector_state, set_vector_state
+from hpsrl.envs import EnvSpec, get_vector_state, observation_dim, set_vector_state
 
 log = logging.getLogger(__name__)
 
@@ -485,6 +485,23 @@ class EpisodeTracker:
         if not self.recent:
             return math.nan
         return float(np.mean(list(self.recent)[-CURVE_WINDOW:]))
+
+
+def discrete_sizes(env: EnvSpec) -> tuple[int, int]:
+    """Observation length and number of actions of a discrete-action environment."""
+    single = env.make()
+    try:
+        return observation_dim(single.observation_space), int(single.action_space.n)
+    finally:
+        single.close()
+
+
+def load_weights(network: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Load a stored state dict (numpy arrays, as result files hold them) into ``network``."""
+    try:
+        network.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
+    except RuntimeError as e:  # missing, unexpected or misshapen parameters
+        raise ValueError(f"the stored weights do not fit this network: {e}") from e
 
 
 def evaluate(

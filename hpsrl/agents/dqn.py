@@ -21,6 +21,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +40,10 @@ from hpsrl.agents.common import (
     check_finite,
     check_parameters,
     coerce_fields,
+    discrete_sizes,
     evaluate,
     flatten_parameters,
+    load_weights,
     require,
     restore_run,
     run_fingerprint,
@@ -148,6 +151,16 @@ class QNetwork(nn.Module):
         with torch.inference_mode():
             q_values = self.q(torch.as_tensor(obs, dtype=torch.float32))
         return q_values.argmax(-1).numpy()
+
+
+def greedy_policy(
+    env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained Q-network of a stored result (``TrainResult.model_state``), acting greedily."""
+    obs_dim, n_actions = discrete_sizes(env)
+    network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation)
+    load_weights(network, weights)
+    return network.greedy
 
 
 def train(

@@ -19,6 +19,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,9 @@ from hpsrl.agents.common import (
     check_finite,
     check_parameters,
     coerce_fields,
+    discrete_sizes,
     evaluate,
+    load_weights,
     require,
     restore_run,
     run_fingerprint,
@@ -151,6 +154,16 @@ def _standardized(advantages: np.ndarray) -> np.ndarray:
     centered = advantages - advantages.sum() / n
     centered /= math.sqrt(np.dot(centered, centered) / (n - 1)) + 1e-8
     return centered
+
+
+def greedy_policy(
+    env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained actor of a stored result (``TrainResult.model_state``), acting greedily."""
+    obs_dim, n_actions = discrete_sizes(env)
+    network = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation)
+    load_weights(network, weights)
+    return network.greedy
 
 
 def train(
