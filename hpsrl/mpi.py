@@ -8,6 +8,7 @@ Run without a launcher, the job is a single rank that does all the work itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -51,3 +52,30 @@ def threads_per_rank() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return 1
+
+
+def send_to_root(comm: Any, obj: Any, tag: int) -> Any:
+    """Start sending ``obj`` to rank 0 without waiting for it to be received; returns the request,
+    which must be waited for (``request.wait()``) before the process ends."""
+    return comm.isend(obj, dest=0, tag=tag)
+
+
+def arrived(comm: Any) -> Iterator[tuple[int, Any]]:
+    """On rank 0: (tag, object) of each message other ranks sent that has arrived, not waiting."""
+    if comm.size == 1:
+        return
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    while comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+        obj = comm.recv(source=status.Get_source(), tag=status.Get_tag())
+        yield status.Get_tag(), obj
+
+
+def next_arrival(comm: Any) -> tuple[int, Any]:
+    """On rank 0: (tag, object) of the next message another rank sends, waiting for it."""
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    obj = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+    return status.Get_tag(), obj

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsrl.mpi import my_tasks, threads_per_rank, world
+from hpsrl.mpi import arrived, my_tasks, next_arrival, send_to_root, threads_per_rank, world
 from hpsrl.storage import (
     IndividualResult,
     Population,
@@ -151,37 +151,66 @@ def run_job(
         import torch
 
         torch.set_num_threads(threads_per_rank())
-        for individual, out_path in todo:
-            _train_individual(comm, pop, individual, out_path)
+        _train_all(comm, pop, todo)
     if comm.rank == 0 and manifest is not None:
         write_manifest(manifest, out_paths)
 
 
-def _train_individual(comm: Any, pop: Population, individual: int, out_path: Path) -> None:
+def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None:
+    """Each rank trains its seeds of every individual in turn, without waiting for the others;
+    rank 0 writes an individual as soon as all its seeds have reported. Ranks so wait for each
+    other once, at the end, not after every individual (seeds of one individual take different
+    times: evaluation episodes end when they end)."""
     n_seeds = pop.train_seeds.shape[1]
-    checkpoints = checkpoint_dir(out_path)
-    mine = {
-        k: train_seed(pop, individual, k, checkpoints)
+    if comm.rank != 0:
+        sends = []
+        for individual, out_path in todo:
+            mine = _train_my_seeds(comm, pop, individual, out_path)
+            sends.append(send_to_root(comm, mine, tag=individual))
+        for request in sends:
+            request.wait()
+        return
+    paths = dict(todo)
+    reported: dict[int, dict[int, SeedResult]] = {individual: {} for individual, _ in todo}
+
+    def report(individual: int, seeds: dict[int, SeedResult]) -> None:
+        reported[individual].update(seeds)
+        if len(reported[individual]) == n_seeds:
+            _write_result(comm, pop, individual, reported.pop(individual), paths[individual])
+
+    for individual, out_path in todo:
+        report(individual, _train_my_seeds(comm, pop, individual, out_path))
+        for tag, seeds in arrived(comm):
+            report(tag, seeds)
+    while reported:
+        report(*next_arrival(comm))
+
+
+def _train_my_seeds(
+    comm: Any, pop: Population, individual: int, out_path: Path
+) -> dict[int, SeedResult]:
+    n_seeds = pop.train_seeds.shape[1]
+    return {
+        k: train_seed(pop, individual, k, checkpoint_dir(out_path))
         for k in my_tasks(n_seeds, comm.rank, comm.size)
     }
-    gathered = comm.gather(mine, root=0)
-    if comm.rank != 0:
-        return
-    by_seed: dict[int, SeedResult] = {}
-    for part in gathered:
-        by_seed.update(part)
+
+
+def _write_result(
+    comm: Any, pop: Population, individual: int, by_seed: dict[int, SeedResult], out_path: Path
+) -> None:
     result = IndividualResult(
         batch=pop.batch,
         individual=individual,
         hyperparameters=pop.hyperparameters(individual),
         train_seeds=pop.train_seeds[individual],
         eval_seeds=pop.eval_seeds[individual],
-        seeds=[by_seed[k] for k in range(n_seeds)],
+        seeds=[by_seed[k] for k in range(len(by_seed))],
         eval_episodes=pop.config["training"]["eval_episodes"],
         curve_points=pop.config["training"]["curve_points"],
         mpi_ranks=comm.size,
     )
     write_individual(out_path, result, pop.config)
     if not pop.config["training"]["checkpoint"]["keep"]:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)
     log.info("%s individual %d: %s, written to %s", pop.batch, individual, result.status, out_path)
