@@ -28,7 +28,9 @@ localrules:
     plan_retest,
     report,
     html_report,
+    compare_strategies,
     all,
+    compare,
 
 
 include: "workflow/rules/common.smk"
@@ -36,9 +38,10 @@ include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evolve.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:
     default_target: True
     input:
-        campaign_targets(),
+        campaign_targets(CAMPAIGN["campaign"]),

@@ -148,6 +148,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {args.record}: one episode, {frames} frames, return {episode_return:.1f}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from hpsrl.compare import compare
+
+    compare(args.campaign_dirs, args.plot, args.summary)
+    print(f"wrote {args.plot} and {args.summary}")
+
+
 # Commands that read results only the workflow made: a damaged input is moved aside, so that
 # rerunning snakemake regenerates it instead of failing on it again.
 WORKFLOW_STEPS = ("train", "collect", "evolve", "retest")
@@ -204,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="default: the campaign's evaluation seed")
     p.add_argument("--record", type=Path, help="also write one episode to this .gif")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "compare", help="searches of one problem compared: best found vs individuals trained"
+    )
+    p.add_argument("campaign_dirs", nargs="+", type=Path, help="RESULTS_DIR/CAMPAIGN folders")
+    p.add_argument("--plot", type=Path, default=Path("comparison.png"), help="the plot (PNG)")
+    p.add_argument("--summary", type=Path, default=Path("comparison.yaml"), help="the numbers")
+    p.set_defaults(func=_cmd_compare)
 
     # The workflow's steps (called by the Snakemake rules).
     p = sub.add_parser("init", help="(workflow) write generation 0's population")

@@ -25,7 +25,12 @@ from hpsrl.genes import SearchSpace
 SCHEMA_VERSION = 1
 
 # Keys that may change on an existing campaign without changing what its results mean.
-HASH_EXEMPT_KEYS = ("ga.generations", "training.checkpoint", "training.individuals_per_job")
+HASH_EXEMPT_KEYS = (
+    "ga.generations",
+    "training.checkpoint",
+    "training.individuals_per_job",
+    "compare",
+)
 
 NATURAL_DIRECTIONS = {
     "return": "maximize",
@@ -121,6 +126,24 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def compared_campaigns(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The campaigns `snakemake compare` runs, by name: ``config`` with each strategy of its
+    compare section, on each search seed K (root seed ``seed + K``)."""
+    compare = config["compare"]
+    campaigns = {}
+    for strategy in compare["strategies"]:
+        for k in range(compare["search_seeds"]):
+            campaign = copy.deepcopy(dict(config))
+            campaign["campaign"] = f"{config['campaign']}-{strategy}-s{k}"
+            campaign["seed"] = config["seed"] + k
+            campaign["search"]["strategy"] = strategy
+            try:
+                campaigns[campaign["campaign"]] = load_config(campaign)
+            except ConfigError as e:
+                raise ConfigError(f"compare.strategies, {strategy}: {e}") from None
+    return campaigns
+
+
 def _check_ga(ga: Mapping[str, Any]) -> None:
     if ga["elites"] >= ga["population"]:
         raise ConfigError(
@@ -164,8 +187,11 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """A hash of everything that gives results their meaning (not of the generation budget)."""
     meaningful = copy.deepcopy(dict(config))
     for key in HASH_EXEMPT_KEYS:
-        section, name = key.split(".")
-        meaningful.get(section, {}).pop(name, None)
+        *sections, name = key.split(".")
+        parent = meaningful
+        for section in sections:
+            parent = parent.get(section, {})
+        parent.pop(name, None)
     text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -33,9 +33,9 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def planned_jobs(workdir: Path) -> dict[str, int]:
-    """Jobs per rule that `snakemake -n` plans."""
-    done = snakemake(workdir, "-n", "--quiet", "rules")
+def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n [TARGET ...]` plans."""
+    done = snakemake(workdir, "-n", *targets, "--quiet", "rules")
     assert done.returncode == 0, done.stderr
     counts = {}
     for line in done.stdout.splitlines():

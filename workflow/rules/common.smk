@@ -1,50 +1,80 @@
-# Paths and indices of a campaign; everything else lives in the hpsrl package.
+# Paths and indices of campaigns; everything else lives in the hpsrl package.
+#
+# Every rule's paths start with RESULTS_DIR/{campaign}: the config's campaign, and, for `snakemake
+# compare`, the campaigns its compare section derives from it (one per strategy and search seed).
 import json
 import math
 import os
+import re
 import sys
 
-from hpsrl.config import ConfigError, check_environment, load_config
+from hpsrl.config import ConfigError, check_environment, compared_campaigns, load_config
 from hpsrl.evolve import best_candidates, reads_whole_history
 from hpsrl.storage import StorageError, check_campaign_matches, check_writable
 
-# The validated config with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
+# The validated configs with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
 # A bad config stops here with one message, before any job starts.
 try:
     CAMPAIGN = load_config(config)
-    RESULTS = f"{CAMPAIGN['results_dir']}/{CAMPAIGN['campaign']}"
+    COMPARED = compared_campaigns(CAMPAIGN)
+    CAMPAIGNS = {CAMPAIGN["campaign"]: CAMPAIGN, **COMPARED}
+    RESULTS_DIR = CAMPAIGN["results_dir"]
     if workflow.is_main_process:  # not again inside each cluster job
         check_environment(CAMPAIGN)
-        check_campaign_matches(CAMPAIGN, RESULTS)
-        check_writable(RESULTS)
+        for name, campaign in CAMPAIGNS.items():
+            check_campaign_matches(campaign, f"{RESULTS_DIR}/{name}")
+        check_writable(RESULTS_DIR)
 except (ConfigError, StorageError) as error:
     sys.exit(f"hpsrl: {error}")
-GENERATIONS = CAMPAIGN["ga"]["generations"]
-RETEST_SEEDS = CAMPAIGN["report"]["retest_seeds"]
+
+# The folder of the campaign a job belongs to, as a path pattern of the rules.
+RESULTS = f"{RESULTS_DIR}/{{campaign}}"
 
 
 wildcard_constraints:
+    campaign="|".join(re.escape(name) for name in CAMPAIGNS),
     batch=r"gen\d{3}|retest",
     gen=r"\d{3}",
     first=r"\d{3}",
     last=r"\d{3}",
 
 
-def config_json():
-    return json.dumps(CAMPAIGN)
+def campaign_of(wildcards):
+    return CAMPAIGNS[wildcards.campaign]
 
 
-def generation_file(gen):
-    return f"{RESULTS}/gen{gen:03d}.h5"
+def config_json(wildcards):
+    return json.dumps(campaign_of(wildcards))
 
 
-def batch_size(batch):
+def generation_file(campaign, gen):
+    return f"{RESULTS_DIR}/{campaign}/gen{gen:03d}.h5"
+
+
+def generation_files(campaign):
+    generations = CAMPAIGNS[campaign]["ga"]["generations"]
+    return [generation_file(campaign, g) for g in range(generations)]
+
+
+def retest_files(campaign):
+    """The re-test's generation file, where the campaign has a re-test."""
+    if CAMPAIGNS[campaign]["report"]["retest_seeds"] == 0:
+        return []
+    return [f"{RESULTS_DIR}/{campaign}/retest.h5"]
+
+
+def batch_size(wildcards):
     """Individuals in a batch: the population, or the one re-tested best individual."""
-    return 1 if batch == "retest" else CAMPAIGN["ga"]["population"]
+    return (
+        1 if wildcards.batch == "retest" else campaign_of(wildcards)["ga"]["population"]
+    )
 
 
-def seeds_of(batch):
-    return RETEST_SEEDS if batch == "retest" else CAMPAIGN["training"]["seeds"]
+def seeds_of(wildcards):
+    campaign = campaign_of(wildcards)
+    if wildcards.batch == "retest":
+        return campaign["report"]["retest_seeds"]
+    return campaign["training"]["seeds"]
 
 
 def training_jobs(wildcards):
@@ -53,14 +83,15 @@ def training_jobs(wildcards):
     Named by their individuals, so that changing individuals_per_job on a running campaign makes
     new jobs (which keep the results already trained) instead of reusing ones that mean others.
     """
-    n = batch_size(wildcards.batch)
+    n = batch_size(wildcards)
     k = (
         1
         if wildcards.batch == "retest"
-        else CAMPAIGN["training"]["individuals_per_job"]
+        else campaign_of(wildcards)["training"]["individuals_per_job"]
     )
+    folder = f"{RESULTS_DIR}/{wildcards.campaign}/{wildcards.batch}"
     return [
-        f"{RESULTS}/{wildcards.batch}/ind{first:03d}-{min(first + k, n) - 1:03d}.txt"
+        f"{folder}/ind{first:03d}-{min(first + k, n) - 1:03d}.txt"
         for first in range(0, n, k)
     ]
 
@@ -71,34 +102,34 @@ def job_individuals(wildcards):
 
 def job_results(wildcards):
     """The result file of each individual a training job trains (not its outputs: see train.smk)."""
-    return [
-        f"{RESULTS}/{wildcards.batch}/ind{i:03d}.h5" for i in job_individuals(wildcards)
-    ]
-
-
-def previous_generation(wildcards):
-    return generation_file(int(wildcards.gen) - 1)
+    folder = f"{RESULTS_DIR}/{wildcards.campaign}/{wildcards.batch}"
+    return [f"{folder}/ind{i:03d}.h5" for i in job_individuals(wildcards)]
 
 
 def search_history(wildcards):
     """The generation files that proposing generation gen reads: every earlier one where the
     search strategy refits a model on them all (bo), else the previous one."""
-    if reads_whole_history(CAMPAIGN):
-        return [generation_file(g) for g in range(int(wildcards.gen))]
-    return [previous_generation(wildcards)]
+    gen = int(wildcards.gen)
+    first = 0 if reads_whole_history(campaign_of(wildcards)) else gen - 1
+    return [generation_file(wildcards.campaign, g) for g in range(first, gen)]
 
 
-def best_candidate_files():
+def best_candidate_files(wildcards):
     """The generation files the best individual is chosen from (the final one for ga, all for
     random and bo: see hpsrl.evolve.best_candidates)."""
-    return best_candidates(CAMPAIGN, [generation_file(g) for g in range(GENERATIONS)])
+    return best_candidates(campaign_of(wildcards), generation_files(wildcards.campaign))
+
+
+def summarised_files(wildcards):
+    """What the summaries of a campaign read: its generations and its re-test."""
+    return generation_files(wildcards.campaign) + retest_files(wildcards.campaign)
 
 
 def training_ranks(wildcards):
     """One MPI rank, and so one core, per training seed. Locally these are the job's threads, so
     snakemake --cores N never runs more ranks than cores; on Slurm, tasks with cpus_per_task each.
     """
-    return seeds_of(wildcards.batch)
+    return seeds_of(wildcards)
 
 
 def training_runtime(wildcards):
@@ -106,20 +137,18 @@ def training_runtime(wildcards):
     per rank, plus 5 minutes for start-up and evaluation. Override with
     --set-resources train_individuals:runtime=M.
     """
-    seconds = len(job_individuals(wildcards)) * CAMPAIGN["training"]["steps"] / 500
+    steps = campaign_of(wildcards)["training"]["steps"]
+    seconds = len(job_individuals(wildcards)) * steps / 500
     return 5 + math.ceil(seconds / 60)
 
 
-def campaign_dir(wildcards, input):
-    """RESULTS_DIR/CAMPAIGN, as the folder of the generation files."""
-    return os.path.dirname(input.generations[0])
-
-
-def campaign_targets():
-    targets = [generation_file(g) for g in range(GENERATIONS)]
-    targets += [
-        f"{RESULTS}/status.txt",
-        f"{RESULTS}/best.yaml",
-        f"{RESULTS}/report.html",
+def campaign_targets(campaign):
+    folder = f"{RESULTS_DIR}/{campaign}"
+    summaries = [
+        f"{folder}/{name}" for name in ("status.txt", "best.yaml", "report.html")
     ]
-    return targets
+    return generation_files(campaign) + summaries
+
+
+def comparison_folder():
+    return f"{RESULTS_DIR}/{CAMPAIGN['campaign']}-compare"

@@ -9,6 +9,6 @@ rule init_population:
     conda:
         "../envs/hpsrl.yaml"
     params:
-        config=config_json(),
+        config=config_json,
     shell:
         "hpsrl init --config-json {params.config:q} --out {output} > {log} 2>&1"

@@ -1,11 +1,11 @@
 # The end of a campaign: the best individual (see best_candidate_files) trained again on fresh
-# seeds, and the summaries people read (the same as `hpsrl status`, `hpsrl best` and `hpsrl report`). Outputs
-# flagged report(...) also go into `snakemake --report report.html`.
+# seeds, and the summaries people read (the same as `hpsrl status`, `hpsrl best` and
+# `hpsrl report`). Outputs flagged report(...) also go into `snakemake --report report.html`.
 
 
 rule plan_retest:
     input:
-        best_candidate_files(),
+        best_candidate_files,
     output:
         f"{RESULTS}/retest/population.h5",
     log:
@@ -18,8 +18,7 @@ rule plan_retest:
 
 rule report:
     input:
-        generations=[generation_file(g) for g in range(GENERATIONS)],
-        retest=[f"{RESULTS}/retest.h5"] if RETEST_SEEDS > 0 else [],
+        summarised_files,
     output:
         status=report(
             f"{RESULTS}/status.txt",
@@ -34,7 +33,7 @@ rule report:
     conda:
         "../envs/hpsrl.yaml"
     params:
-        campaign=campaign_dir,
+        campaign=RESULTS,
     shell:
         "(hpsrl status {params.campaign} > {output.status}"
         " && hpsrl best {params.campaign} > {output.best}) 2> {log}"
@@ -42,8 +41,7 @@ rule report:
 
 rule html_report:
     input:
-        generations=[generation_file(g) for g in range(GENERATIONS)],
-        retest=[f"{RESULTS}/retest.h5"] if RETEST_SEEDS > 0 else [],
+        summarised_files,
     output:
         report(
             f"{RESULTS}/report.html",
@@ -55,6 +53,6 @@ rule html_report:
     conda:
         "../envs/hpsrl.yaml"
     params:
-        campaign=campaign_dir,
+        campaign=RESULTS,
     shell:
         "hpsrl report {params.campaign} --out {output} > {log} 2>&1"

@@ -1,0 +1,77 @@
+"""`snakemake compare`: the strategies of a compare section, each on several search seeds."""
+
+from __future__ import annotations
+
+import copy
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from hpsrl.config import ConfigError, compared_campaigns, config_hash, load_config
+from tests.test_workflow import planned_jobs, snakemake, write_config
+
+
+def test_compared_campaigns_vary_strategy_and_search_seed(tiny_config):
+    tiny_config["compare"] = {"strategies": ["ga", "bo"], "search_seeds": 2}
+    campaigns = compared_campaigns(load_config(tiny_config))
+    assert list(campaigns) == ["tiny-ga-s0", "tiny-ga-s1", "tiny-bo-s0", "tiny-bo-s1"]
+    assert [c["seed"] for c in campaigns.values()] == [7, 8, 7, 8]
+    assert [c["search"]["strategy"] for c in campaigns.values()] == ["ga", "ga", "bo", "bo"]
+    for campaign in campaigns.values():  # everything else is the config's
+        assert campaign["genes"] == load_config(tiny_config)["genes"]
+
+
+def test_the_compare_section_does_not_change_what_results_mean(tiny_config):
+    other = copy.deepcopy(tiny_config)
+    other["compare"] = {"strategies": ["random"], "search_seeds": 5}
+    assert config_hash(load_config(other)) == config_hash(load_config(tiny_config))
+
+
+def test_a_strategy_the_config_does_not_fit_is_named(tiny_config):
+    tiny_config["search"] = {"strategy": "bo"}
+    tiny_config["ga"].update(population=2, elites=2)  # fine for bo, no room for ga's children
+    tiny_config["compare"] = {"strategies": ["bo", "ga"]}
+    with pytest.raises(ConfigError, match=r"compare.strategies, ga: config key 'ga.elites'"):
+        compared_campaigns(load_config(tiny_config))
+
+
+def test_compare_plans_every_search_and_all_plans_none(workdir, tiny_config):
+    tiny_config["compare"] = {"strategies": ["ga", "random"], "search_seeds": 2}
+    write_config(workdir, tiny_config)
+    assert "compare_strategies" not in planned_jobs(workdir)
+    counts = planned_jobs(workdir, "compare")
+    # 4 searches x (2 generations x 4 individuals + the re-test of the best)
+    assert counts["train_individuals"] == 4 * 9
+    assert counts["compare_strategies"] == 1
+
+
+@pytest.mark.slow
+def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
+    tiny_config["ga"]["generations"] = 2
+    tiny_config["compare"] = {"strategies": ["ga", "random"], "search_seeds": 2}
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-j2", "compare", timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = workdir / "results"
+
+    # The strategies of one search seed start from the same generation 0.
+    for k in range(2):
+        with (
+            h5py.File(results / f"tiny-ga-s{k}" / "gen000.h5") as ga,
+            h5py.File(results / f"tiny-random-s{k}" / "gen000.h5") as random,
+        ):
+            np.testing.assert_array_equal(ga["results/returns"][()], random["results/returns"][()])
+    summary = yaml.safe_load((results / "tiny-compare" / "comparison.yaml").read_text())
+    assert summary["objective"] == "return"
+    assert list(summary["strategies"]) == ["ga", "random"]
+    for strategy in summary["strategies"].values():
+        assert strategy["individuals_trained"] == [8, 8]
+        assert len(strategy["best_found"]["per_search_seed"]) == 2
+        assert strategy["best_found"]["mean"] > 0
+        assert len(strategy["best_retested_on_fresh_seeds"]["per_search_seed"]) == 2
+    picture = imread(results / "tiny-compare" / "comparison.png")
+    assert picture.shape[0] > 300 and picture[..., :3].std() > 0.05
+    assert not (results / "tiny").exists(), "compare runs the searches, not the campaign itself"
