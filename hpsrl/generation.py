@@ -62,6 +62,11 @@ def collect(population: Population, individual_paths: Sequence[str | Path]) -> G
     results["curve_steps"] = rows[0]["curve_steps"]
     results["status"] = np.array([r["status"] for r in rows])
     results["error"] = np.array([r["error"] for r in rows])
+    return generation_record(population, results)
+
+
+def generation_record(population: Population, results: dict[str, Any]) -> Generation:
+    """A population with its stacked per-seed results, objectives, fronts and selection keys."""
     objectives = compute_objectives(results, population.config)
     directions = [o["direction"] for o in population.config["objectives"]]
     return Generation(

@@ -319,3 +319,19 @@ def test_flat_adam_matches_torch_adam_with_clipping() -> None:
     again = FlatAdam(make(), 1e-3)
     again.load_state_dict(state)
     assert again.steps == 5 and again.lr == 1e-2 and torch.equal(again.exp_avg, flat_adam.exp_avg)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
+def test_greedy_policy_rebuilds_the_trained_agent(algorithm: str) -> None:
+    result = _train(algorithm, CARTPOLE, 1_000, seed=3)
+    hp = make_hyperparameters(algorithm, TINY[algorithm])
+    weights = {name: t.numpy() for name, t in result.model_state.items()}
+    policy = get_algorithm(algorithm).greedy_policy(CARTPOLE, hp, weights)
+    np.testing.assert_array_equal(evaluate(policy, CARTPOLE, 5, seed=1003), result.eval_returns)
+
+    with pytest.raises(ValueError, match="do not fit this network"):
+        get_algorithm(algorithm).greedy_policy(
+            CARTPOLE,
+            make_hyperparameters(algorithm, {**TINY[algorithm], "hidden_sizes": [7]}),
+            weights,
+        )

@@ -14,6 +14,7 @@ import optuna
 import pytest
 import yaml
 
+from hpsrl import generation as hpsrl_generation
 from hpsrl.bayesopt import history_study
 from hpsrl.cli import main
 from hpsrl.config import ConfigError, config_hash, load_config, search_space
@@ -24,9 +25,8 @@ from hpsrl.evolve import (
     next_population,
     retest_population,
 )
-from hpsrl.generation import best_index, compute_objectives
-from hpsrl.moo import non_dominated_sort, nsga2_rank_key, to_losses
-from hpsrl.storage import Generation, read_population, write_generation
+from hpsrl.generation import best_index
+from hpsrl.storage import read_population, write_generation
 from hpsrl.summary import best_summary
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -65,15 +65,7 @@ def generation_record(config, generation, individuals, returns, steps=None, fail
         "status": np.array(["failed" if i in failed else "ok" for i in range(n)]),
         "error": np.array(["diverged" if i in failed else "" for i in range(n)]),
     }
-    objectives = compute_objectives(results, config)
-    directions = [o["direction"] for o in config["objectives"]]
-    return Generation(
-        population=population,
-        results=results,
-        objectives=objectives,
-        front=non_dominated_sort(to_losses(objectives, directions)),
-        rank_key=nsga2_rank_key(objectives, directions),
-    )
+    return hpsrl_generation.generation_record(population, results)
 
 
 def low_lr_is_better(config, generations, size, seed=1):

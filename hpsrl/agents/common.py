@@ -487,21 +487,26 @@ class EpisodeTracker:
         return float(np.mean(list(self.recent)[-CURVE_WINDOW:]))
 
 
-def discrete_sizes(env: EnvSpec) -> tuple[int, int]:
-    """Observation length and number of actions of a discrete-action environment."""
+def rebuild_discrete(
+    network_class: Callable[..., nn.Module],
+    env: EnvSpec,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    weights: Mapping[str, np.ndarray],
+) -> nn.Module:
+    """A discrete-action agent's network, ``network_class(obs_dim, n_actions, hidden_sizes,
+    activation)``, with the weights of a stored result (numpy arrays, as result files hold them)."""
     single = env.make()
     try:
-        return observation_dim(single.observation_space), int(single.action_space.n)
+        obs_dim, n_actions = observation_dim(single.observation_space), single.action_space.n
     finally:
         single.close()
-
-
-def load_weights(network: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
-    """Load a stored state dict (numpy arrays, as result files hold them) into ``network``."""
+    network = network_class(obs_dim, int(n_actions), tuple(hidden_sizes), activation)
     try:
         network.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
     except RuntimeError as e:  # missing, unexpected or misshapen parameters
         raise ValueError(f"the stored weights do not fit this network: {e}") from e
+    return network
 
 
 def evaluate(

@@ -38,9 +38,8 @@ from hpsrl.agents.common import (
     check_finite,
     check_parameters,
     coerce_fields,
-    discrete_sizes,
     evaluate,
-    load_weights,
+    rebuild_discrete,
     require,
     restore_run,
     run_fingerprint,
@@ -160,10 +159,7 @@ def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The trained actor of a stored result (``TrainResult.model_state``), acting greedily."""
-    obs_dim, n_actions = discrete_sizes(env)
-    network = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation)
-    load_weights(network, weights)
-    return network.greedy
+    return rebuild_discrete(Agent, env, hp.hidden_sizes, hp.activation, weights).greedy
 
 
 def train(
