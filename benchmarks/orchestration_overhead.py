@@ -12,9 +12,8 @@ Reported:
 
 - useful fraction = sum over seeds of ``train_seconds + eval_seconds`` (from ``genGGG.h5``)
   / (campaign wall time x cores in use); the rest is orchestration;
-- per training job: launcher wall time minus, summed over its individuals, the slowest rank's
-  train+eval seconds (process start, imports, MPI start-up, reading the population, writing the
-  results, ranks waiting for each other);
+- per training job: launcher wall time minus the train+eval seconds of its busiest rank (process
+  start, imports, MPI start-up, reading the population, writing the results);
 - the gap between consecutive training jobs (Snakemake's scheduling and job start);
 - the bare cost of one ``mpiexec -n 2 python -m mpi4py -m hpsrl train`` launch with a tiny budget,
   next to ``mpiexec -n 2 python -c pass`` and the imports alone.
@@ -132,8 +131,9 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
                 "train_seconds": train.ravel().tolist(),
                 "eval_seconds": evals.ravel().tolist(),
                 "env_steps": steps.ravel().tolist(),
-                # the ranks wait for each other after each individual
-                "fixed_cost_seconds": job_wall - float(np.max(train + evals, axis=1).sum()),
+                # rank k trains seed k of every individual (one rank per seed), and the ranks
+                # wait for each other only at the end of the job
+                "fixed_cost_seconds": job_wall - float((train + evals).sum(axis=0).max()),
             }
         )
     gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(launches)]
