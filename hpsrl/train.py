@@ -166,7 +166,8 @@ def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None
         sends = []
         for individual, out_path in todo:
             mine = _train_my_seeds(comm, pop, individual, out_path)
-            sends.append(send_to_root(comm, mine, tag=individual))
+            if mine:  # a rank beyond the number of seeds has nothing to report
+                sends.append(send_to_root(comm, mine, tag=individual))
         for request in sends:
             request.wait()
         return

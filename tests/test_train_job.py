@@ -98,6 +98,20 @@ def test_a_job_of_several_individuals_keeps_those_already_trained(tiny_config, t
         np.testing.assert_array_equal(again[name], first[1][name], err_msg=name)
 
 
+@pytest.mark.slow
+def test_ranks_without_a_seed_leave_the_result_alone(tiny_config, tmp_path):
+    tiny_config["training"]["seeds"] = 1
+    write_population(tmp_path / "pop.h5", initial_population(load_config(tiny_config)))
+    outs = [tmp_path / "a.h5", tmp_path / "b.h5"]
+    command = [str(BIN / "mpiexec"), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpsrl",
+               "train", "--population", str(tmp_path / "pop.h5"), "--individual", "0", "1",
+               "--out", *map(str, outs)]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for out in outs:
+        assert read_individual_arrays(out)["returns"].shape == (1,)
+
+
 def test_train_needs_a_result_file_per_individual(tmp_path):
     command = [sys.executable, "-m", "hpsrl", "train", "--population", str(tmp_path / "pop.h5"),
                "--individual", "0", "1", "--out", str(tmp_path / "a.h5")]  # fmt: skip
