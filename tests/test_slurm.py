@@ -205,7 +205,7 @@ def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config
     finally:
         proc.kill()
     assert "TIMEOUT" in _sacct_states(jobs).values()
-    log = (results / "logs" / "gen000" / "ind000.log").read_text()
+    log = (results / "logs" / "gen000" / "ind000-000.log").read_text()
     assert "resuming from env step" in log
     with h5py.File(results / "gen000.h5") as f:
         assert (f["results/status"].asstr()[()] == "ok").all()
