@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hpsrl.config import ConfigError
-from hpsrl.storage import read_generation
+from hpsrl.config import ConfigError, changed_keys
+from hpsrl.storage import read_generation, write_text_atomic
 from hpsrl.summary import best_summary, generation_files
 
-# What must be equal for searches to be compared on the same problem and budget.
+# What must be equal for searches to be compared on the same problem and budget (keys that do not
+# change what results mean, such as training.individuals_per_job, may differ).
 SAME_PROBLEM = ("env", "algorithm", "genes", "fixed", "training", "objectives", "ga.population")
 
 
@@ -34,13 +35,6 @@ class SearchTrace:
     best: np.ndarray  # the best primary objective found by then (NaN while none is valid)
     core_seconds: float  # training time over all individuals and seeds
     retest_mean: float | None  # mean return of the best re-tested on fresh seeds
-
-
-def _key(config: dict[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = value[part]
-    return value
 
 
 def search_trace(campaign_dir: str | Path) -> SearchTrace:
@@ -70,12 +64,16 @@ def search_trace(campaign_dir: str | Path) -> SearchTrace:
 def check_comparable(traces: Sequence[SearchTrace]) -> None:
     first = traces[0]
     for trace in traces[1:]:
-        for key in SAME_PROBLEM:
-            if _key(trace.config, key) != _key(first.config, key):
-                raise ConfigError(
-                    f"{trace.campaign} and {first.campaign} differ in {key}: only searches of "
-                    "the same problem and budget can be compared"
-                )
+        differing = [
+            key
+            for key in changed_keys(first.config, trace.config)
+            if any(key == k or key.startswith(f"{k}.") for k in SAME_PROBLEM)
+        ]
+        if differing:
+            raise ConfigError(
+                f"{trace.campaign} and {first.campaign} differ in {', '.join(differing)}: only "
+                "searches of the same problem and budget can be compared"
+            )
 
 
 def _stats(values: Sequence[float | None]) -> dict[str, Any]:
@@ -149,5 +147,4 @@ def compare(campaign_dirs: Sequence[str | Path], plot_path: Path, summary_path: 
     traces = [search_trace(d) for d in campaign_dirs]
     check_comparable(traces)
     plot(traces, plot_path)
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(yaml.safe_dump(summary(traces), sort_keys=False))
+    write_text_atomic(summary_path, yaml.safe_dump(summary(traces), sort_keys=False))

@@ -11,7 +11,6 @@ import base64
 import html
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from hpsrl.evolve import RETEST_BATCH
 from hpsrl.generation import best_index
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.moo import non_dominated_sort, to_losses
-from hpsrl.storage import Generation, read_generation
+from hpsrl.storage import Generation, read_generation, write_text_atomic
 from hpsrl.summary import best_yaml, generation_files, status_table
 
 CURVE_X_LABEL = "environment steps"
@@ -553,10 +552,5 @@ def build_report(campaign_dir: str | Path) -> str:
 
 def write_report(campaign_dir: str | Path, out: str | Path) -> Path:
     """Write the report to ``out`` under a temporary name first, so a reader never sees half."""
-    out = Path(out)
-    text = build_report(campaign_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out
+    write_text_atomic(out, build_report(campaign_dir))
+    return Path(out)

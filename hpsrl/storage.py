@@ -399,17 +399,25 @@ def is_result_of(path: str | Path, pop: Population, individual: int) -> bool:
         return False
 
 
-def write_manifest(path: str | Path, results: Sequence[str | Path]) -> None:
-    """List a job's result files (names relative to the manifest's folder), atomically."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file under a temporary name and rename it into place, so that a reader (or a
+    rerun after a kill) never sees half of it; failures raise StorageError naming the file."""
     path = Path(path)
-    names = [os.path.relpath(r, path.parent) for r in results]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text("".join(f"{name}\n" for name in names))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {e}") from e
+
+
+def write_manifest(path: str | Path, results: Sequence[str | Path]) -> None:
+    """List a job's result files (names relative to the manifest's folder), atomically."""
+    path = Path(path)
+    names = [os.path.relpath(r, path.parent) for r in results]
+    write_text_atomic(path, "".join(f"{name}\n" for name in names))
 
 
 def read_manifest(path: str | Path) -> list[Path]:

@@ -129,8 +129,6 @@ def run_job(
     An individual whose result is already there (from a job that was killed or cut by its time
     limit half way) is not trained again.
     """
-    if len(individuals) != len(out_paths):
-        raise ValueError(f"{len(individuals)} individuals but {len(out_paths)} result paths")
     comm = world()
     pop, todo = None, None
     if comm.rank == 0:

@@ -75,3 +75,19 @@ def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
     picture = imread(results / "tiny-compare" / "comparison.png")
     assert picture.shape[0] > 300 and picture[..., :3].std() > 0.05
     assert not (results / "tiny").exists(), "compare runs the searches, not the campaign itself"
+
+
+def test_only_searches_of_one_problem_and_budget_compare(tiny_config):
+    from hpsrl.compare import SearchTrace, check_comparable
+
+    def trace(config):
+        config = load_config(config)
+        return SearchTrace(config["campaign"], "ga", config, np.ones(1), np.ones(1), 1.0, None)
+
+    other = copy.deepcopy(tiny_config)
+    other["training"]["individuals_per_job"] = 4  # does not change what results mean
+    other["search"] = {"strategy": "bo"}
+    check_comparable([trace(tiny_config), trace(other)])
+    other["training"]["steps"] = 2048
+    with pytest.raises(ConfigError, match=r"differ in training.steps: only searches"):
+        check_comparable([trace(tiny_config), trace(other)])
