@@ -36,9 +36,46 @@ def world() -> Any:
     return MPI.COMM_WORLD
 
 
-def my_tasks(n_tasks: int, rank: int, size: int) -> list[int]:
-    """Round-robin share of tasks 0..n_tasks-1 for one rank."""
-    return list(range(rank, n_tasks, size))
+class TaskCounter:
+    """Hands out task numbers 0, 1, 2, ... to whichever rank asks next, so a rank that finishes its
+    task early takes the next one instead of waiting at the end for a slower rank.
+
+    The counter lives in an MPI window on rank 0 and is read-and-incremented atomically
+    (``Fetch_and_op``) inside one passive-target epoch that lasts the whole job: a rank asking for
+    a task does not have to wait for rank 0 to enter MPI, which it does only between its own tasks.
+    Creating and :meth:`close`-ing it are collective: every rank must call both.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        self._comm, self._next, self._win = comm, 0, None
+        if comm.size == 1:
+            return
+        import numpy as np
+        from mpi4py import MPI
+
+        self._win = MPI.Win.Allocate(8 if comm.rank == 0 else 0, disp_unit=8, comm=comm)
+        if comm.rank == 0:
+            np.frombuffer(self._win.tomemory(), dtype=np.int64)[:] = 0
+        comm.Barrier()  # nobody increments before rank 0 has zeroed the counter
+        self._win.Lock_all()
+        self._one, self._got = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+
+    def next(self) -> int:
+        """The next task number (numbers past the last task mean: nothing left)."""
+        if self._win is None:
+            self._next += 1
+            return self._next - 1
+        from mpi4py import MPI
+
+        self._win.Fetch_and_op(self._one, self._got, target_rank=0, op=MPI.SUM)
+        self._win.Flush(0)
+        return int(self._got[0])
+
+    def close(self) -> None:
+        if self._win is not None:
+            self._win.Unlock_all()
+            self._win.Free()
+            self._win = None
 
 
 def threads_per_rank() -> int:

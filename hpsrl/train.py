@@ -11,11 +11,11 @@ import logging
 import shutil
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsrl.mpi import arrived, my_tasks, next_arrival, send_to_root, threads_per_rank, world
+from hpsrl.mpi import TaskCounter, arrived, next_arrival, send_to_root, threads_per_rank, world
 from hpsrl.storage import (
     IndividualResult,
     Population,
@@ -155,19 +155,25 @@ def run_job(
 
 
 def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None:
-    """Each rank trains its seeds of every individual in turn, without waiting for the others;
-    rank 0 writes an individual as soon as all its seeds have reported. Ranks so wait for each
-    other once, at the end, not after every individual (seeds of one individual take different
-    times: evaluation episodes end when they end)."""
+    """The ranks train the seeds of ``todo``'s individuals in order, each rank taking the next seed
+    not yet taken as soon as it is free; rank 0 writes an individual as soon as all its seeds have
+    reported. Seeds take different times (evaluation episodes end when they end, diverging
+    hyperparameters train faster or slower), so a fixed share per rank would leave ranks waiting
+    for the slowest at the end of the job."""
     n_seeds = pop.train_seeds.shape[1]
+    tasks = [(individual, out_path, k) for individual, out_path in todo for k in range(n_seeds)]
+    counter = TaskCounter(comm)
+
+    def my_next_seed() -> Iterator[tuple[int, int, SeedResult]]:
+        while (task := counter.next()) < len(tasks):
+            individual, out_path, k = tasks[task]
+            yield individual, k, train_seed(pop, individual, k, checkpoint_dir(out_path))
+
     if comm.rank != 0:
-        sends = []
-        for individual, out_path in todo:
-            mine = _train_my_seeds(comm, pop, individual, out_path)
-            if mine:  # a rank beyond the number of seeds has nothing to report
-                sends.append(send_to_root(comm, mine, tag=individual))
+        sends = [send_to_root(comm, {k: seed}, tag=i) for i, k, seed in my_next_seed()]
         for request in sends:
             request.wait()
+        counter.close()
         return
     paths = dict(todo)
     reported: dict[int, dict[int, SeedResult]] = {individual: {} for individual, _ in todo}
@@ -177,22 +183,13 @@ def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None
         if len(reported[individual]) == n_seeds:
             _write_result(comm, pop, individual, reported.pop(individual), paths[individual])
 
-    for individual, out_path in todo:
-        report(individual, _train_my_seeds(comm, pop, individual, out_path))
+    for individual, k, seed in my_next_seed():
+        report(individual, {k: seed})
         for tag, seeds in arrived(comm):
             report(tag, seeds)
     while reported:
         report(*next_arrival(comm))
-
-
-def _train_my_seeds(
-    comm: Any, pop: Population, individual: int, out_path: Path
-) -> dict[int, SeedResult]:
-    n_seeds = pop.train_seeds.shape[1]
-    return {
-        k: train_seed(pop, individual, k, checkpoint_dir(out_path))
-        for k in my_tasks(n_seeds, comm.rank, comm.size)
-    }
+    counter.close()
 
 
 def _write_result(

@@ -167,3 +167,37 @@ def test_killed_job_resumes_from_its_checkpoints(tiny_config, tmp_path):
     whole, resumed = read_individual_arrays(tmp_path / "whole.h5"), read_individual_arrays(out)
     for name in ("episode_returns", "curve_returns", "steps_to_threshold", "env_steps"):
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+COUNTER_SCRIPT = """
+import sys, time
+from mpi4py import MPI
+from hpsrl.mpi import TaskCounter
+
+comm = MPI.COMM_WORLD
+counter = TaskCounter(comm)
+taken = []
+if comm.rank == 0:
+    busy_until = time.perf_counter() + 2.0
+    while time.perf_counter() < busy_until:  # computing, no MPI call: the others must not wait
+        pass
+while (task := counter.next()) < 20:
+    taken.append(task)
+    time.sleep(0.01)
+counter.close()
+with open(f"{sys.argv[1]}/rank{comm.rank}.txt", "w") as f:  # not stdout: mpiexec mixes lines
+    f.write(",".join(map(str, taken)))
+"""
+
+
+def test_a_free_rank_takes_the_next_task_while_rank_0_is_busy(tmp_path):
+    script = tmp_path / "counter.py"
+    script.write_text(COUNTER_SCRIPT)
+    done = subprocess.run(
+        [str(BIN / "mpiexec"), "-n", "2", sys.executable, str(script), str(tmp_path)],
+        capture_output=True, text=True, env=_env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # Rank 1 took every task while rank 0 computed (20 x 10 ms < 2 s); each task went out once.
+    assert (tmp_path / "rank1.txt").read_text() == ",".join(map(str, range(20)))
+    assert (tmp_path / "rank0.txt").read_text() == ""
