@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ HASH_EXEMPT_KEYS = (
     "training.individuals_per_job",
     "compare",
 )
+
+# Keys added after campaigns had been run: hashed only where set to something other than their
+# default, so that a campaign whose stored config predates the key keeps its hash and continues.
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {"ga.inherit_weights": False}
 
 NATURAL_DIRECTIONS = {
     "return": "maximize",
@@ -123,6 +128,7 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     if config["search"]["strategy"] == "ga":  # the other strategies never read these keys
         _check_ga(config["ga"])
     _check_algorithm_fields(config, search_space(config))  # gene errors name the gene
+    _check_inherit_weights(config)
     return config
 
 
@@ -137,6 +143,8 @@ def compared_campaigns(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             campaign["campaign"] = f"{config['campaign']}-{strategy}-s{k}"
             campaign["seed"] = config["seed"] + k
             campaign["search"]["strategy"] = strategy
+            if strategy != "ga":  # a ga option: the other strategies train from scratch
+                campaign["ga"]["inherit_weights"] = False
             try:
                 campaigns[campaign["campaign"]] = load_config(campaign)
             except ConfigError as e:
@@ -183,15 +191,57 @@ def _check_algorithm_fields(config: Mapping[str, Any], space: SearchSpace) -> No
         ) from e
 
 
+def _check_inherit_weights(config: Mapping[str, Any]) -> None:
+    """ga.inherit_weights needs the ga strategy, an algorithm that can start from given weights
+    (``initial_weights`` of its ``train``) and a network every individual shares: none of the
+    algorithm's ``ARCHITECTURE_FIELDS`` may be a gene."""
+    if not config["ga"]["inherit_weights"]:
+        return
+    strategy = config["search"]["strategy"]
+    if strategy != "ga":
+        raise ConfigError(
+            f"config key 'ga.inherit_weights': children inherit weights from their parents, but "
+            f"search.strategy {strategy} has no parents (only ga does); set search.strategy: ga "
+            "or ga.inherit_weights: false"
+        )
+    from hpsrl.agents import get_algorithm  # torch is imported only when checking agents
+
+    algorithm = get_algorithm(config["algorithm"])
+    architecture = getattr(algorithm, "ARCHITECTURE_FIELDS", None)
+    takes_weights = "initial_weights" in inspect.signature(algorithm.train).parameters
+    if architecture is None or not takes_weights:
+        raise ConfigError(
+            f"config key 'ga.inherit_weights': algorithm {config['algorithm']} cannot start "
+            "training from inherited weights; set ga.inherit_weights: false"
+        )
+    searched = [name for name in config["genes"] if name in architecture]
+    if searched:
+        raise ConfigError(
+            f"config key 'ga.inherit_weights': genes {searched} change the network's shape or "
+            "function, so a child's network could not take its parent's weights; move them from "
+            "'genes' to 'fixed' (one value for every individual), or set ga.inherit_weights: false"
+        )
+
+
+def _section(config: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    """The dict that holds dotted ``key`` (an empty one if a section is missing), and its name."""
+    *sections, name = key.split(".")
+    parent = config
+    for section in sections:
+        parent = parent.get(section, {})
+    return parent, name
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """A hash of everything that gives results their meaning (not of the generation budget)."""
     meaningful = copy.deepcopy(dict(config))
     for key in HASH_EXEMPT_KEYS:
-        *sections, name = key.split(".")
-        parent = meaningful
-        for section in sections:
-            parent = parent.get(section, {})
+        parent, name = _section(meaningful, key)
         parent.pop(name, None)
+    for key, default in HASHED_UNLESS_DEFAULT.items():
+        parent, name = _section(meaningful, key)
+        if parent.get(name, default) == default:
+            parent.pop(name, None)
     text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -229,6 +279,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two configs (ignoring the generation budget)."""
     a, b = _flatten(old), _flatten(new)
+    for flat in (a, b):
+        for key, default in HASHED_UNLESS_DEFAULT.items():
+            flat.setdefault(key, default)
 
     def exempt(key: str) -> bool:
         return any(key == e or key.startswith(f"{e}.") for e in HASH_EXEMPT_KEYS)

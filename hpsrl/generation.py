@@ -60,6 +60,7 @@ def collect(population: Population, individual_paths: Sequence[str | Path]) -> G
         name: np.stack([r[name] for r in rows]) for name in PER_SEED_DATASETS
     }
     results["curve_steps"] = rows[0]["curve_steps"]
+    results["lineage_env_steps"] = np.stack([r["lineage_env_steps"] for r in rows])
     results["status"] = np.array([r["status"] for r in rows])
     results["error"] = np.array([r["error"] for r in rows])
     return generation_record(population, results)

@@ -199,6 +199,8 @@ class SeedResult:
     train_seconds: float = float("nan")
     eval_seconds: float = float("nan")
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    weights_from: str = ""  # the result file (in the campaign folder) whose weights it started from
+    lineage_env_steps: int = 0  # env steps its weights were trained for, ancestors' included
 
 
 @dataclass
@@ -259,6 +261,8 @@ def write_individual(path: str | Path, result: IndividualResult, config: Mapping
         steps = ok_curves[0] if ok_curves else np.zeros(result.curve_points, dtype=np.int64)
         f["curve_steps"] = np.asarray(steps, dtype=np.int64)
         f["curve_returns"] = _padded([s.curve_returns for s in seeds], result.curve_points)
+        f.create_dataset("weights_from", data=_strings([s.weights_from for s in seeds]), dtype=STR)
+        f["lineage_env_steps"] = np.array([s.lineage_env_steps for s in seeds], dtype=np.int64)
         weights = f.create_group("weights")
         for k, s in enumerate(seeds):
             group = weights.create_group(f"seed{k}")
@@ -282,6 +286,9 @@ def read_individual_arrays(path: str | Path) -> dict[str, Any]:
     with open_h5(path) as f:
         out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_DATASETS}
         out["curve_steps"] = f["curve_steps"][()]
+        out["lineage_env_steps"] = _lineage_env_steps(f)
+        weights_from = _read_strings(f["weights_from"]) if "weights_from" in f else []
+        out["weights_from"] = np.array(weights_from or [""] * len(out["env_steps"]))
         out["status"] = str(f.attrs["status"])
         out["error"] = str(f.attrs["error"])
         out["config_hash"] = str(f.attrs["config_hash"])
@@ -294,6 +301,29 @@ def read_weights(path: str | Path, seed_index: int = 0) -> dict[str, np.ndarray]
         return {name: group[name][()] for name in group}
 
 
+def _lineage_env_steps(f: h5py.File | h5py.Group) -> np.ndarray:
+    # Files written before weights could be inherited trained every seed from scratch.
+    return f["lineage_env_steps"][()] if "lineage_env_steps" in f else f["env_steps"][()]
+
+
+def read_lineage_weights(path: str | Path, seed_index: int) -> tuple[dict[str, np.ndarray], int]:
+    """The weights seed ``seed_index`` of a result file ended with, and the env steps they were
+    trained for along their lineage (that seed's and its ancestors'), for a child to start from.
+
+    Raises ValueError when that seed failed, so has no weights; CorruptResultError when the file
+    cannot be read.
+    """
+    with open_h5(path) as f:  # (it turns any ValueError raised inside into a CorruptResultError)
+        status = _read_strings(f["seed_status"])[seed_index]
+        error = _read_strings(f["seed_error"])[seed_index]
+        group = f["weights"][f"seed{seed_index}"]
+        weights = {name: group[name][()] for name in group}
+        lineage_env_steps = int(_lineage_env_steps(f)[seed_index])
+    if status != "ok" or not weights:
+        raise ValueError(f"{path} seed {seed_index} failed ({error}), so it has no weights")
+    return weights, lineage_env_steps
+
+
 # -- the generation record -------------------------------------------------------------------
 
 
@@ -302,7 +332,8 @@ class Generation:
     """A population with its results: what selection and the reports read."""
 
     population: Population
-    results: dict[str, np.ndarray]  # PER_SEED_DATASETS stacked (n, seeds, ...), status, error
+    # PER_SEED_DATASETS stacked (n, seeds, ...), lineage_env_steps (n, seeds), status, error
+    results: dict[str, np.ndarray]
     objectives: np.ndarray  # (n, objectives), NaN for failed individuals
     front: np.ndarray  # (n,) NSGA-II front, 0 = non-dominated
     rank_key: np.ndarray  # (n,) lower is better; +inf for failed individuals
@@ -339,6 +370,7 @@ def read_generation(path: str | Path) -> Generation:
         results: dict[str, Any] = {
             name: group[name][()] for name in (*PER_SEED_DATASETS, "curve_steps")
         }
+        results["lineage_env_steps"] = _lineage_env_steps(group)
         results["status"] = np.array(_read_strings(group["status"]))
         results["error"] = np.array(_read_strings(group["error"]))
         return Generation(

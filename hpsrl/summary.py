@@ -111,6 +111,9 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
         "returns_per_seed": _plain(source.results["returns"][best]),
         "train_seeds": _plain(source.population.train_seeds[best]),
     }
+    inherited = config.get("ga", {}).get("inherit_weights", False)
+    if inherited:  # its weights trained on through its ancestors, not for training.steps alone
+        summary["lineage_env_steps"] = _plain(source.results["lineage_env_steps"][best])
     retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
     if retest_file.exists():
         retest = read_generation(retest_file)
@@ -125,6 +128,10 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
                 "returns_per_seed": _plain(retest.results["returns"][0]),
                 "train_seeds": _plain(retest.population.train_seeds[0]),
             }
+            if inherited:
+                summary["retest"]["note"] = (
+                    "trained from scratch for training.steps, without the inherited weights"
+                )
     return summary
 
 

@@ -15,12 +15,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsrl.evolve import batch_name
 from hpsrl.mpi import TaskCounter, arrived, next_arrival, send_to_root, threads_per_rank, world
 from hpsrl.storage import (
+    CorruptResultError,
     IndividualResult,
     Population,
     SeedResult,
+    StorageError,
     is_result_of,
+    read_lineage_weights,
     read_population,
     write_individual,
     write_manifest,
@@ -60,18 +64,74 @@ def _checkpointing(config: dict[str, Any], folder: Path, k: int) -> Checkpointin
     )
 
 
+def inherited_from(pop: Population, individual: int) -> str:
+    """The result file, relative to the campaign folder, whose weights ``individual`` starts from
+    (seed K from its seed K): with ga.inherit_weights, from generation 1 on, that of its first
+    parent (an elite's: its own) in the previous generation. "" where it trains from scratch
+    (generation 0, the re-test, without inherit_weights)."""
+    if not pop.config["ga"].get("inherit_weights") or not pop.batch.startswith("gen"):
+        return ""
+    generation = int(pop.batch.removeprefix("gen"))
+    parent = int(pop.parents[individual, 0])
+    if generation == 0 or parent < 0:  # the ga gives every later individual a first parent
+        return ""
+    return f"{batch_name(generation - 1)}/ind{parent:03d}.h5"
+
+
+def _read_inheritance(pop: Population, individual: int, k: int) -> tuple[dict[str, Any], int]:
+    """The weights and lineage env steps of seed ``k`` of the file :func:`inherited_from` names.
+
+    A parent seed that failed has no weights: ValueError (the seed fails). A parent file that is
+    missing or unreadable is a damaged campaign folder, not a property of this individual:
+    StorageError, so that the job fails instead of recording the individual as failed for good.
+    """
+    campaign_dir = Path(pop.config["results_dir"]) / pop.config["campaign"]
+    path = campaign_dir / inherited_from(pop, individual)
+    if not path.exists():
+        problem = "is missing"
+    else:
+        try:
+            return read_lineage_weights(path, k)
+        except CorruptResultError as e:
+            problem = f"cannot be read ({e.__cause__})"
+    raise StorageError(
+        f"{pop.batch} individual {individual} starts from the weights of {path} "
+        f"(ga.inherit_weights), which {problem}. The result files of earlier generations are "
+        "needed until the campaign ends: restore it, or delete the manifest of the training job "
+        "that wrote it (the indFFF-LLL.txt that lists it) and rerun snakemake to train it again"
+    )
+
+
 def train_seed(
     pop: Population, individual: int, k: int, checkpoints: Path | None = None
 ) -> SeedResult:
     """Train and evaluate one seed of one individual, resuming from its checkpoint in
-    ``checkpoints`` if there is one; failures are returned, not raised."""
+    ``checkpoints`` if there is one, starting from inherited weights where :func:`inherited_from`
+    names a file; failures are returned, not raised, except for a parent's result file that is
+    missing or damaged (StorageError)."""
     from hpsrl.agents import get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
 
     config = pop.config
     train_seed_, eval_seed = int(pop.train_seeds[individual, k]), int(pop.eval_seeds[individual, k])
     started = time.perf_counter()
+    weights_from = inherited_from(pop, individual)
+    # train's initial_weights, passed only when inheriting (config checks that train takes it)
+    inherited: dict[str, Any] = {}
+    inherited_steps = 0
     try:
+        if weights_from:
+            weights, inherited_steps = _read_inheritance(pop, individual, k)
+            inherited["initial_weights"] = weights
+            log.info(
+                "%s individual %d seed %d starts from the weights of %s seed %d (%d env steps)",
+                pop.batch,
+                individual,
+                k,
+                weights_from,
+                k,
+                inherited_steps,
+            )
         algorithm = get_algorithm(config["algorithm"])
         hp = make_hyperparameters(config["algorithm"], pop.hyperparameters(individual))
         result = algorithm.train(
@@ -84,7 +144,10 @@ def train_seed(
             curve_points=config["training"]["curve_points"],
             return_threshold=_return_threshold(config),
             checkpoint=_checkpointing(config, checkpoints, k) if checkpoints else None,
+            **inherited,
         )
+    except StorageError:  # a parent's result file is gone: see _read_inheritance
+        raise
     except Exception as e:  # a failed individual is data: record why and go on
         log.error(
             "%s individual %d seed %d failed after %.1f s:\n%s",
@@ -94,7 +157,9 @@ def train_seed(
             time.perf_counter() - started,
             traceback.format_exc(),
         )
-        return SeedResult(status="failed", error=f"{type(e).__name__}: {e}")
+        return SeedResult(
+            status="failed", error=f"{type(e).__name__}: {e}", weights_from=weights_from
+        )
     log.info(
         "%s individual %d seed %d: mean eval return %.1f in %.1f s (%d env steps)",
         pop.batch,
@@ -114,6 +179,8 @@ def train_seed(
         train_seconds=float(result.train_seconds),
         eval_seconds=float(result.eval_seconds),
         weights={name: t.detach().cpu().numpy() for name, t in result.model_state.items()},
+        weights_from=weights_from,
+        lineage_env_steps=inherited_steps + int(result.env_steps),
     )
 
 

@@ -13,8 +13,10 @@ loads with ``torch.load(path, weights_only=True)``.
 
 When ``train`` starts and the file exists, it resumes from it. The file carries a fingerprint of the
 run (algorithm, hyperparameters, env config, ``total_steps``, ``seed``, ``eval_seed``,
-``curve_points``, ``return_threshold``, file format); a file that cannot be read or whose
-fingerprint differs is ignored with a warning, training starts from scratch and overwrites it later.
+``curve_points``, ``return_threshold``, file format, and a digest of the ``initial_weights`` of a
+run that starts from given weights); a file that cannot be read or whose fingerprint differs is
+ignored with a warning, training starts from scratch (or its initial weights) and overwrites it
+later.
 
 What is restored: the network weights (DQN: and the target network), the Adam state
 (:class:`FlatAdam`'s moments and step count) and learning rate, the rollout/update counter (PPO; it
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import logging
 import math
@@ -588,9 +591,14 @@ def run_fingerprint(
     eval_seed: int,
     curve_points: int,
     return_threshold: float | None,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """What identifies a run: a checkpoint is used only by a run with an equal fingerprint."""
-    return {
+    """What identifies a run: a checkpoint is used only by a run with an equal fingerprint.
+
+    A run that starts from ``initial_weights`` is identified by their digest too; one that starts
+    from scratch has no such entry (so checkpoints written before it existed still resume).
+    """
+    fingerprint = {
         "format": CHECKPOINT_FORMAT,
         "algorithm": algorithm,
         "hyperparameters": dataclasses.asdict(hp),
@@ -601,6 +609,9 @@ def run_fingerprint(
         "curve_points": int(curve_points),
         "return_threshold": None if return_threshold is None else float(return_threshold),
     }
+    if initial_weights is not None:
+        fingerprint["initial_weights"] = weights_digest(initial_weights)
+    return fingerprint
 
 
 def numpy_to_torch(tree: Any) -> Any:
@@ -788,3 +799,45 @@ def restore_run(
     obs, _ = envs.reset(seed=env_seed)
     tracker.running[:] = 0.0
     return obs, np.zeros(envs.num_envs, dtype=bool)
+
+
+# -- Starting from given weights (``train(..., initial_weights=...)``) ----------------------------
+
+
+def load_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Copy ``weights`` (a state dict of numpy arrays, as ``TrainResult.model_state`` holds and
+    result files store) into ``module``'s parameters, in place.
+
+    Raises ``ValueError`` naming every missing, unexpected or misshapen entry, before changing
+    anything.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    misshapen = [
+        f"{name} {tuple(np.shape(weights[name]))} (the network's: {tuple(tensor.shape)})"
+        for name, tensor in expected.items()
+        if name in weights and tuple(np.shape(weights[name])) != tuple(tensor.shape)
+    ]
+    if missing or unexpected or misshapen:
+        problems = [
+            f"{what}: {', '.join(names)}"
+            for what, names in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", misshapen),
+            )
+            if names
+        ]
+        raise ValueError(f"the initial weights do not fit the network ({'; '.join(problems)})")
+    module.load_state_dict({name: torch.as_tensor(np.asarray(a)) for name, a in weights.items()})
+
+
+def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
+    """A short hash of a state dict's names, shapes, dtypes and values (for run fingerprints)."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        array = np.ascontiguousarray(weights[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

@@ -42,6 +42,7 @@ from hpsrl.agents.common import (
     coerce_fields,
     evaluate,
     flatten_parameters,
+    load_weights,
     rebuild_discrete,
     require,
     restore_run,
@@ -128,6 +129,11 @@ class Hyperparameters:
         require(self.max_grad_norm > 0, "max_grad_norm", "> 0", self.max_grad_norm)
 
 
+#: The hyperparameters that change the network's shapes or function: a run may start from another
+#: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
+ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
+
+
 class QNetwork(nn.Module):
     """An MLP from observation to one Q-value per action."""
 
@@ -170,9 +176,14 @@ def train(
     curve_points: int = 20,
     return_threshold: float | None = None,
     checkpoint: Checkpointing | None = None,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train DQN on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
 
+    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
+    ``ARCHITECTURE_FIELDS``, as arrays) the Q-network, and the target network as its copy, start
+    from them instead of a fresh initialisation; the optimizer and the replay buffer start empty.
+    Entries that do not fit raise ``ValueError``.
     Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
     With ``checkpoint``, saves its state between vector steps and resumes from
     ``checkpoint.path`` if that file holds a checkpoint of this same run.
@@ -192,6 +203,12 @@ def train(
     obs_dim = observation_dim(envs.single_observation_space)
     n_actions = int(envs.single_action_space.n)
     q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+    if initial_weights is not None:  # replaces the fresh initialisation (which drew from generator)
+        try:
+            load_weights(q_network, initial_weights)
+        except ValueError:
+            envs.close()
+            raise
     target_network = copy.deepcopy(q_network)
     # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP. The target
     # network gets a flat buffer too, so that its update is one op.
@@ -236,6 +253,7 @@ def train(
         eval_seed=eval_seed,
         curve_points=curve_points,
         return_threshold=return_threshold,
+        initial_weights=initial_weights,
     )
     checkpointer = Checkpointer(checkpoint, fingerprint)
     saved = checkpointer.load()

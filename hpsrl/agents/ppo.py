@@ -39,6 +39,7 @@ from hpsrl.agents.common import (
     check_parameters,
     coerce_fields,
     evaluate,
+    load_weights,
     rebuild_discrete,
     require,
     restore_run,
@@ -116,6 +117,11 @@ class Hyperparameters:
         )
 
 
+#: The hyperparameters that change the network's shapes or function: a run may start from another
+#: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
+ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
+
+
 class Agent(nn.Module):
     """Separate actor (action logits) and critic (state value) MLPs."""
 
@@ -173,9 +179,13 @@ def train(
     curve_points: int = 20,
     return_threshold: float | None = None,
     checkpoint: Checkpointing | None = None,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train PPO on ``env`` for ``total_steps`` env steps (rounded up to whole rollouts), evaluate.
 
+    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
+    ``ARCHITECTURE_FIELDS``, as arrays) the actor and critic start from them instead of a fresh
+    initialisation; the optimizer starts afresh. Entries that do not fit raise ``ValueError``.
     Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
     With ``checkpoint``, saves its state after updates and resumes from ``checkpoint.path`` if
     that file holds a checkpoint of this same run.
@@ -195,6 +205,12 @@ def train(
     obs_dim = observation_dim(envs.single_observation_space)
     n_actions = int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+    if initial_weights is not None:  # replaces the fresh initialisation (which drew from generator)
+        try:
+            load_weights(agent, initial_weights)
+        except ValueError:
+            envs.close()
+            raise
     # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP
     optimizer = FlatAdam(agent, hp.learning_rate, eps=1e-5, max_grad_norm=hp.max_grad_norm)
     actor, critic = MLP(agent.actor, hp.activation), MLP(agent.critic, hp.activation)
@@ -227,6 +243,7 @@ def train(
         eval_seed=eval_seed,
         curve_points=curve_points,
         return_threshold=return_threshold,
+        initial_weights=initial_weights,
     )
     checkpointer = Checkpointer(checkpoint, fingerprint)
     saved = checkpointer.load()
