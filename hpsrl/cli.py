@@ -9,7 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpsrl.config import ConfigError, check_environment, load_config, load_yaml
+from hpsrl.config import (
+    ConfigError,
+    check_environment,
+    default_genes,
+    load_config,
+    load_yaml,
+    search_space,
+)
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
 from hpsrl.storage import CorruptResultError, StorageError, quarantine
@@ -20,8 +27,30 @@ def _cmd_check(args: argparse.Namespace) -> None:
     kind = check_environment(config)
     print(
         f"{args.config}: ok ({config['algorithm']} on {config['env']['id']} with {kind} actions, "
-        f"{len(config['genes'])} genes)"
+        f"{len(search_space(config))} genes)"
     )
+
+
+def _cmd_genes(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import yaml
+
+    from hpsrl.agents import get_algorithm
+
+    searched = default_genes(args.algorithm)  # ConfigError for an unknown algorithm
+    module = get_algorithm(args.algorithm)
+    print(
+        f"# {args.algorithm}: the genes a config searches unless it says otherwise. Under `genes:`"
+    )
+    print("# a gene of the same name replaces one of these, a new name adds one, `NAME: null`")
+    print("# leaves one out; a hyperparameter under `fixed:` is held constant instead.")
+    print(yaml.safe_dump({"genes": searched}, sort_keys=False, default_flow_style=None), end="")
+    print("# Not searched by default (the default value each individual gets):")
+    for field in dataclasses.fields(module.Hyperparameters):
+        if field.name not in searched:
+            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            print(f"#   {field.name}: {json.dumps(default)}")
 
 
 def _cmd_init(args: argparse.Namespace) -> None:
@@ -172,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a campaign config without running anything")
     p.add_argument("config", nargs="?", default="config/config.yaml", help="YAML config file")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("genes", help="an algorithm's default genes, as YAML for a config")
+    p.add_argument("algorithm", help="e.g. ppo, dqn, sac, td3, ddpg")
+    p.set_defaults(func=_cmd_genes)
 
     p = sub.add_parser("status", help="per generation: best and median objectives, failures")
     p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")

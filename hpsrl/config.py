@@ -127,6 +127,7 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config key 'objectives': each objective may appear once, got {names}")
     if config["search"]["strategy"] == "ga":  # the other strategies never read these keys
         _check_ga(config["ga"])
+    config["genes"] = resolved_genes(config)
     _check_algorithm_fields(config, search_space(config))  # gene errors name the gene
     _check_inherit_weights(config)
     return config
@@ -165,23 +166,55 @@ def _check_ga(ga: Mapping[str, Any]) -> None:
         )
 
 
-def search_space(config: Mapping[str, Any]) -> SearchSpace:
+def default_genes(algorithm: str) -> dict[str, dict[str, Any]]:
+    """The genes ``algorithm`` searches unless a config says otherwise (its module's ``GENES``)."""
+    from hpsrl.agents import get_algorithm  # torch is imported only when checking agents
+
     try:
-        return SearchSpace.from_config(config["genes"])
+        return copy.deepcopy(getattr(get_algorithm(algorithm), "GENES", {}))
     except ValueError as e:
-        raise ConfigError(f"config key 'genes': {e}") from e
+        raise ConfigError(f"config key 'algorithm': {e}") from None
 
 
-def _check_algorithm_fields(config: Mapping[str, Any], space: SearchSpace) -> None:
-    """Genes and fixed values must be hyperparameters of the algorithm, and not both."""
-    from hpsrl.agents import make_hyperparameters  # torch is imported only when checking agents
-
-    overlap = sorted(set(config["genes"]) & set(config["fixed"]))
+def resolved_genes(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The config's genes (in its order), then the algorithm's default genes it does not mention
+    and does not fix. A gene set to null is not searched; it stays in the result as null, so that
+    resolving a resolved config changes nothing (``snakemake compare`` does)."""
+    listed = config["genes"]
+    overlap = sorted(
+        name for name, gene in listed.items() if gene is not None and name in config["fixed"]
+    )
     if overlap:
         raise ConfigError(
             f"config keys 'genes' and 'fixed' both set {overlap}: a hyperparameter is either "
             "searched (genes) or held constant (fixed); remove it from one of them"
         )
+    genes = dict(listed)
+    for name, gene in default_genes(config["algorithm"]).items():
+        if name not in listed and name not in config["fixed"]:
+            genes[name] = gene
+    if all(gene is None for gene in genes.values()):
+        raise ConfigError(
+            f"config key 'genes': nothing left to search (algorithm {config['algorithm']}'s "
+            "default genes are all fixed or set to null); add a gene, e.g. "
+            "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}"
+        )
+    return genes
+
+
+def search_space(config: Mapping[str, Any]) -> SearchSpace:
+    try:
+        return SearchSpace.from_config(
+            {name: gene for name, gene in config["genes"].items() if gene is not None}
+        )
+    except ValueError as e:
+        raise ConfigError(f"config key 'genes': {e}") from e
+
+
+def _check_algorithm_fields(config: Mapping[str, Any], space: SearchSpace) -> None:
+    """Genes and fixed values must be hyperparameters of the algorithm."""
+    from hpsrl.agents import make_hyperparameters  # torch is imported only when checking agents
+
     sample = space.sample(np.random.default_rng(0))
     try:
         make_hyperparameters(config["algorithm"], {**config["fixed"], **sample})
@@ -214,7 +247,7 @@ def _check_inherit_weights(config: Mapping[str, Any]) -> None:
             f"config key 'ga.inherit_weights': algorithm {config['algorithm']} cannot start "
             "training from inherited weights; set ga.inherit_weights: false"
         )
-    searched = [name for name in config["genes"] if name in architecture]
+    searched = [name for name in search_space(config).names if name in architecture]
     if searched:
         raise ConfigError(
             f"config key 'ga.inherit_weights': genes {searched} change the network's shape or "

@@ -110,7 +110,7 @@ def _write_metadata(f: h5py.File, config: Mapping[str, Any], batch: str) -> None
     f.attrs["batch"] = batch
     f.attrs["config"] = json.dumps(config)  # key order kept: it is the gene order
     f.attrs["config_hash"] = config_hash(config)
-    f.attrs["gene_names"] = json.dumps(list(config["genes"]))
+    f.attrs["gene_names"] = json.dumps(list(search_space(config).names))
     f.attrs["objective_names"] = json.dumps([o["name"] for o in config["objectives"]])
     f.attrs["objective_directions"] = json.dumps([o["direction"] for o in config["objectives"]])
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpsrl.config import ConfigError, SeedPlan, config_hash, load_config, load_yaml
+from hpsrl.config import ConfigError, SeedPlan, config_hash, load_config, load_yaml, search_space
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples").glob("*.yaml")])
@@ -82,3 +82,58 @@ def test_seed_streams_are_derived_and_distinct():
 def test_config_roundtrips_through_yaml(tiny_config):
     config = load_config(tiny_config)
     assert load_config(yaml.safe_load(yaml.safe_dump(config))) == config
+
+
+# -- the algorithm's default genes ------------------------------------------------------------
+
+
+def minimal(algorithm: str, env: str = "CartPole-v1") -> dict:
+    return {"campaign": "c", "env": {"id": env}, "algorithm": algorithm}
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
+def test_a_config_without_genes_searches_the_algorithms_defaults(algorithm):
+    from hpsrl.agents import get_algorithm
+
+    config = load_config(minimal(algorithm))
+    assert config["genes"] == get_algorithm(algorithm).GENES
+    assert search_space(config).names == tuple(get_algorithm(algorithm).GENES)
+
+
+def test_switching_algorithm_is_one_line():
+    ppo, dqn = load_config(minimal("ppo")), load_config(minimal("dqn"))
+    assert "clip_coef" in ppo["genes"] and "clip_coef" not in dqn["genes"]
+    assert "epsilon" in dqn["genes"] and "epsilon" not in ppo["genes"]
+
+
+def test_listed_genes_replace_add_and_leave_out_defaults():
+    raw = minimal("ppo")
+    raw["genes"] = {
+        "vf_coef": {"type": "float", "low": 0.25, "high": 1.0},  # not a default gene: added
+        "gamma": {"type": "float", "low": 0.9, "high": 0.99},  # a default gene: replaced
+        "ent_coef": None,  # a default gene: left out
+    }
+    raw["fixed"] = {"hidden_sizes": [64, 64]}  # a default gene: held constant instead
+    config = load_config(raw)
+    names = search_space(config).names
+    assert names[:2] == ("vf_coef", "gamma"), "listed genes come first, in their order"
+    assert config["genes"]["gamma"]["low"] == 0.9
+    assert "ent_coef" not in names and "hidden_sizes" not in names
+    assert "learning_rate" in names and "activation" in names
+    assert load_config(config) == config, "resolving a resolved config changes nothing"
+
+
+def test_genes_of_another_algorithm_are_an_error_naming_them():
+    raw = minimal("dqn")
+    raw["genes"] = {"clip_coef": {"type": "float", "low": 0.1, "high": 0.3}}
+    with pytest.raises(ConfigError, match=r"clip_coef.*valid names"):
+        load_config(raw)
+
+
+def test_nothing_left_to_search_is_an_error():
+    from hpsrl.agents import get_algorithm
+
+    raw = minimal("ppo")
+    raw["genes"] = dict.fromkeys(get_algorithm("ppo").GENES)
+    with pytest.raises(ConfigError, match="nothing left to search"):
+        load_config(raw)

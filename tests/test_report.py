@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from hpsrl.config import load_config
+from hpsrl.config import load_config, search_space
 from hpsrl.evolve import initial_population
 from hpsrl.report import write_report
 from hpsrl.storage import Generation, write_generation
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
+
+# One gene-distribution plot per searched gene: TINY's own and its algorithm's default genes.
+GENES = len(search_space(load_config(TINY)))
 
 EVERY_SECTION = (
     "summary",
@@ -72,8 +75,8 @@ def campaign(tmp_path_factory) -> Path:
 def test_workflow_writes_a_report_with_every_section(campaign):
     text = (campaign / "results" / "tiny" / "report.html").read_text()
     assert sections(text) == list(EVERY_SECTION)
-    # objectives, Pareto front, one per gene (4), learning curves, re-test
-    assert_pictures_show_something(text, 1 + 1 + 4 + 1 + 1)
+    # objectives, Pareto front, one per gene, learning curves, re-test
+    assert_pictures_show_something(text, 1 + 1 + GENES + 1 + 1)
     for shown in ("CartPole-v1", "best return (max)", "hidden_sizes", "No individual failed."):
         assert shown in text
     assert "2 of 2 finished" in text
@@ -99,7 +102,7 @@ def test_report_of_a_campaign_with_only_its_first_generation(campaign, tmp_path)
     text = out.read_text()
     assert "retest" not in sections(text)
     assert "1 of 2 finished (the campaign is still running or was stopped)" in text
-    assert_pictures_show_something(text, 1 + 1 + 4 + 1)
+    assert_pictures_show_something(text, 1 + 1 + GENES + 1)
 
 
 def fake_generation(config: dict, batch: str, failed: list[int]) -> Generation:
@@ -145,7 +148,7 @@ def test_report_with_one_objective_and_failed_individuals(tmp_path):
     assert sections(text) == ["summary", "objectives", "genes", "curves", "failures", "config"]
     assert "5 failed individuals." in text
     assert "TrainingDiverged: PPO loss is nan at step 512" in text
-    assert_pictures_show_something(text, 1 + 4 + 1)
+    assert_pictures_show_something(text, 1 + GENES + 1)
 
 
 def test_report_of_a_folder_without_generations_says_so(tmp_path):

@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,6 +133,24 @@ class Hyperparameters:
 #: The hyperparameters that change the network's shapes or function: a run may start from another
 #: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
 ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
+
+#: The genes a campaign searches unless its config says otherwise (config key ``genes``), in the
+#: config's format; the ranges that suit classic-control tasks such as CartPole-v1.
+GENES: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "float", "low": 1.0e-4, "high": 5.0e-3, "log": True},
+    "gamma": {"type": "float", "low": 0.95, "high": 0.999},
+    "epsilon": {"type": "float", "low": 0.01, "high": 0.2, "log": True},
+    "exploration_fraction": {"type": "float", "low": 0.05, "high": 0.5},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    "target_update_interval": {"type": "int", "low": 10, "high": 1000, "log": True},
+    "activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+    "hidden_sizes": {
+        "type": "list",
+        "min_length": 1,
+        "max_length": 3,
+        "element": {"type": "int", "low": 32, "high": 256, "log": True},
+    },
+}
 
 
 class QNetwork(nn.Module):

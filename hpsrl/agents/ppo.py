@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +121,25 @@ class Hyperparameters:
 #: The hyperparameters that change the network's shapes or function: a run may start from another
 #: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
 ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
+
+#: The genes a campaign searches unless its config says otherwise (config key ``genes``), in the
+#: config's format; the ranges that suit classic-control tasks such as CartPole-v1.
+GENES: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "float", "low": 1.0e-4, "high": 3.0e-3, "log": True},
+    "gamma": {"type": "float", "low": 0.95, "high": 0.999},
+    "gae_lambda": {"type": "float", "low": 0.8, "high": 0.99},
+    "clip_coef": {"type": "float", "low": 0.1, "high": 0.3},
+    "ent_coef": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True},
+    "update_epochs": {"type": "int", "low": 2, "high": 10},
+    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
+    "activation": {"type": "categorical", "choices": ["tanh", "relu"]},
+    "hidden_sizes": {
+        "type": "list",
+        "min_length": 1,
+        "max_length": 3,
+        "element": {"type": "int", "low": 16, "high": 128, "log": True},
+    },
+}
 
 
 class Agent(nn.Module):
