@@ -2,7 +2,8 @@
 
 An :class:`EnvSpec` is plain data (it comes from the ``env:`` block of the config) that every worker
 process turns into environments the same way: import the modules that register ids, register a
-user's ``entry_point`` under ``id`` if needed, then call :func:`gymnasium.make_vec`.
+user's ``entry_point`` under ``id`` if needed, then call :func:`gymnasium.make_vec`. hpsrl's own
+ids (``hpsrl/BeamCombining-v0``, :mod:`hpsrl.beam_combining`) need no ``imports``.
 
 Vector environments follow gymnasium 1.x's default ``NEXT_STEP`` autoreset: after a sub-environment
 reports ``terminated`` or ``truncated``, its next ``step`` resets it, ignores the action and returns
@@ -51,6 +52,9 @@ _DEPENDENCY_HINTS = {
     "pygame": "pip install 'gymnasium[classic-control]'",
     "ale": "pip install 'gymnasium[atari]' and add 'ale_py' to env.imports",
 }
+
+#: Modules that register hpsrl's own ``hpsrl/...`` ids, imported only when such an id is used.
+_HPSRL_ENV_MODULES = ("hpsrl.beam_combining",)
 
 
 class EnvConfigError(ValueError):
@@ -116,6 +120,9 @@ class EnvSpec:
 
     def register(self) -> None:
         """Import ``imports`` and register ``entry_point`` under ``id``; safe to call repeatedly."""
+        if self.id.startswith("hpsrl/"):  # hpsrl's own environments register themselves on import
+            for module in _HPSRL_ENV_MODULES:
+                importlib.import_module(module)
         for module in self.imports:
             _import(module, what=f"module {module!r} listed in env.imports")
         if self.entry_point is not None:
