@@ -60,6 +60,42 @@ SB3_NAMES: dict[str, dict[str, str]] = {
         "epsilon": "exploration_final_eps",
         "max_grad_norm": "max_grad_norm",
     },
+    "sac": {
+        "num_envs": "n_envs",
+        "learning_rate": "learning_rate",
+        "gamma": "gamma",
+        "tau": "tau",
+        "buffer_size": "buffer_size",
+        "batch_size": "batch_size",
+        "learning_starts": "learning_starts",
+        "train_frequency": "train_freq",
+        "gradient_steps": "gradient_steps",
+    },
+    "td3": {
+        "num_envs": "n_envs",
+        "learning_rate": "learning_rate",
+        "gamma": "gamma",
+        "tau": "tau",
+        "buffer_size": "buffer_size",
+        "batch_size": "batch_size",
+        "learning_starts": "learning_starts",
+        "train_frequency": "train_freq",
+        "gradient_steps": "gradient_steps",
+        "policy_delay": "policy_delay",
+        "target_policy_noise": "target_policy_noise",
+        "noise_clip": "target_noise_clip",
+    },
+    "ddpg": {
+        "num_envs": "n_envs",
+        "learning_rate": "learning_rate",
+        "gamma": "gamma",
+        "tau": "tau",
+        "buffer_size": "buffer_size",
+        "batch_size": "batch_size",
+        "learning_starts": "learning_starts",
+        "train_frequency": "train_freq",
+        "gradient_steps": "gradient_steps",
+    },
 }
 
 
@@ -111,9 +147,19 @@ def zoo_hyperparameters(
         # gradients.
         zoo["vf_coef"] = hp["vf_coef"] / 2
         converted |= {"learning_rate", "anneal_lr", "vf_coef"}
+    if algorithm == "sac":
+        # SB3's "auto_X": alpha learned from X on, as autotune_entropy does.
+        zoo["ent_coef"] = f"auto_{hp['ent_coef']}" if hp["autotune_entropy"] else hp["ent_coef"]
+        converted |= {"ent_coef", "autotune_entropy"}
+    if algorithm in ("td3", "ddpg"):
+        # The zoo's action noise: Gaussian, added to actions scaled to [-1, 1], as here.
+        if hp["exploration_noise"] > 0:
+            zoo["noise_type"], zoo["noise_std"] = "normal", hp["exploration_noise"]
+        converted |= {"exploration_noise"}
     activation = ACTIVATIONS[hp["activation"]].__name__
-    # The zoo evaluates this string with torch.nn imported as nn. For PPO a list is the width of
-    # both the actor's and the critic's hidden layers (separate networks), as in hpsrl.
+    # The zoo evaluates this string with torch.nn imported as nn. For PPO, SAC, TD3 and DDPG a
+    # list is the width of both the actor's and the critics' hidden layers (separate networks), as
+    # in hpsrl.
     zoo["policy_kwargs"] = (
         f"dict(net_arch={list(hp['hidden_sizes'])}, activation_fn=nn.{activation})"
     )

@@ -48,3 +48,35 @@ class NeedsMissingPackageEnv(gymnasium.Env):
             "Box2D is not installed, you can install it by run `pip install swig` followed by "
             '`pip install "gymnasium[box2d]"`'
         )
+
+
+class ReachEnv(gymnasium.Env):
+    """Observe a target in [-1, 1]; reward minus the distance of a continuous action in [0, 4] from
+    ``2 + 2 * target``. Ten steps per episode (terminated).
+
+    A uniformly random policy scores about -13, the optimal one 0.
+    """
+
+    def __init__(self, length: int = 10) -> None:
+        self.length = length
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(0.0, 4.0, shape=(1,), dtype=np.float32)
+        self._target = 0.0
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self._target], dtype=np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._target = float(self.np_random.uniform(-1.0, 1.0))
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward = -abs(float(np.asarray(action).reshape(-1)[0]) - (2.0 + 2.0 * self._target))
+        self._t += 1
+        self._target = float(self.np_random.uniform(-1.0, 1.0))
+        return self._obs(), reward, self._t >= self.length, False, {}

@@ -224,8 +224,10 @@ def test_make_hyperparameters_rejects_unknown_keys() -> None:
 
 def test_get_algorithm_lists_known_algorithms() -> None:
     assert get_algorithm("dqn") is dqn
-    with pytest.raises(ValueError, match=r"unknown algorithm 'sac'.*\['dqn', 'ppo'\]"):
-        get_algorithm("sac")
+    with pytest.raises(
+        ValueError, match=r"unknown algorithm 'a2c'.*\['ddpg', 'dqn', 'ppo', 'sac', 'td3'\]"
+    ):
+        get_algorithm("a2c")
     assert set(ACTION_KINDS) == set(ALGORITHMS)
 
 

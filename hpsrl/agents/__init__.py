@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from hpsrl.agents import dqn, ppo
+from hpsrl.agents import ddpg, dqn, ppo, sac, td3
 from hpsrl.agents.common import Checkpointing, TrainingDiverged, TrainResult
 
 __all__ = [
@@ -21,10 +21,16 @@ __all__ = [
 ]
 
 #: Algorithm name (the config's ``algorithm``) -> module with ``Hyperparameters`` and ``train``.
-ALGORITHMS: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn}
+ALGORITHMS: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn, "sac": sac, "td3": td3, "ddpg": ddpg}
 
 #: Action kinds (see ``hpsrl.envs.action_kind``) each algorithm can handle.
-ACTION_KINDS: dict[str, set[str]] = {"ppo": {"discrete"}, "dqn": {"discrete"}}
+ACTION_KINDS: dict[str, set[str]] = {
+    "ppo": {"discrete"},
+    "dqn": {"discrete"},
+    "sac": {"continuous"},
+    "td3": {"continuous"},
+    "ddpg": {"continuous"},
+}
 
 
 def get_algorithm(name: str) -> ModuleType:

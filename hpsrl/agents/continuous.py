@@ -1,0 +1,205 @@
+"""Pieces the continuous-action agents (SAC, TD3, DDPG) share: the environment's action bounds,
+the critics, the replay buffer, hyperparameter checks and loading stored weights.
+
+The agents act in ``[-1, 1]`` per action dimension (a tanh output) and store those actions in the
+replay buffer; :class:`ActionBounds` maps them onto the env's ``Box`` bounds when they are sent to
+the env, as Stable-Baselines3 does. Observations are flattened to vectors.
+
+Unlike ``ppo`` and ``dqn``, whose gradients are written out by hand, these agents use autograd: the
+actor's loss flows through the critics into the actions, which makes hand-written backward passes
+long. They still avoid most of torch's per-call overhead where it is cheap to: one Adam kernel over
+each network's flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`, which also spares a
+process ``torch.optim``'s import of ``torch._dynamo``), target-network updates as one op on flat
+buffers, acting in numpy (:class:`~hpsrl.agents.common.MLP`), and a training phase's samples drawn
+and gathered at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from torch import nn
+
+from hpsrl.agents.common import ACTIVATIONS, build_mlp, require
+from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
+
+
+def check_off_policy_fields(hp: Any) -> None:
+    """Check the fields every continuous-action agent has (after ``coerce_fields``)."""
+    require(hp.learning_rate > 0, "learning_rate", "> 0", hp.learning_rate)
+    require(0 < hp.gamma <= 1, "gamma", "in (0, 1]", hp.gamma)
+    require(0 < hp.tau <= 1, "tau", "in (0, 1]", hp.tau)
+    require(hp.buffer_size >= 1, "buffer_size", ">= 1", hp.buffer_size)
+    require(hp.batch_size >= 1, "batch_size", ">= 1", hp.batch_size)
+    require(hp.learning_starts >= 0, "learning_starts", ">= 0", hp.learning_starts)
+    require(hp.train_frequency >= 1, "train_frequency", ">= 1", hp.train_frequency)
+    require(hp.gradient_steps >= 1, "gradient_steps", ">= 1", hp.gradient_steps)
+    require(
+        all(width >= 1 for width in hp.hidden_sizes),
+        "hidden_sizes",
+        "a list of layer widths >= 1",
+        hp.hidden_sizes,
+    )
+    require(
+        hp.activation in ACTIVATIONS, "activation", f"one of {sorted(ACTIVATIONS)}", hp.activation
+    )
+    require(hp.num_envs >= 1, "num_envs", ">= 1", hp.num_envs)
+
+
+# -- The environment's spaces ----------------------------------------------------------------------
+
+
+class ActionBounds:
+    """The affine map from the agents' actions in ``[-1, 1]`` onto a ``Box``'s ``[low, high]``."""
+
+    def __init__(self, space: gymnasium.spaces.Space, algorithm: str, env_id: str) -> None:
+        if action_kind(space) != "continuous":
+            raise EnvConfigError(
+                f"{algorithm} needs continuous (Box) actions; {env_id} has discrete ones "
+                f"(use ppo or dqn)"
+            )
+        low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise EnvConfigError(
+                f"{algorithm} needs bounded actions, but {env_id}'s action space {space} has "
+                f"infinite bounds; wrap the environment to rescale its actions to finite bounds"
+            )
+        self.shape = space.shape
+        self.dim = int(np.prod(space.shape))
+        self.dtype = space.dtype
+        self._scale = ((high - low) / 2).reshape(-1)
+        self._offset = ((high + low) / 2).reshape(-1)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Actions in ``[-1, 1]``, shape ``(n, dim)``, as the env's actions, ``(n, *shape)``."""
+        scaled = actions * self._scale + self._offset
+        return scaled.astype(self.dtype, copy=False).reshape(len(actions), *self.shape)
+
+
+def spaces_of(env: EnvSpec, algorithm: str) -> tuple[int, ActionBounds]:
+    """Observation length and action bounds of ``env`` (made once, then closed)."""
+    single = env.make()
+    try:
+        return observation_dim(single.observation_space), ActionBounds(
+            single.action_space, algorithm, env.id
+        )
+    finally:
+        single.close()
+
+
+# -- Networks ------------------------------------------------------------------------------------
+
+
+class Critics(nn.Module):
+    """``n`` independent Q-networks, each an MLP from (observation, action) to a value."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n: int,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.qs = nn.ModuleList(
+            build_mlp(obs_dim + act_dim, 1, hidden_sizes, activation, 1.0, generator=generator)
+            for _ in range(n)
+        )
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Each network's values of a batch, shape ``(n, batch)``."""
+        x = torch.cat([obs, actions], -1)
+        return torch.stack([q(x)[:, 0] for q in self.qs])
+
+
+def load_stored_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Load the weights of a stored result (numpy arrays, as result files hold them) into
+    ``module``, for :func:`greedy_policy`; ``ValueError`` if they do not fit it."""
+    try:
+        module.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
+    except RuntimeError as e:  # missing, unexpected or misshapen parameters
+        raise ValueError(f"the stored weights do not fit this network: {e}") from e
+
+
+# -- Replay buffer ---------------------------------------------------------------------------------
+
+
+class ReplayBuffer:
+    """A preallocated ring of transitions ``(obs, action, reward, next_obs, terminated)``.
+
+    With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
+    transition: :meth:`add` leaves it out. A stored transition's done flag is ``terminated`` only,
+    so truncated episodes bootstrap from their final observation.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
+        self.capacity = capacity
+        self.arrays = {
+            "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+            "actions": np.zeros((capacity, act_dim), dtype=np.float32),
+            "rewards": np.zeros(capacity, dtype=np.float32),
+            "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+            "terminated": np.zeros(capacity, dtype=np.float32),
+        }
+        self.stored = 0
+        """Transitions ever stored; the ring position is ``stored % capacity``."""
+
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        reset_step: np.ndarray,
+    ) -> None:
+        """Store one vector step's transitions, except those of envs on a reset step."""
+        n = len(obs) - int(np.count_nonzero(reset_step))
+        real = slice(None) if n == len(obs) else ~reset_step
+        position = self.stored % self.capacity
+        # slices where possible: fancy indexing costs several times more on a few rows
+        if position + n <= self.capacity:
+            slots: slice | np.ndarray = slice(position, position + n)
+        else:
+            slots = (self.stored + np.arange(n)) % self.capacity
+        values = (obs, actions, rewards, next_obs, terminated)
+        for array, value in zip(self.arrays.values(), values, strict=True):
+            array[slots] = value[real]
+        self.stored += n
+
+    def sample(
+        self, rng: np.random.Generator, n_batches: int, batch_size: int
+    ) -> dict[str, torch.Tensor]:
+        """``n_batches`` batches of uniformly drawn transitions, each array shaped
+        ``(n_batches, batch_size, ...)``, gathered at once; ``not_terminal`` is
+        ``1 - terminated``."""
+        rows = rng.integers(min(self.stored, self.capacity), size=(n_batches, batch_size))
+        a = self.arrays
+        return {
+            "obs": torch.from_numpy(a["obs"][rows]),
+            "actions": torch.from_numpy(a["actions"][rows]),
+            "rewards": torch.from_numpy(a["rewards"][rows]),
+            "next_obs": torch.from_numpy(a["next_obs"][rows]),
+            "not_terminal": torch.from_numpy(1.0 - a["terminated"][rows]),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored transitions (the filled part of the ring, copied) and their count."""
+        filled = min(self.stored, self.capacity)
+        return {
+            "stored": self.stored,
+            **{name: torch.from_numpy(a[:filled].copy()) for name, a in self.arrays.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of a buffer of the same capacity and shapes."""
+        self.stored = int(state["stored"])
+        filled = min(self.stored, self.capacity)
+        for name, array in self.arrays.items():
+            array[:filled] = state[name].numpy()

@@ -1,0 +1,418 @@
+"""Soft Actor-Critic for continuous actions: twin Q-networks, a tanh-squashed Gaussian policy and
+an entropy coefficient that is fixed or tuned automatically.
+
+Reads top to bottom like CleanRL's ``sac_continuous_action.py``: hyperparameters, the networks,
+then ``train``. The losses are Stable-Baselines3's: the critics regress (with 0.5 x MSE each) onto
+``r + gamma * (1 - terminated) * (min of the target critics - alpha * log pi)`` at the next
+observation; the actor minimises ``alpha * log pi - min Q`` at its own sampled actions; with
+``autotune_entropy`` the log of alpha follows ``-log_alpha * (log pi + target entropy)``, the
+target entropy being minus the number of action dimensions. All three update once per gradient
+step, and the target critics move ``tau`` of the way towards the critics after it.
+
+Actions live in ``[-1, 1]`` inside the agent (the tanh's range) and are mapped onto the env's
+bounds when sent to it (see :mod:`hpsrl.agents.continuous`, also for why these agents, unlike
+``ppo`` and ``dqn``, use autograd). The first ``learning_starts`` env steps take uniformly random
+actions.
+
+With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
+training phase it triggers), including the replay buffer, and resumes from it when restarted; see
+:mod:`hpsrl.agents.common` for what is kept and when the resumed result is bit-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hpsrl.agents.common import (
+    MLP,
+    Checkpointer,
+    Checkpointing,
+    EpisodeTracker,
+    FlatAdam,
+    TrainResult,
+    build_mlp,
+    check_finite,
+    check_parameters,
+    coerce_fields,
+    evaluate,
+    flatten_parameters,
+    load_weights,
+    require,
+    restore_run,
+    run_fingerprint,
+    run_state,
+    state_dict_cpu,
+)
+from hpsrl.agents.continuous import (
+    ActionBounds,
+    Critics,
+    ReplayBuffer,
+    check_off_policy_fields,
+    load_stored_weights,
+    spaces_of,
+)
+from hpsrl.envs import EnvSpec, observation_dim
+
+log = logging.getLogger(__name__)
+
+#: Bounds of the policy's log standard deviation (before the tanh), as in Stable-Baselines3.
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """SAC hyperparameters; the field names are the gene names. Defaults suit Pendulum-v1."""
+
+    learning_rate: float = 1e-3
+    """Adam step size of the actor, the critics and the entropy coefficient."""
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+    tau: float = 0.01
+    """Target update rate, in (0, 1]: after each gradient step the target critics move this
+    fraction of the way to the critics (Polyak averaging)."""
+    buffer_size: int = 100_000
+    """Replay buffer capacity in transitions."""
+    batch_size: int = 128
+    """Transitions per gradient step."""
+    learning_starts: int = 1_000
+    """Env steps of uniformly random actions before learning starts."""
+    train_frequency: int = 1
+    """Env steps between training phases."""
+    gradient_steps: int = 1
+    """Gradient steps per training phase."""
+    ent_coef: float = 1.0
+    """Entropy coefficient alpha, > 0: its starting value with ``autotune_entropy``, else fixed."""
+    autotune_entropy: bool = True
+    """Learn alpha so that the policy's entropy tracks minus the number of action dimensions."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the actor and of each critic (separate networks)."""
+    activation: str = "relu"
+    """Hidden-layer activation, one of ``common.ACTIVATIONS``."""
+    num_envs: int = 1
+    """Environments stepped in parallel (one vector env)."""
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check_off_policy_fields(self)
+        require(self.ent_coef > 0, "ent_coef", "> 0", self.ent_coef)
+
+
+#: The hyperparameters that change the networks' shapes or function: a run may start from another
+#: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
+ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
+
+#: The genes a campaign searches unless its config says otherwise (config key ``genes``), in the
+#: config's format; ranges that suit Pendulum-v1-sized control tasks.
+GENES: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "float", "low": 1.0e-4, "high": 3.0e-3, "log": True},
+    "gamma": {"type": "float", "low": 0.95, "high": 0.995},
+    "tau": {"type": "float", "low": 0.002, "high": 0.05, "log": True},
+    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
+    "autotune_entropy": {"type": "categorical", "choices": [True, False]},
+    "ent_coef": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+    "hidden_sizes": {
+        "type": "list",
+        "min_length": 1,
+        "max_length": 2,
+        "element": {"type": "int", "low": 32, "high": 128, "log": True},
+    },
+}
+
+
+class Actor(nn.Module):
+    """An MLP from observation to the mean and log standard deviation of a Gaussian per action
+    dimension; an action is the tanh of a sample."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = build_mlp(
+            obs_dim, 2 * act_dim, hidden_sizes, activation, 0.01, generator=generator
+        )
+
+    def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions for a batch from standard normal ``noise`` (reparametrised), and their log
+        probabilities under the squashed Gaussian."""
+        mean, log_std = self.net(obs).chunk(2, -1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        pre_tanh = mean + log_std.exp() * noise
+        # log N(pre_tanh; mean, std) - log(1 - tanh(pre_tanh)^2), the latter written stably as
+        # 2 (log 2 - u - softplus(-2u))
+        log_probs = (
+            -0.5 * noise.square()
+            - log_std
+            - _HALF_LOG_2PI
+            - 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
+        ).sum(-1)
+        return torch.tanh(pre_tanh), log_probs
+
+    def deterministic(self, obs: np.ndarray) -> np.ndarray:
+        """The tanh of the mean action for each observation of a batch, in ``[-1, 1]``."""
+        with torch.inference_mode():
+            out = self.net(torch.as_tensor(obs, dtype=torch.float32).reshape(len(obs), -1))
+        return np.tanh(out.numpy()[:, : out.shape[1] // 2])
+
+
+class EntropyCoefficient(nn.Module):
+    """SAC's alpha, kept as its logarithm (what ``autotune_entropy`` learns)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
+
+
+class Agent(nn.Module):
+    """Everything SAC learns: the actor, two critics and the entropy coefficient."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hp: Hyperparameters,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.actor = Actor(obs_dim, act_dim, hp.hidden_sizes, hp.activation, generator)
+        self.critic = Critics(obs_dim, act_dim, 2, hp.hidden_sizes, hp.activation, generator)
+        self.entropy = EntropyCoefficient(hp.ent_coef)
+
+
+def greedy_policy(
+    env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained actor of a stored result (``TrainResult.model_state``), acting with the tanh of
+    its mean action, scaled to the env's action bounds."""
+    obs_dim, bounds = spaces_of(env, "SAC")
+    agent = Agent(obs_dim, bounds.dim, hp)
+    load_stored_weights(agent, weights)
+    return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
+
+
+def train(
+    env: EnvSpec,
+    hp: Hyperparameters,
+    total_steps: int,
+    seed: int,
+    *,
+    eval_seed: int,
+    eval_episodes: int = 10,
+    curve_points: int = 20,
+    return_threshold: float | None = None,
+    checkpoint: Checkpointing | None = None,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
+) -> TrainResult:
+    """Train SAC on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+
+    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
+    ``ARCHITECTURE_FIELDS``, as arrays) the actor, the critics and alpha start from them instead of
+    a fresh initialisation, and the target critics as copies of those critics; without
+    ``autotune_entropy`` alpha stays ``hp.ent_coef`` whatever they hold. The optimizers and the
+    replay buffer start empty. Deterministic for a given ``seed`` and ``eval_seed`` on CPU
+    with a fixed thread count. With ``checkpoint``, saves its state between vector steps and
+    resumes from ``checkpoint.path`` if that file holds a checkpoint of this same run.
+    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the networks.
+    """
+    started = time.perf_counter()
+
+    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    # -- Environment and networks ----------------------------------------------------------------
+    envs = env.make_vector(hp.num_envs)
+    try:
+        bounds = ActionBounds(envs.single_action_space, "SAC", env.id)
+        obs_dim = observation_dim(envs.single_observation_space)
+        agent = Agent(obs_dim, bounds.dim, hp, generator)
+        if initial_weights is not None:
+            load_weights(agent, initial_weights)
+    except Exception:
+        envs.close()
+        raise
+    log_alpha = agent.entropy.log_alpha
+    if not hp.autotune_entropy:
+        with torch.no_grad():
+            log_alpha.fill_(math.log(hp.ent_coef))
+    target_critic = copy.deepcopy(agent.critic)
+    # One Adam kernel per network over a flat parameter buffer, and one op per target update
+    actor_optimizer = FlatAdam(agent.actor, hp.learning_rate)
+    critic_optimizer = FlatAdam(agent.critic, hp.learning_rate)
+    entropy_optimizer = FlatAdam(agent.entropy, hp.learning_rate)
+    target_params, _ = flatten_parameters(target_critic)
+    actor_params = list(agent.actor.parameters())
+    actor_mlp = MLP(agent.actor.net, hp.activation)  # acting in numpy
+    target_entropy = -float(bounds.dim)
+
+    N, act_dim = hp.num_envs, bounds.dim
+    num_vector_steps = max(1, math.ceil(total_steps / N))
+    # a run never stores more transitions than it takes env steps: no larger buffer is needed
+    buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
+    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    obs = envs.reset(seed=seed)[0].reshape(N, -1).astype(np.float32, copy=False)
+    prev_done = np.zeros(N, dtype=bool)
+    global_step = 0
+    first_vector_step = 0
+    earlier_seconds = 0.0  # train time of the run before it was resumed
+
+    # -- Resume from this run's checkpoint, if there is one ----------------------------------------
+    fingerprint = run_fingerprint(
+        "sac",
+        env,
+        hp,
+        total_steps=total_steps,
+        seed=seed,
+        eval_seed=eval_seed,
+        curve_points=curve_points,
+        return_threshold=return_threshold,
+        initial_weights=initial_weights,
+    )
+    checkpointer = Checkpointer(checkpoint, fingerprint)
+    saved = checkpointer.load()
+    if saved is not None:
+        agent.load_state_dict(saved["agent"])
+        target_critic.load_state_dict(saved["target_critic"])
+        actor_optimizer.load_state_dict(saved["actor_optimizer"])
+        critic_optimizer.load_state_dict(saved["critic_optimizer"])
+        entropy_optimizer.load_state_dict(saved["entropy_optimizer"])
+        buffer.load_state_dict(saved["replay"])
+        first_vector_step = int(saved["vector_step"])
+        global_step = int(saved["global_step"])
+        earlier_seconds = float(saved["train_seconds"])
+        obs, prev_done = restore_run(
+            saved,
+            generator=generator,
+            rng=rng,
+            tracker=tracker,
+            envs=envs,
+            seed=seed,
+            what=f"SAC seed {seed}",
+        )
+        obs = obs.astype(np.float32, copy=False)
+        del saved
+
+    for vector_step in range(first_vector_step, num_vector_steps):
+        # -- Act: uniformly at first, then by sampling the policy ---------------------------------
+        if global_step < hp.learning_starts:
+            actions = rng.uniform(-1.0, 1.0, (N, act_dim)).astype(np.float32)
+        else:
+            mean, log_std = np.split(actor_mlp.predict(obs), 2, axis=1)
+            std = np.exp(np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX))
+            actions = np.tanh(mean + std * rng.standard_normal((N, act_dim), dtype=np.float32))
+        next_obs, rewards, terminated, truncated, _ = envs.step(bounds.to_env(actions))
+        next_obs = next_obs.reshape(N, -1).astype(np.float32, copy=False)
+        buffer.add(obs, actions, rewards, next_obs, terminated, reset_step=prev_done)
+
+        previous_step, global_step = global_step, global_step + N
+        prev_done = terminated | truncated
+        tracker.step(rewards, prev_done, global_step)
+        obs = next_obs
+
+        # -- Train: `gradient_steps` updates every `train_frequency` env steps -------------------
+        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
+        if global_step > hp.learning_starts and phases > 0 and buffer.stored > 0:
+            n_updates = phases * hp.gradient_steps
+            batch = buffer.sample(rng, n_updates, hp.batch_size)
+            # standard normal noise of the next actions (0) and of the policy's actions (1)
+            noise = torch.randn((n_updates, 2, hp.batch_size, act_dim), generator=generator)
+            losses = np.empty((2, n_updates))
+            for u in range(n_updates):
+                b_obs, b_next_obs = batch["obs"][u], batch["next_obs"][u]
+                alpha = math.exp(log_alpha.item())
+
+                # Critics: regress onto the soft Bellman target of the target critics
+                with torch.no_grad():
+                    next_actions, next_log_probs = agent.actor(b_next_obs, noise[u, 0])
+                    next_q = target_critic(b_next_obs, next_actions).min(0).values
+                    soft_q = next_q - alpha * next_log_probs
+                    target_q = batch["rewards"][u] + hp.gamma * batch["not_terminal"][u] * soft_q
+                q_values = agent.critic(b_obs, batch["actions"][u])
+                critic_loss = 0.5 * (q_values - target_q).square().mean(1).sum()
+                critic_optimizer.grads.zero_()
+                critic_loss.backward()
+                critic_optimizer.step()
+
+                # Actor: maximise min Q + alpha * entropy at its own actions (only the actor's
+                # parameters get gradients; the critics are not changed by this loss)
+                actions_pi, log_probs = agent.actor(b_obs, noise[u, 1])
+                q_pi = agent.critic(b_obs, actions_pi).min(0).values
+                actor_loss = (alpha * log_probs - q_pi).mean()
+                actor_optimizer.grads.zero_()
+                actor_loss.backward(inputs=actor_params)
+                actor_optimizer.step()
+
+                # Entropy coefficient: the loss -log_alpha * mean(log pi + target entropy) has
+                # the gradient -mean(log pi + target entropy) with respect to log_alpha
+                if hp.autotune_entropy:
+                    mean_log_prob = log_probs.detach().mean().item()
+                    entropy_optimizer.grads.fill_(-(mean_log_prob + target_entropy))
+                    entropy_optimizer.step()
+
+                with torch.no_grad():
+                    target_params.lerp_(critic_optimizer.params, hp.tau)
+                losses[0, u], losses[1, u] = critic_loss.item(), actor_loss.item()
+            check_finite(losses[0], "SAC critic loss", global_step)
+            check_finite(losses[1], "SAC actor loss", global_step)
+
+        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
+        if checkpointer.due(global_step):
+            checkpointer.save(
+                global_step,
+                {
+                    **run_state(
+                        global_step=global_step,
+                        train_seconds=earlier_seconds + time.perf_counter() - started,
+                        generator=generator,
+                        rng=rng,
+                        tracker=tracker,
+                        envs=envs,
+                        obs=obs,
+                        prev_done=prev_done,
+                    ),
+                    "vector_step": vector_step + 1,
+                    "agent": agent.state_dict(),
+                    "target_critic": target_critic.state_dict(),
+                    "actor_optimizer": actor_optimizer.state_dict(),
+                    "critic_optimizer": critic_optimizer.state_dict(),
+                    "entropy_optimizer": entropy_optimizer.state_dict(),
+                    "replay": buffer.state_dict(),
+                },
+            )
+    envs.close()
+    check_parameters(agent, global_step)
+    train_seconds = earlier_seconds + time.perf_counter() - started
+
+    # -- Evaluate the deterministic policy (tanh of the mean) on separate seeds -----------------
+    started = time.perf_counter()
+    eval_returns = evaluate(
+        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, eval_episodes, eval_seed
+    )
+    return TrainResult(
+        eval_returns=eval_returns,
+        curve_steps=tracker.curve_steps,
+        curve_returns=tracker.curve_returns,
+        steps_to_threshold=tracker.steps_to_threshold,
+        env_steps=global_step,
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - started,
+        model_state=state_dict_cpu(agent),
+    )

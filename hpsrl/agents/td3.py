@@ -1,0 +1,442 @@
+"""Twin Delayed DDPG (TD3) for continuous actions: twin critics, delayed policy updates and target
+policy smoothing; :mod:`hpsrl.agents.ddpg` trains with this module's loop as TD3's special case.
+
+Reads top to bottom like CleanRL's ``td3_continuous_action.py``: hyperparameters, the actor, then
+``train``. As in Stable-Baselines3, each gradient step regresses every critic (MSE each, summed)
+onto ``r + gamma * (1 - terminated) * min of the target critics`` at the target actor's next
+action plus clipped Gaussian noise (``target_policy_noise``, ``noise_clip``); every
+``policy_delay``-th gradient step the actor then maximises the first critic's value of its actions
+and the target networks move ``tau`` of the way towards the networks.
+
+Actions live in ``[-1, 1]`` inside the agent (the actor's tanh output) and are mapped onto the env's
+bounds when sent to it (see :mod:`hpsrl.agents.continuous`, also for why these agents, unlike
+``ppo`` and ``dqn``, use autograd). The first ``learning_starts`` env steps take uniformly random
+actions; later ones add Gaussian noise of standard deviation ``exploration_noise`` to the actor's
+action, clipped to ``[-1, 1]``.
+
+With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
+training phase it triggers), including the replay buffer, and resumes from it when restarted; see
+:mod:`hpsrl.agents.common` for what is kept and when the resumed result is bit-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpsrl.agents.common import (
+    MLP,
+    Checkpointer,
+    Checkpointing,
+    EpisodeTracker,
+    FlatAdam,
+    TrainResult,
+    build_mlp,
+    check_finite,
+    check_parameters,
+    coerce_fields,
+    evaluate,
+    flatten_parameters,
+    load_weights,
+    require,
+    restore_run,
+    run_fingerprint,
+    run_state,
+    state_dict_cpu,
+)
+from hpsrl.agents.continuous import (
+    ActionBounds,
+    Critics,
+    ReplayBuffer,
+    check_off_policy_fields,
+    load_stored_weights,
+    spaces_of,
+)
+from hpsrl.envs import EnvSpec, observation_dim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """TD3 hyperparameters; the field names are the gene names. Defaults suit Pendulum-v1."""
+
+    learning_rate: float = 1e-3
+    """Adam step size of the actor and the critics."""
+    gamma: float = 0.98
+    """Discount factor, in (0, 1]."""
+    tau: float = 0.005
+    """Target update rate, in (0, 1]: with each actor update the target networks move this
+    fraction of the way to the networks (Polyak averaging)."""
+    buffer_size: int = 100_000
+    """Replay buffer capacity in transitions."""
+    batch_size: int = 128
+    """Transitions per gradient step."""
+    learning_starts: int = 1_000
+    """Env steps of uniformly random actions before learning starts."""
+    train_frequency: int = 1
+    """Env steps between training phases."""
+    gradient_steps: int = 1
+    """Gradient steps per training phase."""
+    policy_delay: int = 2
+    """The actor and the target networks are updated every ``policy_delay`` gradient steps."""
+    target_policy_noise: float = 0.2
+    """Standard deviation of the Gaussian noise added to the target actor's actions (which lie in
+    [-1, 1]) in the critics' target, >= 0."""
+    noise_clip: float = 0.5
+    """The target policy noise is clipped to [-noise_clip, noise_clip], >= 0."""
+    exploration_noise: float = 0.1
+    """Standard deviation of the Gaussian noise added to the actor's actions (in [-1, 1]) when
+    collecting experience, >= 0."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the actor and of each critic (separate networks)."""
+    activation: str = "relu"
+    """Hidden-layer activation, one of ``common.ACTIVATIONS``."""
+    num_envs: int = 1
+    """Environments stepped in parallel (one vector env)."""
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check_off_policy_fields(self)
+        require(self.policy_delay >= 1, "policy_delay", ">= 1", self.policy_delay)
+        for name in ("target_policy_noise", "noise_clip", "exploration_noise"):
+            value = getattr(self, name)
+            require(value >= 0, name, ">= 0", value)
+
+
+#: The hyperparameters that change the networks' shapes or function: a run may start from another
+#: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
+ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
+
+#: The genes a campaign searches unless its config says otherwise (config key ``genes``), in the
+#: config's format; ranges that suit Pendulum-v1-sized control tasks.
+GENES: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "float", "low": 1.0e-4, "high": 3.0e-3, "log": True},
+    "gamma": {"type": "float", "low": 0.95, "high": 0.995},
+    "tau": {"type": "float", "low": 0.002, "high": 0.05, "log": True},
+    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
+    "exploration_noise": {"type": "float", "low": 0.05, "high": 0.3},
+    "target_policy_noise": {"type": "float", "low": 0.1, "high": 0.4},
+    "policy_delay": {"type": "int", "low": 1, "high": 4},
+    "hidden_sizes": {
+        "type": "list",
+        "min_length": 1,
+        "max_length": 2,
+        "element": {"type": "int", "low": 32, "high": 128, "log": True},
+    },
+}
+
+
+class Actor(nn.Module):
+    """A deterministic policy: an MLP from observation to action, squashed into [-1, 1] by tanh."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = build_mlp(obs_dim, act_dim, hidden_sizes, activation, 0.01, generator=generator)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+    def deterministic(self, obs: np.ndarray) -> np.ndarray:
+        """The action for each observation of a batch, in ``[-1, 1]``."""
+        with torch.inference_mode():
+            return self(torch.as_tensor(obs, dtype=torch.float32).reshape(len(obs), -1)).numpy()
+
+
+class Agent(nn.Module):
+    """Everything TD3 (or DDPG) learns: the actor and ``n_critics`` critics."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_critics: int,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.actor = Actor(obs_dim, act_dim, hidden_sizes, activation, generator)
+        self.critic = Critics(obs_dim, act_dim, n_critics, hidden_sizes, activation, generator)
+
+
+def greedy_policy(
+    env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained actor of a stored result (``TrainResult.model_state``), without exploration
+    noise, scaled to the env's action bounds."""
+    return rebuild_policy(env, hp, weights, "TD3", n_critics=2)
+
+
+def rebuild_policy(
+    env: EnvSpec, hp: Any, weights: Mapping[str, np.ndarray], algorithm: str, n_critics: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`greedy_policy` of TD3 (``n_critics=2``) or DDPG (``n_critics=1``)."""
+    obs_dim, bounds = spaces_of(env, algorithm)
+    agent = Agent(obs_dim, bounds.dim, n_critics, hp.hidden_sizes, hp.activation)
+    load_stored_weights(agent, weights)
+    return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
+
+
+def train(
+    env: EnvSpec,
+    hp: Hyperparameters,
+    total_steps: int,
+    seed: int,
+    *,
+    eval_seed: int,
+    eval_episodes: int = 10,
+    curve_points: int = 20,
+    return_threshold: float | None = None,
+    checkpoint: Checkpointing | None = None,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
+) -> TrainResult:
+    """Train TD3 on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+
+    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
+    ``ARCHITECTURE_FIELDS``, as arrays) the actor and the critics start from them instead of a
+    fresh initialisation, and the target networks as their copies; the optimizers and the replay
+    buffer start empty. Deterministic for a given ``seed`` and
+    ``eval_seed`` on CPU with a fixed thread count. With ``checkpoint``, saves its state between
+    vector steps and resumes from ``checkpoint.path`` if that file holds a checkpoint of this same
+    run. Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the networks.
+    """
+    return train_td3_family(
+        "td3",
+        env,
+        hp,
+        total_steps,
+        seed,
+        n_critics=2,
+        policy_delay=hp.policy_delay,
+        target_policy_noise=hp.target_policy_noise,
+        noise_clip=hp.noise_clip,
+        eval_seed=eval_seed,
+        eval_episodes=eval_episodes,
+        curve_points=curve_points,
+        return_threshold=return_threshold,
+        checkpoint=checkpoint,
+        initial_weights=initial_weights,
+    )
+
+
+def train_td3_family(
+    algorithm: str,
+    env: EnvSpec,
+    hp: Any,
+    total_steps: int,
+    seed: int,
+    *,
+    n_critics: int,
+    policy_delay: int,
+    target_policy_noise: float,
+    noise_clip: float,
+    eval_seed: int,
+    eval_episodes: int,
+    curve_points: int,
+    return_threshold: float | None,
+    checkpoint: Checkpointing | None,
+    initial_weights: Mapping[str, np.ndarray] | None,
+) -> TrainResult:
+    """The training loop of TD3 and of DDPG (one critic, ``policy_delay`` 1, no target noise).
+
+    ``hp`` supplies the fields the two share (``learning_rate`` ... ``num_envs``); ``algorithm``
+    names the run in its checkpoint's fingerprint and in messages.
+    """
+    started = time.perf_counter()
+    name = algorithm.upper()
+
+    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    # -- Environment and networks ----------------------------------------------------------------
+    envs = env.make_vector(hp.num_envs)
+    try:
+        bounds = ActionBounds(envs.single_action_space, name, env.id)
+        obs_dim = observation_dim(envs.single_observation_space)
+        agent = Agent(obs_dim, bounds.dim, n_critics, hp.hidden_sizes, hp.activation, generator)
+        if initial_weights is not None:
+            load_weights(agent, initial_weights)
+    except Exception:
+        envs.close()
+        raise
+    target_actor, target_critic = copy.deepcopy(agent.actor), copy.deepcopy(agent.critic)
+    # One Adam kernel per network over a flat parameter buffer, and one op per target update
+    actor_optimizer = FlatAdam(agent.actor, hp.learning_rate)
+    critic_optimizer = FlatAdam(agent.critic, hp.learning_rate)
+    target_actor_params, _ = flatten_parameters(target_actor)
+    target_critic_params, _ = flatten_parameters(target_critic)
+    actor_params = list(agent.actor.parameters())
+    actor_mlp = MLP(agent.actor.net, hp.activation)  # acting in numpy
+    first_critic = agent.critic.qs[0]
+
+    N, act_dim = hp.num_envs, bounds.dim
+    num_vector_steps = max(1, math.ceil(total_steps / N))
+    # a run never stores more transitions than it takes env steps: no larger buffer is needed
+    buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
+    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    obs = envs.reset(seed=seed)[0].reshape(N, -1).astype(np.float32, copy=False)
+    prev_done = np.zeros(N, dtype=bool)
+    global_step = 0
+    first_vector_step = 0
+    earlier_seconds = 0.0  # train time of the run before it was resumed
+
+    # -- Resume from this run's checkpoint, if there is one ----------------------------------------
+    fingerprint = run_fingerprint(
+        algorithm,
+        env,
+        hp,
+        total_steps=total_steps,
+        seed=seed,
+        eval_seed=eval_seed,
+        curve_points=curve_points,
+        return_threshold=return_threshold,
+        initial_weights=initial_weights,
+    )
+    checkpointer = Checkpointer(checkpoint, fingerprint)
+    saved = checkpointer.load()
+    if saved is not None:
+        agent.load_state_dict(saved["agent"])
+        target_actor.load_state_dict(saved["target_actor"])
+        target_critic.load_state_dict(saved["target_critic"])
+        actor_optimizer.load_state_dict(saved["actor_optimizer"])
+        critic_optimizer.load_state_dict(saved["critic_optimizer"])
+        buffer.load_state_dict(saved["replay"])
+        first_vector_step = int(saved["vector_step"])
+        global_step = int(saved["global_step"])
+        earlier_seconds = float(saved["train_seconds"])
+        obs, prev_done = restore_run(
+            saved,
+            generator=generator,
+            rng=rng,
+            tracker=tracker,
+            envs=envs,
+            seed=seed,
+            what=f"{name} seed {seed}",
+        )
+        obs = obs.astype(np.float32, copy=False)
+        del saved
+
+    for vector_step in range(first_vector_step, num_vector_steps):
+        # -- Act: uniformly at first, then the actor's action plus Gaussian noise -----------------
+        if global_step < hp.learning_starts:
+            actions = rng.uniform(-1.0, 1.0, (N, act_dim)).astype(np.float32)
+        else:
+            actions = np.tanh(actor_mlp.predict(obs))
+            if hp.exploration_noise > 0:
+                noise = rng.standard_normal((N, act_dim), dtype=np.float32)
+                actions = np.clip(actions + hp.exploration_noise * noise, -1.0, 1.0)
+        next_obs, rewards, terminated, truncated, _ = envs.step(bounds.to_env(actions))
+        next_obs = next_obs.reshape(N, -1).astype(np.float32, copy=False)
+        buffer.add(obs, actions, rewards, next_obs, terminated, reset_step=prev_done)
+
+        previous_step, global_step = global_step, global_step + N
+        prev_done = terminated | truncated
+        tracker.step(rewards, prev_done, global_step)
+        obs = next_obs
+
+        # -- Train: `gradient_steps` updates every `train_frequency` env steps -------------------
+        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
+        if global_step > hp.learning_starts and phases > 0 and buffer.stored > 0:
+            n_updates = phases * hp.gradient_steps
+            batch = buffer.sample(rng, n_updates, hp.batch_size)
+            if target_policy_noise > 0:
+                smoothing = torch.randn((n_updates, hp.batch_size, act_dim), generator=generator)
+                smoothing.mul_(target_policy_noise).clamp_(-noise_clip, noise_clip)
+            losses = np.zeros((2, n_updates))  # critic and actor (0 where not updated)
+            for u in range(n_updates):
+                b_obs, b_next_obs = batch["obs"][u], batch["next_obs"][u]
+
+                # Critics: regress onto the target critics' (smallest) value of the target
+                # actor's next action, smoothed by clipped noise
+                with torch.no_grad():
+                    next_actions = target_actor(b_next_obs)
+                    if target_policy_noise > 0:
+                        next_actions = (next_actions + smoothing[u]).clamp_(-1.0, 1.0)
+                    next_q = target_critic(b_next_obs, next_actions).min(0).values
+                    target_q = batch["rewards"][u] + hp.gamma * batch["not_terminal"][u] * next_q
+                q_values = agent.critic(b_obs, batch["actions"][u])
+                critic_loss = (q_values - target_q).square().mean(1).sum()
+                critic_optimizer.grads.zero_()
+                critic_loss.backward()
+                critic_optimizer.step()
+                losses[0, u] = critic_loss.item()
+
+                # Actor and targets, every `policy_delay` gradient steps: maximise the first
+                # critic's value of the actor's actions (only the actor's parameters get
+                # gradients), then move the targets towards the networks
+                if critic_optimizer.steps % policy_delay == 0:
+                    x = torch.cat([b_obs, agent.actor(b_obs)], -1)
+                    actor_loss = -first_critic(x).mean()
+                    actor_optimizer.grads.zero_()
+                    actor_loss.backward(inputs=actor_params)
+                    actor_optimizer.step()
+                    losses[1, u] = actor_loss.item()
+                    with torch.no_grad():
+                        target_actor_params.lerp_(actor_optimizer.params, hp.tau)
+                        target_critic_params.lerp_(critic_optimizer.params, hp.tau)
+            check_finite(losses[0], f"{name} critic loss", global_step)
+            check_finite(losses[1], f"{name} actor loss", global_step)
+
+        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
+        if checkpointer.due(global_step):
+            checkpointer.save(
+                global_step,
+                {
+                    **run_state(
+                        global_step=global_step,
+                        train_seconds=earlier_seconds + time.perf_counter() - started,
+                        generator=generator,
+                        rng=rng,
+                        tracker=tracker,
+                        envs=envs,
+                        obs=obs,
+                        prev_done=prev_done,
+                    ),
+                    "vector_step": vector_step + 1,
+                    "agent": agent.state_dict(),
+                    "target_actor": target_actor.state_dict(),
+                    "target_critic": target_critic.state_dict(),
+                    "actor_optimizer": actor_optimizer.state_dict(),
+                    "critic_optimizer": critic_optimizer.state_dict(),
+                    "replay": buffer.state_dict(),
+                },
+            )
+    envs.close()
+    check_parameters(agent, global_step)
+    train_seconds = earlier_seconds + time.perf_counter() - started
+
+    # -- Evaluate the actor without exploration noise on separate seeds -------------------------
+    started = time.perf_counter()
+    eval_returns = evaluate(
+        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, eval_episodes, eval_seed
+    )
+    return TrainResult(
+        eval_returns=eval_returns,
+        curve_steps=tracker.curve_steps,
+        curve_returns=tracker.curve_returns,
+        steps_to_threshold=tracker.steps_to_threshold,
+        env_steps=global_step,
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - started,
+        model_state=state_dict_cpu(agent),
+    )
