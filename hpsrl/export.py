@@ -29,6 +29,19 @@ from hpsrl.summary import best_summary
 HYPERPARAMETERS_FILE = "hyperparameters.yaml"
 ZOO_FILE = "rl-zoo.yml"
 
+# SAC's, TD3's and DDPG's shared fields: hpsrl field -> SB3 argument.
+_OFF_POLICY_ACTOR_CRITIC = {
+    "num_envs": "n_envs",
+    "learning_rate": "learning_rate",
+    "gamma": "gamma",
+    "tau": "tau",
+    "buffer_size": "buffer_size",
+    "batch_size": "batch_size",
+    "learning_starts": "learning_starts",
+    "train_frequency": "train_freq",
+    "gradient_steps": "gradient_steps",
+}
+
 # hpsrl field -> SB3 argument, where only the name differs. What needs converting (learning-rate
 # schedule, value-loss weight, network) is done in zoo_hyperparameters.
 SB3_NAMES: dict[str, dict[str, str]] = {
@@ -60,42 +73,14 @@ SB3_NAMES: dict[str, dict[str, str]] = {
         "epsilon": "exploration_final_eps",
         "max_grad_norm": "max_grad_norm",
     },
-    "sac": {
-        "num_envs": "n_envs",
-        "learning_rate": "learning_rate",
-        "gamma": "gamma",
-        "tau": "tau",
-        "buffer_size": "buffer_size",
-        "batch_size": "batch_size",
-        "learning_starts": "learning_starts",
-        "train_frequency": "train_freq",
-        "gradient_steps": "gradient_steps",
-    },
+    "sac": _OFF_POLICY_ACTOR_CRITIC,
     "td3": {
-        "num_envs": "n_envs",
-        "learning_rate": "learning_rate",
-        "gamma": "gamma",
-        "tau": "tau",
-        "buffer_size": "buffer_size",
-        "batch_size": "batch_size",
-        "learning_starts": "learning_starts",
-        "train_frequency": "train_freq",
-        "gradient_steps": "gradient_steps",
+        **_OFF_POLICY_ACTOR_CRITIC,
         "policy_delay": "policy_delay",
         "target_policy_noise": "target_policy_noise",
         "noise_clip": "target_noise_clip",
     },
-    "ddpg": {
-        "num_envs": "n_envs",
-        "learning_rate": "learning_rate",
-        "gamma": "gamma",
-        "tau": "tau",
-        "buffer_size": "buffer_size",
-        "batch_size": "batch_size",
-        "learning_starts": "learning_starts",
-        "train_frequency": "train_freq",
-        "gradient_steps": "gradient_steps",
-    },
+    "ddpg": _OFF_POLICY_ACTOR_CRITIC,
 }
 
 
