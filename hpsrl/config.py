@@ -179,7 +179,8 @@ def default_genes(algorithm: str) -> dict[str, dict[str, Any]]:
 def resolved_genes(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The config's genes (in its order), then the algorithm's default genes it does not mention
     and does not fix. A gene set to null is not searched; it stays in the result as null, so that
-    resolving a resolved config changes nothing (``snakemake compare`` does)."""
+    resolving a resolved config changes nothing (``snakemake compare`` does). With
+    ga.inherit_weights the default genes in the algorithm's ``ARCHITECTURE_FIELDS`` are null."""
     listed = config["genes"]
     overlap = sorted(
         name for name, gene in listed.items() if gene is not None and name in config["fixed"]
@@ -190,9 +191,16 @@ def resolved_genes(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "searched (genes) or held constant (fixed); remove it from one of them"
         )
     genes = dict(listed)
+    from hpsrl.agents import get_algorithm
+
+    # With weight inheritance every individual shares one network (see _check_inherit_weights):
+    # default genes that would change it are left out, as nulls, so that the strategies that
+    # snakemake compare runs without inheritance search the same genes.
+    shared_network = config["ga"]["inherit_weights"]
+    architecture = getattr(get_algorithm(config["algorithm"]), "ARCHITECTURE_FIELDS", ())
     for name, gene in default_genes(config["algorithm"]).items():
         if name not in listed and name not in config["fixed"]:
-            genes[name] = gene
+            genes[name] = None if shared_network and name in architecture else gene
     if all(gene is None for gene in genes.values()):
         raise ConfigError(
             f"config key 'genes': nothing left to search (algorithm {config['algorithm']}'s "
