@@ -388,7 +388,8 @@ def test_tiny_campaign_with_another_strategy(workdir, tiny_config, strategy, ope
         with h5py.File(results / f"gen00{g}.h5") as f:
             assert f["results/returns"].shape == (4, 2)
             assert f["results/objectives"].shape == (4, 2)
-            assert set(f["population/genes"]) == set(tiny_config["genes"])
+            # its own genes and ppo's default ones
+            assert set(f["population/genes"]) == set(search_space(load_config(tiny_config)).names)
             assert f["population/genes/hidden_sizes"].shape == (4, 2)
             assert (f["population/parents"][()] == -1).all()
             expected = "random" if g == 0 else operator
