@@ -196,9 +196,10 @@ def resolved_genes(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     # With weight inheritance every individual shares one network (see _check_inherit_weights):
     # default genes that would change it are left out, as nulls, so that the strategies that
     # snakemake compare runs without inheritance search the same genes.
+    defaults = default_genes(config["algorithm"])  # ConfigError for an unknown algorithm
     shared_network = config["ga"]["inherit_weights"]
     architecture = getattr(get_algorithm(config["algorithm"]), "ARCHITECTURE_FIELDS", ())
-    for name, gene in default_genes(config["algorithm"]).items():
+    for name, gene in defaults.items():
         if name not in listed and name not in config["fixed"]:
             genes[name] = None if shared_network and name in architecture else gene
     if all(gene is None for gene in genes.values()):
