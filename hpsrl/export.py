@@ -271,13 +271,11 @@ def retrain(
 ) -> Iterator[RetrainedSeed]:
     """Train the exported hyperparameters for ``steps`` env steps (the campaign's if None) on
     ``seeds`` seeds derived from ``root_seed``, one after the other, yielding each evaluation."""
-    import torch
-
     from hpsrl.agents import get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
-    from hpsrl.mpi import threads_per_rank
+    from hpsrl.mpi import limit_threads
 
-    torch.set_num_threads(threads_per_rank())
+    limit_threads()
     plan = SeedPlan(root_seed)
     train_seeds = plan.seeds(STREAM_RETEST_TRAIN, 0, 1, seeds)[0]
     eval_seeds = plan.seeds(STREAM_RETEST_EVAL, 0, 1, seeds)[0]

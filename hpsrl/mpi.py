@@ -91,6 +91,23 @@ def threads_per_rank() -> int:
     return 1
 
 
+def limit_threads() -> int:
+    """Give this rank's torch and every BLAS/OpenMP pool in the process ``threads_per_rank()``
+    threads; returns that count.
+
+    ``torch.set_num_threads`` alone leaves numpy's OpenBLAS with a thread per core: two DQN ranks
+    on 2 cores then trained 4-7x slower (395-771 instead of 2,700-3,000 steps/s, measured), each
+    rank's BLAS threads fighting the other rank for the cores.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = threads_per_rank()
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # applies until the process ends (not used as a context here)
+    return threads
+
+
 def send_to_root(comm: Any, obj: Any, tag: int) -> Any:
     """Start sending ``obj`` to rank 0 without waiting for it to be received; returns the request,
     which must be waited for (``request.wait()``) before the process ends."""

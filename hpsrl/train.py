@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsrl.evolve import batch_name
-from hpsrl.mpi import TaskCounter, arrived, next_arrival, send_to_root, threads_per_rank, world
+from hpsrl.mpi import TaskCounter, arrived, limit_threads, next_arrival, send_to_root, world
 from hpsrl.storage import (
     CorruptResultError,
     IndividualResult,
@@ -212,10 +212,7 @@ def run_job(
     todo = comm.bcast(todo, root=0)
     if todo:
         pop = comm.bcast(pop, root=0)
-
-        import torch
-
-        torch.set_num_threads(threads_per_rank())
+        limit_threads()
         _train_all(comm, pop, todo)
     if comm.rank == 0 and manifest is not None:
         write_manifest(manifest, out_paths)

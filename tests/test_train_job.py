@@ -3,6 +3,7 @@ several individuals per job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,30 @@ def test_a_free_rank_takes_the_next_task_while_rank_0_is_busy(tmp_path):
     # Rank 1 took every task while rank 0 computed (20 x 10 ms < 2 s); each task went out once.
     assert (tmp_path / "rank1.txt").read_text() == ",".join(map(str, range(20)))
     assert (tmp_path / "rank0.txt").read_text() == ""
+
+
+BLAS_THREADS_SCRIPT = """
+import json, numpy, torch
+from threadpoolctl import threadpool_info
+from hpsrl.mpi import limit_threads
+before = [pool["num_threads"] for pool in threadpool_info()]
+limit_threads()
+after = [pool["num_threads"] for pool in threadpool_info()]
+print(json.dumps({"before": before, "after": after, "torch": torch.get_num_threads()}))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS uses one thread anyway")
+def test_a_rank_limits_numpys_blas_threads_not_only_torchs():
+    # Without a limit numpy's OpenBLAS starts a thread per core, and two ranks on two cores
+    # trained several times slower. The variables that would hide the problem are removed.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["HPSRL_TORCH_THREADS"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", BLAS_THREADS_SCRIPT], capture_output=True, text=True, env=env,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout)
+    assert max(threads["before"]) > 1  # the test would be empty otherwise
+    assert threads["after"] == [1] * len(threads["after"]) and threads["torch"] == 1
