@@ -124,6 +124,8 @@ MISMATCHES = {
         "NEXT_STEP autoreset: hpsrl's reset step after each episode is counted as an env step "
         "but not stored as a transition; SB3 resets within the same step.",
         "target update: both copy every 10 env steps (tau 1); Adam eps 1e-8 on both sides.",
+        "environment: SB3 steps one gymnasium.make env in a DummyVecEnv with a Monitor wrapper; "
+        "hpsrl one gymnasium.make env in a SyncVectorEnv (what it uses below 4 copies).",
     ],
 }
 

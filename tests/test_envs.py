@@ -8,6 +8,7 @@ import pytest
 from gymnasium import spaces
 
 from hpsrl.envs import (
+    VECTOR_ENTRY_POINT_MIN_ENVS,
     EnvConfigError,
     EnvSpec,
     action_kind,
@@ -20,15 +21,20 @@ from hpsrl.envs import (
 def test_registered_id_makes_vector_and_single_envs() -> None:
     spec = EnvSpec("CartPole-v1")
     spec.check()
-    envs = spec.make_vector(3)
+    envs = spec.make_vector(VECTOR_ENTRY_POINT_MIN_ENVS)
     try:
         obs, _ = envs.reset(seed=0)
-        assert obs.shape == (3, 4)
+        assert obs.shape == (VECTOR_ENTRY_POINT_MIN_ENVS, 4)
         assert envs.metadata["autoreset_mode"] == gymnasium.vector.AutoresetMode.NEXT_STEP
-        # CartPole has a numpy-vectorised implementation, which make_vector prefers.
+        # CartPole has a numpy-vectorised implementation, which make_vector prefers from a few
+        # copies on; for fewer, a SyncVectorEnv is faster.
         assert type(envs).__name__ == "CartPoleVectorEnv"
     finally:
         envs.close()
+    few = spec.make_vector(VECTOR_ENTRY_POINT_MIN_ENVS - 1)
+    assert isinstance(few, gymnasium.vector.SyncVectorEnv)
+    assert few.metadata["autoreset_mode"] == gymnasium.vector.AutoresetMode.NEXT_STEP
+    few.close()
     env = spec.make()
     assert env.action_space == spaces.Discrete(2)
     env.close()
@@ -163,10 +169,14 @@ def _make_sync(env_id: str, n: int, **kwargs: object) -> gymnasium.vector.Vector
     return gymnasium.make_vec(env_id, n, vectorization_mode="sync", **kwargs)
 
 
+def _make_vectorised(env_id: str, n: int, **kwargs: object) -> gymnasium.vector.VectorEnv:
+    return gymnasium.make_vec(env_id, n, vectorization_mode="vector_entry_point", **kwargs)
+
+
 @pytest.mark.parametrize(
     ("make", "kind"),
     [
-        (lambda: EnvSpec("CartPole-v1", kwargs={"max_episode_steps": 15}).make_vector(3), "vec"),
+        (lambda: _make_vectorised("CartPole-v1", 3, max_episode_steps=15), "vec"),
         (lambda: EnvSpec("Acrobot-v1", kwargs={"max_episode_steps": 15}).make_vector(3), "sync"),
         (lambda: _make_sync("CartPole-v1", 3, max_episode_steps=15), "sync"),
         (lambda: _make_sync("MountainCar-v0", 3, max_episode_steps=15), "sync"),
