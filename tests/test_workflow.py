@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,15 @@ def test_several_individuals_per_training_job(workdir, tiny_config):
     done = snakemake(workdir, "-n", "--printshellcmds")
     assert "--individual 0 1 2 --out results/tiny/gen000/ind000.h5" in done.stdout
     assert "--manifest results/tiny/gen000/ind000-002.txt" in done.stdout
+
+
+def test_training_jobs_launch_no_more_ranks_than_cores(workdir, tiny_config):
+    write_config(workdir, tiny_config)  # 2 seeds per individual: 2 ranks, 1 with --cores 1
+    for cores, ranks in (("2", 2), ("1", 1)):
+        done = snakemake(workdir, "-n", "--printshellcmds", "--cores", cores)
+        assert done.returncode == 0, done.stderr
+        launches = re.findall(r"mpiexec -n (\d+) python -m mpi4py -m hpsrl train", done.stdout)
+        assert launches and set(launches) == {str(ranks)}
 
 
 def test_lint_is_clean(workdir):

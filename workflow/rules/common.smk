@@ -126,10 +126,17 @@ def summarised_files(wildcards):
 
 
 def training_ranks(wildcards):
-    """One MPI rank, and so one core, per training seed. Locally these are the job's threads, so
-    snakemake --cores N never runs more ranks than cores; on Slurm, tasks with cpus_per_task each.
+    """One MPI rank, and so one core, per training seed: the job's threads. Locally snakemake
+    lowers them to --cores, and the job launches that many ranks (``launched_ranks``), which take
+    the seeds in turn; on Slurm, tasks with cpus_per_task each.
     """
     return seeds_of(wildcards)
+
+
+def launched_ranks(wildcards, threads):
+    """The ranks a training job launches: its threads after snakemake's --cores limit, so that
+    `snakemake --cores 1` on 3-seed individuals runs 1 rank, not 3 on one core."""
+    return threads
 
 
 def training_runtime(wildcards):

@@ -19,7 +19,7 @@ rule train_individuals:
         "../envs/hpsrl.yaml"
     threads: training_ranks
     resources:
-        tasks=training_ranks,
+        tasks=launched_ranks,
         runtime=training_runtime,
         mpi="mpiexec",
     params:
