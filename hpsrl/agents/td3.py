@@ -47,6 +47,7 @@ from hpsrl.agents.common import (
     coerce_fields,
     evaluate,
     flatten_parameters,
+    flushing_denormals,
     load_weights,
     require,
     restore_run,
@@ -238,6 +239,7 @@ def train(
     )
 
 
+@flushing_denormals
 def train_td3_family(
     algorithm: str,
     env: EnvSpec,
