@@ -282,15 +282,18 @@ def test_mlp_hand_written_backward_matches_autograd(activation: str) -> None:
         torch.testing.assert_close(p.grad, expected[name], msg=name)
 
 
-@pytest.mark.parametrize("rows", [1, 100, 600])  # numpy; torch kernels; torch, in blocks
-def test_mlp_predict_matches_the_network(rows: int) -> None:
+@pytest.mark.parametrize("activation", ["relu", "tanh", "elu"])
+@pytest.mark.parametrize("rows", [1, 10, 100, 600])  # numpy (1 row: gemv); torch; torch in blocks
+def test_mlp_predict_matches_the_network(rows: int, activation: str) -> None:
     generator = torch.Generator().manual_seed(0)
-    net = build_mlp(4, 2, (64, 64), "relu", generator=generator)
+    net = build_mlp(4, 2, (64, 64), activation, generator=generator)
     x = torch.randn(rows, 4, generator=generator)
     with torch.inference_mode():
         expected = net(x).numpy()
     FlatAdam(net, 1e-3)
-    np.testing.assert_allclose(MLP(net, "relu").predict(x.numpy()), expected, rtol=1e-5, atol=1e-5)
+    got = MLP(net, activation).predict(x.numpy())
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_flat_adam_matches_torch_adam_with_clipping() -> None:
