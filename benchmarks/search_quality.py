@@ -22,9 +22,13 @@ for CartPole-v1 and more for Acrobot-v1 on this project's machine (see RESULTS.m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,41 +51,64 @@ def task_config(task: str, search_seeds: int, retest_seeds: int) -> dict[str, An
     config = yaml.safe_load((_bench.REPO / "config" / "examples" / file).read_text())
     config["campaign"] = f"sq-{task}"
     config["results_dir"] = "results"
-    config["training"].update(steps=steps, seeds=3)
+    # A whole generation per training job: one import of torch per generation instead of per
+    # individual, and the job's 2 ranks stay busy on its 24 seeds (1 individual per job left a
+    # rank idle for a third of each job). Not part of the results' config hash.
+    config["training"].update(steps=steps, seeds=3, individuals_per_job=8)
     config["ga"].update(population=8, generations=4)  # 32 configurations per search
     config["report"] = {"retest_seeds": retest_seeds}
     config["compare"] = {"strategies": list(STRATEGIES), "search_seeds": search_seeds}
     return config
 
 
-def workdir_for(root: Path, task: str) -> Path:
-    """A folder holding the workflow and this task's results; kept between runs so they resume."""
-    workdir = root / task
+def copy_workflow(workdir: Path) -> None:
+    """Put today's workflow (never the results) into ``workdir``, which keeps the task's results
+    between runs so that they resume."""
     for name in ("Snakefile", "workflow", "config", "profiles"):
         src, dest = _bench.REPO / name, workdir / name
-        if dest.exists():  # always today's workflow, never the results
+        if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
         if src.is_dir():
             shutil.copytree(src, dest)
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest)
-    return workdir
+
+
+@contextlib.contextmanager
+def sole_run(workdir: Path) -> Iterator[None]:
+    """Hold ``workdir`` for this process alone, or exit saying which folder is busy."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / ".search_quality.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.exit(f"another search_quality run is using {workdir}; wait for it or stop it")
+        yield
 
 
 def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     config = task_config(task, args.search_seeds, args.retest_seeds)
-    workdir = workdir_for(args.workdir, task)
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    started = time.perf_counter()
-    log_path = workdir / "snakemake.log"
-    with log_path.open("a") as log:
-        done = subprocess.run(
-            [str(_bench.BIN / "snakemake"), "--cores", str(args.cores), "--configfile",
-             str(config_path), "--rerun-incomplete", "compare"],
-            cwd=workdir, env=_bench.child_env(), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    workdir = args.workdir / task
+    with sole_run(workdir):
+        copy_workflow(workdir)
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        snakemake = [str(_bench.BIN / "snakemake"), "--cores", str(args.cores),
+                     "--configfile", str(config_path)]  # fmt: skip
+        started = time.perf_counter()
+        log_path = workdir / "snakemake.log"
+        with log_path.open("a") as log:
+            # A run that was killed leaves snakemake's lock behind; no other run can hold this
+            # folder now (sole_run), so any lock in it is stale.
+            subprocess.run(
+                [*snakemake, "--unlock"], cwd=workdir, env=_bench.child_env(),
+                stdout=log, stderr=subprocess.STDOUT, check=True,
+            )  # fmt: skip
+            done = subprocess.run(
+                [*snakemake, "--rerun-incomplete", "compare"],
+                cwd=workdir, env=_bench.child_env(), stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"snakemake failed for {task}; see {log_path}")
