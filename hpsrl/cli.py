@@ -64,7 +64,7 @@ def _cmd_init(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from hpsrl.train import run_job
 
-    run_job(args.population, args.individual, args.out, args.manifest)
+    run_job(args.population, args.individual, args.out, args.manifest, args.same_training_as)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--individual", required=True, type=int, nargs="+", help="indices, in order")
     p.add_argument("--out", required=True, type=Path, nargs="+", help="a result file for each")
     p.add_argument("--manifest", type=Path, help="list the result files here once all are done")
+    p.add_argument(
+        "--same-training-as",
+        type=Path,
+        nargs="+",
+        help="for each individual, another campaign's result file to copy instead of training "
+        "where it holds the very same training (compare: generation 0 of the first strategy)",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("collect", help="(workflow) stack a population's results into gen*.h5")
@@ -305,6 +312,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             f"--individual names {len(args.individual)} individuals but --out "
             f"{len(args.out)} result files; give one --out file per individual"
+        )
+    if (
+        args.command == "train"
+        and args.same_training_as
+        and len(args.same_training_as) != len(args.individual)
+    ):
+        parser.error(
+            f"--individual names {len(args.individual)} individuals but --same-training-as "
+            f"{len(args.same_training_as)} files; give one per individual"
         )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -141,7 +141,7 @@ def compared_campaigns(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for strategy in compare["strategies"]:
         for k in range(compare["search_seeds"]):
             campaign = copy.deepcopy(dict(config))
-            campaign["campaign"] = f"{config['campaign']}-{strategy}-s{k}"
+            campaign["campaign"] = _compared_name(config, strategy, k)
             campaign["seed"] = config["seed"] + k
             campaign["search"]["strategy"] = strategy
             if strategy != "ga":  # a ga option: the other strategies train from scratch
@@ -151,6 +151,23 @@ def compared_campaigns(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             except ConfigError as e:
                 raise ConfigError(f"compare.strategies, {strategy}: {e}") from None
     return campaigns
+
+
+def _compared_name(config: Mapping[str, Any], strategy: str, search_seed: int) -> str:
+    return f"{config['campaign']}-{strategy}-s{search_seed}"
+
+
+def shared_first_generations(config: Mapping[str, Any]) -> dict[str, str]:
+    """The campaigns of `snakemake compare` that copy their generation 0 from another, by name:
+    every strategy samples generation 0 alike from the search seed, so the first strategy's
+    campaign on each search seed trains it and the others' training jobs copy its results."""
+    compare = config["compare"]
+    first, *others = compare["strategies"]
+    return {
+        _compared_name(config, strategy, k): _compared_name(config, first, k)
+        for strategy in others
+        for k in range(compare["search_seeds"])
+    }
 
 
 def _check_ga(ga: Mapping[str, Any]) -> None:

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 import hpsrl
-from hpsrl.config import SCHEMA_VERSION, config_hash, search_space
+from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
 
 STR = h5py.string_dtype()
 
@@ -390,7 +390,7 @@ def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) 
     first = Path(campaign_dir) / "gen000" / "population.h5"
     if not first.exists():
         return
-    from hpsrl.config import ConfigError, changed_keys
+    from hpsrl.config import ConfigError
 
     with open_h5(first) as f:
         if str(f.attrs["config_hash"]) == config_hash(config):
@@ -413,22 +413,63 @@ def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) 
 # result gives what retraining would.
 
 
+def _holds_individual(f: h5py.File, pop: Population, individual: int) -> bool:
+    """Whether the result file ``f`` is of this batch and individual, with its genes and seeds."""
+    return (
+        str(f.attrs["batch"]) == pop.batch
+        and int(f.attrs["individual"]) == individual
+        and json.loads(f.attrs["hyperparameters"])
+        == json.loads(json.dumps(pop.hyperparameters(individual)))
+        and np.array_equal(f["train_seeds"][()], pop.train_seeds[individual])
+    )
+
+
 def is_result_of(path: str | Path, pop: Population, individual: int) -> bool:
     """Whether ``path`` holds the finished training of exactly this individual of ``pop``."""
     if not Path(path).exists():
         return False
     try:
         with open_h5(path) as f:
-            return (
-                str(f.attrs["config_hash"]) == config_hash(pop.config)
-                and str(f.attrs["batch"]) == pop.batch
-                and int(f.attrs["individual"]) == individual
-                and json.loads(f.attrs["hyperparameters"])
-                == json.loads(json.dumps(pop.hyperparameters(individual)))
-                and np.array_equal(f["train_seeds"][()], pop.train_seeds[individual])
+            return str(f.attrs["config_hash"]) == config_hash(pop.config) and _holds_individual(
+                f, pop, individual
             )
     except (CorruptResultError, KeyError, ValueError):
         return False
+
+
+# Config sections that say how a campaign searches, not how it trains one individual: campaigns
+# that differ only in these train an individual of the same genes and seeds alike.
+SEARCH_ONLY_SECTIONS = ("campaign", "results_dir", "search", "ga", "report")
+
+
+def is_same_training(path: str | Path, pop: Population, individual: int) -> bool:
+    """Whether ``path``, a result of another campaign, holds exactly the training that this
+    individual of ``pop`` would do: same batch, genes and seeds, from scratch (no inherited
+    weights), and a config that differs only in SEARCH_ONLY_SECTIONS. The strategies that
+    `snakemake compare` runs on one search seed share generation 0 in this way."""
+    if not Path(path).exists():
+        return False
+    try:
+        with open_h5(path) as f:
+            changed = changed_keys(json.loads(f.attrs["config"]), pop.config)
+            return (
+                all(key.split(".")[0] in SEARCH_ONLY_SECTIONS for key in changed)
+                and _holds_individual(f, pop, individual)
+                and not any(_read_strings(f["weights_from"]))
+            )
+    except (CorruptResultError, KeyError, ValueError):
+        return False
+
+
+def copy_result(source: str | Path, dest: str | Path, pop: Population) -> None:
+    """Write the result file ``source`` (see :func:`is_same_training`) as ``dest``, a result of
+    ``pop``'s campaign, recording where it came from (attribute ``same_training_as``)."""
+    with open_h5(source) as src, atomic_h5(dest) as f:
+        for name in src:
+            src.copy(src[name], f, name=name)
+        f.attrs.update(src.attrs)
+        _write_metadata(f, pop.config, pop.batch)
+        f.attrs["same_training_as"] = str(source)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -23,7 +23,9 @@ from hpsrl.storage import (
     Population,
     SeedResult,
     StorageError,
+    copy_result,
     is_result_of,
+    is_same_training,
     read_lineage_weights,
     read_population,
     write_individual,
@@ -189,24 +191,31 @@ def run_job(
     individuals: Sequence[int],
     out_paths: Sequence[str | Path],
     manifest: str | Path | None = None,
+    same_training: Sequence[str | Path] | None = None,
 ) -> None:
     """Train ``individuals`` one after the other, each with its seeds spread over the MPI ranks;
     rank 0 writes each result to its ``out_paths`` entry as soon as it is done, then ``manifest``.
 
     An individual whose result is already there (from a job that was killed or cut by its time
-    limit half way) is not trained again.
+    limit half way) is not trained again. Nor is one whose ``same_training`` entry (a result
+    file of another campaign) holds the very same training (:func:`is_same_training`): it is
+    copied.
     """
     comm = world()
     pop, todo = None, None
     if comm.rank == 0:
         pop, todo = read_population(population_path), []
-        for individual, out_path in zip(individuals, out_paths, strict=True):
+        twins = same_training or [None] * len(individuals)
+        for individual, out_path, twin in zip(individuals, out_paths, twins, strict=True):
             if not 0 <= individual < len(pop):
                 raise ValueError(
                     f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}"
                 )
             if is_result_of(out_path, pop, individual):
                 log.info("%s: already trained, kept", out_path)
+            elif twin is not None and is_same_training(twin, pop, individual):
+                copy_result(twin, out_path, pop)
+                log.info("%s: the same training as %s, copied", out_path, twin)
             else:
                 todo.append((individual, Path(out_path)))
     todo = comm.bcast(todo, root=0)

@@ -48,6 +48,23 @@ def test_compare_plans_every_search_and_all_plans_none(workdir, tiny_config):
     assert counts["compare_strategies"] == 1
 
 
+def test_the_first_strategy_trains_generation_0_for_all(workdir, tiny_config):
+    tiny_config["compare"] = {"strategies": ["random", "ga", "bo"], "search_seeds": 2}
+    tiny_config["training"]["individuals_per_job"] = 4
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-n", "--printshellcmds", "compare")
+    assert done.returncode == 0, done.stderr
+    commands = [line for line in done.stdout.splitlines() if "hpsrl train" in line]
+    copying = [c for c in commands if "--same-training-as" in c]
+    # generation 0 of ga and bo on each search seed, from random's on the same search seed
+    assert len(copying) == 4
+    for strategy in ("ga", "bo"):
+        for k in range(2):
+            (command,) = [c for c in copying if f"results/tiny-{strategy}-s{k}/gen000/" in c]
+            twins = [f"results/tiny-random-s{k}/gen000/ind{i:03d}.h5" for i in range(4)]
+            assert f"--same-training-as {' '.join(twins)} " in command
+
+
 @pytest.mark.slow
 def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
     tiny_config["ga"]["generations"] = 2
@@ -64,6 +81,9 @@ def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
             h5py.File(results / f"tiny-random-s{k}" / "gen000.h5") as random,
         ):
             np.testing.assert_array_equal(ga["results/returns"][()], random["results/returns"][()])
+        for i in range(4):  # trained by ga's jobs, copied by random's
+            with h5py.File(results / f"tiny-random-s{k}" / "gen000" / f"ind{i:03d}.h5") as f:
+                assert f.attrs["same_training_as"].startswith(f"results/tiny-ga-s{k}/gen000/")
     summary = yaml.safe_load((results / "tiny-compare" / "comparison.yaml").read_text())
     assert summary["objective"] == "return"
     assert list(summary["strategies"]) == ["ga", "random"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -17,7 +18,14 @@ import pytest
 
 from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
-from hpsrl.storage import read_individual_arrays, read_weights, write_population
+from hpsrl.storage import (
+    Population,
+    is_result_of,
+    is_same_training,
+    read_individual_arrays,
+    read_weights,
+    write_population,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -119,6 +127,57 @@ def test_train_needs_a_result_file_per_individual(tmp_path):
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "give one --out file per individual" in done.stderr
+
+
+def test_train_needs_a_same_training_file_per_individual(tmp_path):
+    command = [sys.executable, "-m", "hpsrl", "train", "--population", str(tmp_path / "pop.h5"),
+               "--individual", "0", "1", "--out", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"),
+               "--same-training-as", str(tmp_path / "c.h5")]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--same-training-as 1 files; give one per individual" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_same_training_of_another_campaign_is_copied_not_repeated(tiny_config, tmp_path):
+    # As under `snakemake compare`: two strategies' campaigns on one search seed, whose
+    # generation 0 is the same sampling of the same genes and seeds.
+    def campaign(strategy: str, **changes: Any) -> Population:
+        name, search = f"tiny-{strategy}-s0", {"strategy": strategy}
+        config = {**tiny_config, "campaign": name, "search": search, **changes}
+        return initial_population(load_config(config))
+
+    ga, random = campaign("ga"), campaign("random")
+    write_population(tmp_path / "ga.h5", ga)
+    write_population(tmp_path / "random.h5", random)
+    trained = tmp_path / "ga-ind000.h5"
+    done = _train(tmp_path / "ga.h5", trained, ranks=1)
+    assert done.returncode == 0, done.stderr
+
+    copied = tmp_path / "random-ind000.h5"
+    command = [*_train_command(tmp_path / "random.h5", copied, ranks=1),
+               "--same-training-as", str(trained)]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "the same training as" in done.stderr
+    assert "mean eval return" not in done.stderr, "copied, not trained again"
+    assert is_result_of(copied, random, 0)
+    assert not is_result_of(copied, ga, 0)
+    with h5py.File(copied) as f:
+        assert f.attrs["same_training_as"] == str(trained)
+    original, twin = read_individual_arrays(trained), read_individual_arrays(copied)
+    for name in ("episode_returns", "curve_returns", "train_seconds"):
+        np.testing.assert_array_equal(twin[name], original[name], err_msg=name)
+    for name, array in read_weights(trained, 1).items():
+        np.testing.assert_array_equal(read_weights(copied, 1)[name], array)
+
+    # Another individual, another budget or another search seed is another training.
+    assert is_same_training(trained, random, 0)
+    assert not is_same_training(trained, random, 1)
+    longer = campaign("random", training={**tiny_config["training"], "steps": 2048})
+    assert not is_same_training(trained, longer, 0)
+    next_seed = campaign("random", seed=tiny_config["seed"] + 1)
+    assert not is_same_training(trained, next_seed, 0)
 
 
 @pytest.mark.slow

@@ -8,7 +8,13 @@ import os
 import re
 import sys
 
-from hpsrl.config import ConfigError, check_environment, compared_campaigns, load_config
+from hpsrl.config import (
+    ConfigError,
+    check_environment,
+    compared_campaigns,
+    load_config,
+    shared_first_generations,
+)
 from hpsrl.evolve import best_candidates, reads_whole_history
 from hpsrl.storage import StorageError, check_campaign_matches, check_writable
 
@@ -18,6 +24,7 @@ try:
     CAMPAIGN = load_config(config)
     COMPARED = compared_campaigns(CAMPAIGN)
     CAMPAIGNS = {CAMPAIGN["campaign"]: CAMPAIGN, **COMPARED}
+    FIRST_GENERATION_FROM = shared_first_generations(CAMPAIGN)
     RESULTS_DIR = CAMPAIGN["results_dir"]
     if workflow.is_main_process:  # not again inside each cluster job
         check_environment(CAMPAIGN)
@@ -104,6 +111,27 @@ def job_results(wildcards):
     """The result file of each individual a training job trains (not its outputs: see train.smk)."""
     folder = f"{RESULTS_DIR}/{wildcards.campaign}/{wildcards.batch}"
     return [f"{folder}/ind{i:03d}.h5" for i in job_individuals(wildcards)]
+
+
+def same_training_jobs(wildcards):
+    """For a generation-0 job of a compared campaign whose generation 0 another campaign trains
+    (see hpsrl.config.shared_first_generations), that campaign's job of the same individuals.
+    """
+    twin = FIRST_GENERATION_FROM.get(wildcards.campaign)
+    if twin is None or wildcards.batch != "gen000":
+        return []
+    return [f"{RESULTS_DIR}/{twin}/gen000/ind{wildcards.first}-{wildcards.last}.txt"]
+
+
+def same_training_option(wildcards):
+    """hpsrl train's option naming the result files to copy (see same_training_jobs), or ""."""
+    if not same_training_jobs(wildcards):
+        return ""
+    twin = FIRST_GENERATION_FROM[wildcards.campaign]
+    files = [
+        f"{RESULTS_DIR}/{twin}/gen000/ind{i:03d}.h5" for i in job_individuals(wildcards)
+    ]
+    return " --same-training-as " + " ".join(files)
 
 
 def search_history(wildcards):

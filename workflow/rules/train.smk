@@ -6,11 +6,15 @@
 # (indFFF-LLL.txt, the rule's output) at the end. Result files are not outputs on purpose: snakemake
 # deletes the outputs of a job that was interrupted, and so would throw away the individuals a
 # killed or timed-out job had finished; the rerun job keeps them and trains only the rest.
+#
+# Under `snakemake compare`, the strategies on one search seed share generation 0: the first
+# strategy's jobs train it, the others' wait for them and copy what is the same training.
 
 
 rule train_individuals:
     input:
-        f"{RESULTS}/{{batch}}/population.h5",
+        population=f"{RESULTS}/{{batch}}/population.h5",
+        same_training=same_training_jobs,
     output:
         f"{RESULTS}/{{batch}}/ind{{first}}-{{last}}.txt",
     log:
@@ -25,7 +29,8 @@ rule train_individuals:
     params:
         individuals=job_individuals,
         results=job_results,
+        same_training=same_training_option,
     shell:
         "{resources.mpi} -n {resources.tasks} python -m mpi4py -m hpsrl train"
-        " --population {input} --individual {params.individuals} --out {params.results}"
-        " --manifest {output} > {log} 2>&1"
+        " --population {input.population} --individual {params.individuals}"
+        " --out {params.results} --manifest {output}{params.same_training} > {log} 2>&1"
