@@ -36,10 +36,10 @@ def _cmd_genes(args: argparse.Namespace) -> None:
 
     import yaml
 
-    from hpsrl.agents import get_algorithm
+    from hpsrl.agents import hyperparameters_of
 
     searched = default_genes(args.algorithm)  # ConfigError for an unknown algorithm
-    module = get_algorithm(args.algorithm)
+    module = hyperparameters_of(args.algorithm)
     print(
         f"# {args.algorithm}: the genes a config searches unless it says otherwise. Under `genes:`"
     )

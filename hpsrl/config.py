@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -185,10 +184,10 @@ def _check_ga(ga: Mapping[str, Any]) -> None:
 
 def default_genes(algorithm: str) -> dict[str, dict[str, Any]]:
     """The genes ``algorithm`` searches unless a config says otherwise (its module's ``GENES``)."""
-    from hpsrl.agents import get_algorithm  # torch is imported only when checking agents
+    from hpsrl.agents import hyperparameters_of
 
     try:
-        return copy.deepcopy(getattr(get_algorithm(algorithm), "GENES", {}))
+        return copy.deepcopy(getattr(hyperparameters_of(algorithm), "GENES", {}))
     except ValueError as e:
         raise ConfigError(f"config key 'algorithm': {e}") from None
 
@@ -208,14 +207,14 @@ def resolved_genes(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "searched (genes) or held constant (fixed); remove it from one of them"
         )
     genes = dict(listed)
-    from hpsrl.agents import get_algorithm
+    from hpsrl.agents import hyperparameters_of
 
     # With weight inheritance every individual shares one network (see _check_inherit_weights):
     # default genes that would change it are left out, as nulls, so that the strategies that
     # snakemake compare runs without inheritance search the same genes.
     defaults = default_genes(config["algorithm"])  # ConfigError for an unknown algorithm
     shared_network = config["ga"]["inherit_weights"]
-    architecture = getattr(get_algorithm(config["algorithm"]), "ARCHITECTURE_FIELDS", ())
+    architecture = getattr(hyperparameters_of(config["algorithm"]), "ARCHITECTURE_FIELDS", ())
     for name, gene in defaults.items():
         if name not in listed and name not in config["fixed"]:
             genes[name] = None if shared_network and name in architecture else gene
@@ -239,7 +238,7 @@ def search_space(config: Mapping[str, Any]) -> SearchSpace:
 
 def _check_algorithm_fields(config: Mapping[str, Any], space: SearchSpace) -> None:
     """Genes and fixed values must be hyperparameters of the algorithm."""
-    from hpsrl.agents import make_hyperparameters  # torch is imported only when checking agents
+    from hpsrl.agents import make_hyperparameters
 
     sample = space.sample(np.random.default_rng(0))
     try:
@@ -263,12 +262,11 @@ def _check_inherit_weights(config: Mapping[str, Any]) -> None:
             f"search.strategy {strategy} has no parents (only ga does); set search.strategy: ga "
             "or ga.inherit_weights: false"
         )
-    from hpsrl.agents import get_algorithm  # torch is imported only when checking agents
+    from hpsrl.agents import hyperparameters_of
 
-    algorithm = get_algorithm(config["algorithm"])
-    architecture = getattr(algorithm, "ARCHITECTURE_FIELDS", None)
-    takes_weights = "initial_weights" in inspect.signature(algorithm.train).parameters
-    if architecture is None or not takes_weights:
+    # An algorithm whose train takes initial_weights names its ARCHITECTURE_FIELDS (a test checks)
+    architecture = getattr(hyperparameters_of(config["algorithm"]), "ARCHITECTURE_FIELDS", None)
+    if architecture is None:
         raise ConfigError(
             f"config key 'ga.inherit_weights': algorithm {config['algorithm']} cannot start "
             "training from inherited weights; set ga.inherit_weights: false"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from hpsrl.agents import (
     TrainingDiverged,
     dqn,
     get_algorithm,
+    hyperparameters_of,
     make_hyperparameters,
     ppo,
 )
@@ -28,7 +32,9 @@ from hpsrl.agents.common import (
     build_mlp,
     evaluate,
 )
+from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
 from hpsrl.envs import EnvSpec
+from tests.conftest import REPO
 
 CARTPOLE = EnvSpec("CartPole-v1")
 MATCH = EnvSpec("hpsrl-test/Match-v0", entry_point="tests.fixtures_envs:MatchEnv")
@@ -229,6 +235,36 @@ def test_get_algorithm_lists_known_algorithms() -> None:
     ):
         get_algorithm("a2c")
     assert set(ACTION_KINDS) == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_each_algorithm_declares_its_hyperparameters_without_torch(algorithm: str) -> None:
+    spec, module = hyperparameters_of(algorithm), get_algorithm(algorithm)
+    assert module.Hyperparameters is spec.Hyperparameters
+    assert module.GENES is spec.GENES
+    # config checks read ga.inherit_weights' support from ARCHITECTURE_FIELDS, not from train
+    takes_weights = "initial_weights" in inspect.signature(module.train).parameters
+    assert hasattr(spec, "ARCHITECTURE_FIELDS") == takes_weights
+    fields = {f.name for f in dataclasses.fields(spec.Hyperparameters)}
+    assert set(spec.ARCHITECTURE_FIELDS) <= fields
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
+
+
+def test_checking_configs_does_not_import_torch() -> None:
+    # Every snakemake start, `hpsrl init` and `hpsrl check` load the config; torch costs seconds.
+    script = """
+import sys, yaml
+from pathlib import Path
+from hpsrl.config import compared_campaigns, load_config
+for path in [Path("config/config.yaml"), *sorted(Path("config/examples").glob("*.yaml"))]:
+    compared_campaigns(load_config(yaml.safe_load(path.read_text())))
+print("torch" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 # -- Shared pieces -------------------------------------------------------------------------------

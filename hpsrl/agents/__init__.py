@@ -1,14 +1,21 @@
-"""RL algorithms that individuals train: each module has ``Hyperparameters`` and ``train``."""
+"""RL algorithms that individuals train: each module has ``Hyperparameters`` and ``train``.
+
+Importing this package does not import torch: the training modules (``hpsrl.agents.ppo``, ...) are
+imported by :func:`get_algorithm` when something trains, while checking a config needs only their
+hyperparameters (:func:`hyperparameters_of`, :func:`make_hyperparameters`), which live in
+:mod:`hpsrl.agents.hyperparameters`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpsrl.agents import ddpg, dqn, ppo, sac, td3
-from hpsrl.agents.common import Checkpointing, TrainingDiverged, TrainResult
+if TYPE_CHECKING:
+    from hpsrl.agents.common import Checkpointing, TrainingDiverged, TrainResult
 
 __all__ = [
     "ACTION_KINDS",
@@ -17,11 +24,12 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "get_algorithm",
+    "hyperparameters_of",
     "make_hyperparameters",
 ]
 
-#: Algorithm name (the config's ``algorithm``) -> module with ``Hyperparameters`` and ``train``.
-ALGORITHMS: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn, "sac": sac, "td3": td3, "ddpg": ddpg}
+#: Algorithm names (the config's ``algorithm``); each is a module of this package.
+ALGORITHMS = ("ppo", "dqn", "sac", "td3", "ddpg")
 
 #: Action kinds (see ``hpsrl.envs.action_kind``) each algorithm can handle.
 ACTION_KINDS: dict[str, set[str]] = {
@@ -33,14 +41,21 @@ ACTION_KINDS: dict[str, set[str]] = {
 }
 
 
+def _known(name: str) -> str:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; known algorithms: {sorted(ALGORITHMS)}")
+    return name
+
+
 def get_algorithm(name: str) -> ModuleType:
-    """The module implementing algorithm ``name``."""
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown algorithm {name!r}; known algorithms: {sorted(ALGORITHMS)}"
-        ) from None
+    """The module implementing algorithm ``name`` (``train``, ``greedy_policy``; imports torch)."""
+    return importlib.import_module(f"hpsrl.agents.{_known(name)}")
+
+
+def hyperparameters_of(name: str) -> ModuleType:
+    """The torch-free module of algorithm ``name``'s ``Hyperparameters``, ``GENES`` and
+    ``ARCHITECTURE_FIELDS``."""
+    return importlib.import_module(f"hpsrl.agents.hyperparameters.{_known(name)}")
 
 
 def make_hyperparameters(algorithm: str, values: Mapping[str, Any]) -> Any:
@@ -48,7 +63,7 @@ def make_hyperparameters(algorithm: str, values: Mapping[str, Any]) -> Any:
 
     Raises ``ValueError`` for unknown keys (listing the valid ones) and for values out of range.
     """
-    cls = get_algorithm(algorithm).Hyperparameters
+    cls = hyperparameters_of(algorithm).Hyperparameters
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
@@ -56,3 +71,12 @@ def make_hyperparameters(algorithm: str, values: Mapping[str, Any]) -> Any:
             f"unknown {algorithm} hyperparameter(s) {unknown}; valid names: {', '.join(valid)}"
         )
     return cls(**values)
+
+
+def __getattr__(name: str) -> Any:
+    """The training records of :mod:`hpsrl.agents.common`, imported (with torch) on first use."""
+    if name in ("Checkpointing", "TrainResult", "TrainingDiverged"):
+        from hpsrl.agents import common
+
+        return getattr(common, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -51,7 +51,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpsrl.agents.hyperparameters import as_int, require
 from hpsrl.envs import EnvSpec, get_vector_state, observation_dim, set_vector_state
 
 log = logging.getLogger(__name__)
 
-#: Activation functions a network may use (the ``activation`` gene).
+#: The torch module of each activation a network may use (``ACTIVATION_NAMES``, the ``activation``
+#: gene).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -103,49 +105,6 @@ class TrainResult:
     eval_seconds: float
     model_state: dict[str, torch.Tensor]
     """``state_dict`` of the agent's network (CPU tensors); loads with ``weights_only=True``."""
-
-
-def require(ok: bool, name: str, allowed: str, value: Any) -> None:
-    """Raise ``ValueError("<name> must be <allowed>, got <value>")`` unless ``ok``."""
-    if not ok:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def coerce_fields(hp: Any) -> None:
-    """Give each field of the frozen dataclass ``hp`` its declared type, in place.
-
-    Values come from YAML, HDF5 or a GA (``numpy.int64``, ``64.0``, lists), so integral floats
-    become ``int``, sequences become ``tuple[int, ...]`` and numpy scalars become Python ones.
-    """
-    for f in fields(hp):
-        value = getattr(hp, f.name)
-        kind = str(f.type)
-        if kind == "tuple[int, ...]":
-            require(
-                not isinstance(value, str | bytes) and np.ndim(value) == 1,
-                f.name,
-                "a list of layer widths such as [64, 64]",
-                value,
-            )
-            value = tuple(_as_int(f.name, v) for v in value)
-        elif kind == "int":
-            value = _as_int(f.name, value)
-        elif kind == "float":
-            require(isinstance(value, int | float | np.number), f.name, "a number", value)
-            value = float(value)
-        elif kind == "bool":
-            require(value in (True, False), f.name, "true or false", value)
-            value = bool(value)
-        elif kind == "str":
-            value = value.decode() if isinstance(value, bytes) else value
-            require(isinstance(value, str), f.name, "a string", value)
-        object.__setattr__(hp, f.name, value)
-
-
-def _as_int(name: str, value: Any) -> int:
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    require(ok and float(value).is_integer(), name, "an integer", value)
-    return int(value)
 
 
 def build_mlp(
@@ -602,7 +561,7 @@ class Checkpointing:
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
         if self.every_steps is not None:
-            object.__setattr__(self, "every_steps", _as_int("every_steps", self.every_steps))
+            object.__setattr__(self, "every_steps", as_int("every_steps", self.every_steps))
             require(self.every_steps >= 1, "every_steps", ">= 1 or None", self.every_steps)
         if self.every_seconds is not None:
             seconds = self.every_seconds

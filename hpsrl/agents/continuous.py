@@ -24,31 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import ACTIVATIONS, build_mlp, require
+from hpsrl.agents.common import build_mlp
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
-
-
-def check_off_policy_fields(hp: Any) -> None:
-    """Check the fields every continuous-action agent has (after ``coerce_fields``)."""
-    require(hp.learning_rate > 0, "learning_rate", "> 0", hp.learning_rate)
-    require(0 < hp.gamma <= 1, "gamma", "in (0, 1]", hp.gamma)
-    require(0 < hp.tau <= 1, "tau", "in (0, 1]", hp.tau)
-    require(hp.buffer_size >= 1, "buffer_size", ">= 1", hp.buffer_size)
-    require(hp.batch_size >= 1, "batch_size", ">= 1", hp.batch_size)
-    require(hp.learning_starts >= 0, "learning_starts", ">= 0", hp.learning_starts)
-    require(hp.train_frequency >= 1, "train_frequency", ">= 1", hp.train_frequency)
-    require(hp.gradient_steps >= 1, "gradient_steps", ">= 1", hp.gradient_steps)
-    require(
-        all(width >= 1 for width in hp.hidden_sizes),
-        "hidden_sizes",
-        "a list of layer widths >= 1",
-        hp.hidden_sizes,
-    )
-    require(
-        hp.activation in ACTIVATIONS, "activation", f"one of {sorted(ACTIVATIONS)}", hp.activation
-    )
-    require(hp.num_envs >= 1, "num_envs", ">= 1", hp.num_envs)
-
 
 # -- The environment's spaces ----------------------------------------------------------------------
 

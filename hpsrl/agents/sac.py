@@ -1,8 +1,9 @@
 """Soft Actor-Critic for continuous actions: twin Q-networks, a tanh-squashed Gaussian policy and
 an entropy coefficient that is fixed or tuned automatically.
 
-Reads top to bottom like CleanRL's ``sac_continuous_action.py``: hyperparameters, the networks,
-then ``train``. The losses are Stable-Baselines3's: the critics regress (with 0.5 x MSE each) onto
+Reads top to bottom like CleanRL's ``sac_continuous_action.py``: the networks, then ``train``
+(the hyperparameters are in :mod:`hpsrl.agents.hyperparameters.sac`).
+The losses are Stable-Baselines3's: the critics regress (with 0.5 x MSE each) onto
 ``r + gamma * (1 - terminated) * (min of the target critics - alpha * log pi)`` at the next
 observation; the actor minimises ``alpha * log pi - min Q`` at its own sampled actions; with
 ``autotune_entropy`` the log of alpha follows ``-log_alpha * (log pi + target entropy)``, the
@@ -27,8 +28,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,12 +44,10 @@ from hpsrl.agents.common import (
     build_mlp,
     check_finite,
     check_parameters,
-    coerce_fields,
     evaluate,
     flatten_parameters,
     flushing_denormals,
     load_weights,
-    require,
     restore_run,
     run_fingerprint,
     run_state,
@@ -60,10 +57,12 @@ from hpsrl.agents.continuous import (
     ActionBounds,
     Critics,
     ReplayBuffer,
-    check_off_policy_fields,
     load_stored_weights,
     spaces_of,
 )
+from hpsrl.agents.hyperparameters.sac import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
+from hpsrl.agents.hyperparameters.sac import GENES as GENES
+from hpsrl.agents.hyperparameters.sac import Hyperparameters
 from hpsrl.envs import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
@@ -71,66 +70,6 @@ log = logging.getLogger(__name__)
 #: Bounds of the policy's log standard deviation (before the tanh), as in Stable-Baselines3.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """SAC hyperparameters; the field names are the gene names. Defaults suit Pendulum-v1."""
-
-    learning_rate: float = 1e-3
-    """Adam step size of the actor, the critics and the entropy coefficient."""
-    gamma: float = 0.99
-    """Discount factor, in (0, 1]."""
-    tau: float = 0.01
-    """Target update rate, in (0, 1]: after each gradient step the target critics move this
-    fraction of the way to the critics (Polyak averaging)."""
-    buffer_size: int = 100_000
-    """Replay buffer capacity in transitions."""
-    batch_size: int = 128
-    """Transitions per gradient step."""
-    learning_starts: int = 1_000
-    """Env steps of uniformly random actions before learning starts."""
-    train_frequency: int = 1
-    """Env steps between training phases."""
-    gradient_steps: int = 1
-    """Gradient steps per training phase."""
-    ent_coef: float = 1.0
-    """Entropy coefficient alpha, > 0: its starting value with ``autotune_entropy``, else fixed."""
-    autotune_entropy: bool = True
-    """Learn alpha so that the policy's entropy tracks minus the number of action dimensions."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Widths of the hidden layers of the actor and of each critic (separate networks)."""
-    activation: str = "relu"
-    """Hidden-layer activation, one of ``common.ACTIVATIONS``."""
-    num_envs: int = 1
-    """Environments stepped in parallel (one vector env)."""
-
-    def __post_init__(self) -> None:
-        coerce_fields(self)
-        check_off_policy_fields(self)
-        require(self.ent_coef > 0, "ent_coef", "> 0", self.ent_coef)
-
-
-#: The hyperparameters that change the networks' shapes or function: a run may start from another
-#: run's weights (``initial_weights``) only where they are equal (see ``ga.inherit_weights``).
-ARCHITECTURE_FIELDS = ("hidden_sizes", "activation")
-
-#: The genes a campaign searches unless its config says otherwise (config key ``genes``), in the
-#: config's format; ranges that suit Pendulum-v1-sized control tasks.
-GENES: dict[str, dict[str, Any]] = {
-    "learning_rate": {"type": "float", "low": 1.0e-4, "high": 3.0e-3, "log": True},
-    "gamma": {"type": "float", "low": 0.95, "high": 0.995},
-    "tau": {"type": "float", "low": 0.002, "high": 0.05, "log": True},
-    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
-    "autotune_entropy": {"type": "categorical", "choices": [True, False]},
-    "ent_coef": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
-    "hidden_sizes": {
-        "type": "list",
-        "min_length": 1,
-        "max_length": 2,
-        "element": {"type": "int", "low": 32, "high": 128, "log": True},
-    },
-}
 
 
 class Actor(nn.Module):
