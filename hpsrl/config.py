@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import numpy as np
 import yaml
 
 from hpsrl.genes import SearchSpace
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_VERSION = 1
 
@@ -61,6 +63,8 @@ def schema() -> dict[str, Any]:
 
 def _validator_with_defaults() -> type:
     """A Draft 2020-12 validator that fills in each property's `default` (the jsonschema recipe)."""
+    import jsonschema  # not on import: most hpsrl processes (train, collect) load no config
+
     base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
 
