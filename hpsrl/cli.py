@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -342,4 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StorageError, NothingToRetest, ExportError, FileNotFoundError) as e:
         print(f"hpsrl: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `hpsrl genes ppo | head`: the reader has all it wanted
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
