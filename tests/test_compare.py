@@ -10,7 +10,13 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from hpsrl.config import ConfigError, compared_campaigns, config_hash, load_config
+from hpsrl.config import (
+    ConfigError,
+    compared_campaigns,
+    config_hash,
+    load_config,
+    shared_first_generations,
+)
 from tests.test_workflow import planned_jobs, snakemake, write_config
 
 
@@ -22,6 +28,18 @@ def test_compared_campaigns_vary_strategy_and_search_seed(tiny_config):
     assert [c["search"]["strategy"] for c in campaigns.values()] == ["ga", "ga", "bo", "bo"]
     for campaign in campaigns.values():  # everything else is the config's
         assert campaign["genes"] == load_config(tiny_config)["genes"]
+
+
+def test_the_first_strategy_of_each_search_seed_trains_generation_0(tiny_config):
+    tiny_config["compare"] = {"strategies": ["bo", "ga", "random"], "search_seeds": 2}
+    assert shared_first_generations(load_config(tiny_config)) == {
+        "tiny-ga-s0": "tiny-bo-s0",
+        "tiny-ga-s1": "tiny-bo-s1",
+        "tiny-random-s0": "tiny-bo-s0",
+        "tiny-random-s1": "tiny-bo-s1",
+    }
+    tiny_config["compare"] = {"strategies": ["ga"], "search_seeds": 3}
+    assert shared_first_generations(load_config(tiny_config)) == {}
 
 
 def test_the_compare_section_does_not_change_what_results_mean(tiny_config):
