@@ -8,6 +8,7 @@ Snakefile, the command line and the training jobs all see the same thing. Errors
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -59,6 +60,12 @@ class ConfigError(ValueError):
 def schema() -> dict[str, Any]:
     text = resources.files("hpsrl").joinpath("schemas/config.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+@functools.cache  # `snakemake compare` checks a config per strategy and search seed
+def _validator() -> jsonschema.protocols.Validator:
+    """The schema's validator, filling in defaults (it never changes the schema itself)."""
+    return _validator_with_defaults()(schema())
 
 
 def _validator_with_defaults() -> type:
@@ -114,8 +121,7 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     Returns a new dict (``raw`` is left as it is). Raises ConfigError.
     """
     config = json.loads(json.dumps(raw))  # a deep copy of plain data; also rejects non-JSON values
-    validator = _validator_with_defaults()(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_schema_error_message(errors[0]))
     for objective in config["objectives"]:
