@@ -115,6 +115,9 @@ def _start_slurm_campaign(workdir: Path, config: dict, *args: str) -> subprocess
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Ctrl-C as at a terminal, also where the tests run in the background of a script (which
+        # starts them with SIGINT ignored, an inheritance snakemake would keep)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
