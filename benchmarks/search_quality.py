@@ -16,7 +16,7 @@ interruptions: rerunning the same command continues where it stopped and retrain
     python benchmarks/search_quality.py --tasks cartpole-dqn --search-seeds 1 --cores 2
 
 The full protocol is 3 strategies x 5 search seeds x 96 trainings per task (generation 0 is
-trained once per search seed and shared): on this project's 2-core machine about 17 min per search
+trained once per search seed and shared): on this project's 2-core machine about 9 min per search
 seed for CartPole-v1 and about 70 min for Acrobot-v1 (see RESULTS.md).
 """
 
