@@ -40,7 +40,7 @@ class Hyperparameters:
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the hidden layers of the actor and of the critic (separate networks)."""
     activation: str = "relu"
-    """Hidden-layer activation, one of ``common.ACTIVATION_NAMES``."""
+    """Hidden-layer activation, one of ``ACTIVATION_NAMES``."""
     num_envs: int = 1
     """Environments stepped in parallel (one vector env)."""
 

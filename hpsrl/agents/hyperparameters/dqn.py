@@ -40,7 +40,7 @@ class Hyperparameters:
     hidden_sizes: tuple[int, ...] = (128, 128)
     """Widths of the hidden layers of the Q-network."""
     activation: str = "relu"
-    """Hidden-layer activation, one of ``common.ACTIVATION_NAMES``."""
+    """Hidden-layer activation, one of ``ACTIVATION_NAMES``."""
     num_envs: int = 1
     """Environments stepped in parallel (one vector env)."""
     max_grad_norm: float = 10.0

@@ -40,7 +40,7 @@ class Hyperparameters:
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the hidden layers of the actor and of the critic (separate networks)."""
     activation: str = "tanh"
-    """Hidden-layer activation, one of ``common.ACTIVATION_NAMES``."""
+    """Hidden-layer activation, one of ``ACTIVATION_NAMES``."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to 0 over training."""
     normalize_advantages: bool = True
