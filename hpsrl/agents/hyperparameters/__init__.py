@@ -62,7 +62,7 @@ def as_int(name: str, value: Any) -> int:
 
 
 def check_off_policy_fields(hp: Any) -> None:
-    """Check the fields every continuous-action agent has (after ``coerce_fields``)."""
+    """Check the fields every off-policy agent (DQN, SAC, TD3, DDPG) has (after coerce_fields)."""
     require(hp.learning_rate > 0, "learning_rate", "> 0", hp.learning_rate)
     require(0 < hp.gamma <= 1, "gamma", "in (0, 1]", hp.gamma)
     require(0 < hp.tau <= 1, "tau", "in (0, 1]", hp.tau)

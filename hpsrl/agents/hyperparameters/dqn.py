@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hpsrl.agents.hyperparameters import ACTIVATION_NAMES, coerce_fields, require
+from hpsrl.agents.hyperparameters import check_off_policy_fields, coerce_fields, require
 
 
 @dataclass(frozen=True)
@@ -50,36 +50,16 @@ class Hyperparameters:
 
     def __post_init__(self) -> None:
         coerce_fields(self)
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        require(0 < self.gamma <= 1, "gamma", "in (0, 1]", self.gamma)
-        require(self.buffer_size >= 1, "buffer_size", ">= 1", self.buffer_size)
-        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
-        require(self.learning_starts >= 0, "learning_starts", ">= 0", self.learning_starts)
-        require(self.train_frequency >= 1, "train_frequency", ">= 1", self.train_frequency)
-        require(self.gradient_steps >= 1, "gradient_steps", ">= 1", self.gradient_steps)
+        check_off_policy_fields(self)
         require(
             self.target_update_interval >= 1,
             "target_update_interval",
             ">= 1",
             self.target_update_interval,
         )
-        require(0 < self.tau <= 1, "tau", "in (0, 1]", self.tau)
         for name in ("exploration_fraction", "epsilon_start", "epsilon"):
             value = getattr(self, name)
             require(0 <= value <= 1, name, "in [0, 1]", value)
-        require(
-            all(width >= 1 for width in self.hidden_sizes),
-            "hidden_sizes",
-            "a list of layer widths >= 1",
-            self.hidden_sizes,
-        )
-        require(
-            self.activation in ACTIVATION_NAMES,
-            "activation",
-            f"one of {sorted(ACTIVATION_NAMES)}",
-            self.activation,
-        )
-        require(self.num_envs >= 1, "num_envs", ">= 1", self.num_envs)
         require(self.max_grad_norm > 0, "max_grad_norm", "> 0", self.max_grad_norm)
 
 
