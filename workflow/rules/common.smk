@@ -107,10 +107,13 @@ def job_individuals(wildcards):
     return list(range(int(wildcards.first), int(wildcards.last) + 1))
 
 
+def result_files(campaign, batch, individuals):
+    return [f"{RESULTS_DIR}/{campaign}/{batch}/ind{i:03d}.h5" for i in individuals]
+
+
 def job_results(wildcards):
     """The result file of each individual a training job trains (not its outputs: see train.smk)."""
-    folder = f"{RESULTS_DIR}/{wildcards.campaign}/{wildcards.batch}"
-    return [f"{folder}/ind{i:03d}.h5" for i in job_individuals(wildcards)]
+    return result_files(wildcards.campaign, wildcards.batch, job_individuals(wildcards))
 
 
 def same_training_jobs(wildcards):
@@ -128,9 +131,7 @@ def same_training_option(wildcards):
     if not same_training_jobs(wildcards):
         return ""
     twin = FIRST_GENERATION_FROM[wildcards.campaign]
-    files = [
-        f"{RESULTS_DIR}/{twin}/gen000/ind{i:03d}.h5" for i in job_individuals(wildcards)
-    ]
+    files = result_files(twin, "gen000", job_individuals(wildcards))
     return " --same-training-as " + " ".join(files)
 
 
