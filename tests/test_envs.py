@@ -11,6 +11,7 @@ from hpsrl.envs import (
     VECTOR_ENTRY_POINT_MIN_ENVS,
     EnvConfigError,
     EnvSpec,
+    OneCopySyncVectorEnv,
     action_kind,
     get_vector_state,
     observation_dim,
@@ -43,6 +44,67 @@ def test_registered_id_makes_vector_and_single_envs() -> None:
 def test_env_without_vector_entry_point_uses_sync_vector_env() -> None:
     envs = EnvSpec("Acrobot-v1").make_vector(2)
     assert isinstance(envs, gymnasium.vector.SyncVectorEnv)
+    envs.close()
+
+
+@pytest.mark.parametrize(
+    "env_id", ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "hpsrl-test/Match-v0"]
+)
+def test_one_copy_steps_exactly_like_gymnasiums_sync_vector_env(env_id: str) -> None:
+    # Short episodes, so that the 200 steps cross many autoresets; MatchEnv returns infos.
+    spec = EnvSpec(
+        env_id,
+        entry_point="tests.fixtures_envs:MatchEnv" if env_id.startswith("hpsrl-test") else None,
+        kwargs={"max_episode_steps": 15},
+    )
+    one = spec.make_vector(1)
+    assert type(one) is OneCopySyncVectorEnv and one._direct
+    spec.register()
+    theirs = gymnasium.make_vec(env_id, 1, vectorization_mode="sync", max_episode_steps=15)
+    one.action_space.seed(0)
+    actions = [one.action_space.sample() for _ in range(200)]
+    for got, want in zip(one.reset(seed=3), theirs.reset(seed=3), strict=True):
+        np.testing.assert_equal(got, want)
+    ended = 0
+    previous, kept = None, None
+    for a in actions:
+        got, want = one.step(a), theirs.step(a)
+        for mine, reference in zip(got, want, strict=True):
+            np.testing.assert_equal(mine, reference)
+            assert getattr(mine, "dtype", None) == getattr(reference, "dtype", None)
+        ended += int(got[2][0] or got[3][0])
+        if previous is not None:  # returned arrays are copies: later steps leave them alone
+            np.testing.assert_equal(previous, kept)
+        previous, kept = got[0], got[0].copy()
+    assert ended >= 10
+    state = get_vector_state(one)
+    if env_id.startswith("hpsrl-test"):
+        assert state is None  # a user env: no state, as for gymnasium's sync env
+        one.close()
+        theirs.close()
+        return
+    # the checkpoint state is the one gymnasium's sync env has, and moves between the two
+    assert state is not None and state["kind"] == "SyncVectorEnv"
+    assert set_vector_state(theirs, state)
+    for a in actions[:30]:
+        for mine, reference in zip(one.step(a)[:4], theirs.step(a)[:4], strict=True):
+            np.testing.assert_equal(mine, reference)
+    one.close()
+    theirs.close()
+
+
+def test_one_copy_of_other_spaces_takes_gymnasiums_step() -> None:
+    envs = OneCopySyncVectorEnv(
+        [lambda: gymnasium.wrappers.TransformObservation(
+            gymnasium.make("CartPole-v1"),
+            lambda obs: {"x": obs},
+            spaces.Dict({"x": spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)}),
+        )]
+    )  # fmt: skip
+    assert not envs._direct
+    obs, _ = envs.reset(seed=0)
+    obs, *_ = envs.step(np.array([1]))
+    assert obs["x"].shape == (1, 4)
     envs.close()
 
 
