@@ -300,6 +300,19 @@ def test_build_mlp_shapes_and_init() -> None:
         build_mlp(4, 2, (8,), "swish")
 
 
+def test_build_mlp_draws_only_from_its_generator() -> None:
+    global_state = torch.random.get_rng_state()
+    nets = [
+        build_mlp(4, 2, (8, 8), "tanh", generator=torch.Generator().manual_seed(3)) for _ in "ab"
+    ]
+    assert torch.equal(torch.random.get_rng_state(), global_state)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    first = next(nets[0].parameters())
+    # 8 x 4, orthogonal columns of norm sqrt(2) (the hidden gain)
+    assert torch.allclose(first.T @ first, 2.0 * torch.eye(4), atol=1e-5)
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_mlp_hand_written_backward_matches_autograd(activation: str) -> None:
     generator = torch.Generator().manual_seed(0)

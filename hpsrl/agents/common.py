@@ -126,7 +126,8 @@ def build_mlp(
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         last = i == len(sizes) - 2
-        linear = nn.Linear(n_in, n_out)
+        # skip_init: nn.Linear's own random init would draw from torch's global generator
+        linear = nn.utils.skip_init(nn.Linear, n_in, n_out)
         nn.init.orthogonal_(linear.weight, out_gain if last else math.sqrt(2), generator=generator)
         nn.init.zeros_(linear.bias)
         layers.append(linear)
