@@ -3,8 +3,8 @@
 Each campaign is one search (a strategy on a search seed); its trace is the best primary objective
 found so far after each generation, against the individuals trained by then. Traces of one
 strategy are summarised over search seeds (mean, and the range as a band in the plot), next to the
-re-test of each search's best on fresh seeds, which says what was really found rather than what one
-lucky draw showed.
+re-test of each search's best on fresh seeds (the plot's second panel), which says what was really
+found rather than what one lucky draw showed.
 """
 
 from __future__ import annotations
@@ -114,31 +114,65 @@ def summary(traces: Sequence[SearchTrace]) -> dict[str, Any]:
 
 
 def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
+    """Two panels: each strategy's best objective found against individuals trained (mean over
+    search seeds, band: their range), and each search's best as the search saw it next to its
+    re-test on fresh seeds (what was really found)."""
     from matplotlib.figure import Figure
 
     config = traces[0].config
     objective = config["objectives"][0]
-    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = figure.subplots()
-    for strategy in dict.fromkeys(t.strategy for t in traces):
+    better = "higher" if objective["direction"] == "maximize" else "lower"
+    strategies = list(dict.fromkeys(t.strategy for t in traces))
+    figure = Figure(figsize=(12, 4.8), layout="constrained")
+    search_ax, retest_ax = figure.subplots(1, 2, width_ratios=(3, 2))
+    colors = {}
+    for strategy in strategies:
         mine = [t for t in traces if t.strategy == strategy]
         length = min(len(t.trained) for t in mine)  # searches still running may be shorter
         x = mine[0].trained[:length]
         best = np.array([t.best[:length] for t in mine])
-        (line,) = ax.plot(x, np.nanmean(best, axis=0), marker="o",
-                          label=f"{strategy} (mean of {len(mine)} search seeds)")  # fmt: skip
-        ax.fill_between(x, np.nanmin(best, axis=0), np.nanmax(best, axis=0),
-                        color=line.get_color(), alpha=0.2)  # fmt: skip
-    better = "higher" if objective["direction"] == "maximize" else "lower"
-    ax.set_title(
-        f"{config['algorithm']} on {config['env']['id']}: best {objective['name']} found\n"
-        f"(population {config['ga']['population']}, {config['training']['seeds']} seeds x "
-        f"{config['training']['steps']} steps per individual; band: range over search seeds)"
+        label = f"{strategy} (mean of {len(mine)} search seeds)"
+        (line,) = search_ax.plot(x, np.nanmean(best, axis=0), marker="o", label=label)
+        colors[strategy] = line.get_color()
+        low, high = np.nanmin(best, axis=0), np.nanmax(best, axis=0)
+        search_ax.fill_between(x, low, high, color=line.get_color(), alpha=0.1)
+        for edge in (low, high):  # band edges drawn, so that overlapping bands stay readable
+            search_ax.plot(x, edge, color=line.get_color(), linewidth=0.8, alpha=0.6, ls="--")
+    search_ax.set_title(
+        f"{config['algorithm']} on {config['env']['id']}: best {objective['name']} found during "
+        f"the search\n(population {config['ga']['population']}, {config['training']['seeds']} "
+        f"seeds x {config['training']['steps']} steps per individual; dashed: range over search "
+        "seeds)"
     )
-    ax.set_xlabel("individuals trained")
-    ax.set_ylabel(f"best {objective['name']} so far ({better} is better)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    search_ax.set_xlabel("individuals trained")
+    search_ax.set_ylabel(f"best {objective['name']} so far ({better} is better)")
+    search_ax.grid(alpha=0.3)
+    search_ax.legend()
+
+    for i, strategy in enumerate(strategies):
+        mine = [t for t in traces if t.strategy == strategy]
+        seen = np.array([t.best[-1] for t in mine], dtype=float)
+        fresh = np.array([np.nan if t.retest_mean is None else t.retest_mean for t in mine])
+        offsets = np.linspace(-0.08, 0.08, len(mine)) if len(mine) > 1 else np.zeros(1)
+        color = colors[strategy]
+        for k in range(len(mine)):  # one search: its best as seen, then re-tested
+            retest_ax.plot([i - 0.2 + offsets[k], i + 0.2 + offsets[k]], [seen[k], fresh[k]],
+                           color=color, alpha=0.35, linewidth=1)  # fmt: skip
+        retest_ax.scatter(i - 0.2 + offsets, seen, facecolors="none", edgecolors=color, zorder=3)
+        retest_ax.scatter(i + 0.2 + offsets, fresh, color=color, zorder=3)
+        for where, values in ((i - 0.2, seen), (i + 0.2, fresh)):
+            if np.isfinite(values).any():
+                retest_ax.hlines(np.nanmean(values), where - 0.14, where + 0.14, color="black")
+    retest_ax.scatter([], [], facecolors="none", edgecolors="grey", label="seen in the search")
+    retest_ax.scatter([], [], color="grey", label="re-tested on fresh seeds")
+    retest_ax.plot([], [], color="black", label="mean over search seeds")
+    retest_ax.set_xticks(range(len(strategies)), strategies)
+    retest_ax.set_xlim(-0.6, len(strategies) - 0.4)
+    retest_ax.set_title("each search's best configuration:\nin the search vs trained again")
+    retest_ax.set_xlabel("strategy (one pair of points per search seed)")
+    retest_ax.set_ylabel(f"{objective['name']} ({better} is better)")
+    retest_ax.grid(alpha=0.3, axis="y")
+    retest_ax.legend(fontsize="small")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
 

@@ -112,6 +112,7 @@ def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
         assert len(strategy["best_retested_on_fresh_seeds"]["per_search_seed"]) == 2
     picture = imread(results / "tiny-compare" / "comparison.png")
     assert picture.shape[0] > 300 and picture[..., :3].std() > 0.05
+    assert picture.shape[1] > 2 * picture.shape[0]  # the search traces and the re-test panel
     assert not (results / "tiny").exists(), "compare runs the searches, not the campaign itself"
 
 
@@ -129,3 +130,19 @@ def test_only_searches_of_one_problem_and_budget_compare(tiny_config):
     other["training"]["steps"] = 2048
     with pytest.raises(ConfigError, match=r"differ in training.steps: only searches"):
         check_comparable([trace(tiny_config), trace(other)])
+
+
+def test_plot_shows_searches_with_and_without_a_retest(tiny_config, tmp_path):
+    from hpsrl.compare import SearchTrace, plot
+
+    config = load_config(tiny_config)
+    trained = np.array([4, 8])
+    traces = [
+        SearchTrace("a", "ga", config, trained, np.array([10.0, 30.0]), 1.0, 25.0),
+        SearchTrace("b", "ga", config, trained, np.array([np.nan, 20.0]), 1.0, None),  # no re-test
+        SearchTrace("c", "random", config, trained, np.array([5.0, 5.0]), 1.0, 4.0),
+    ]
+    plot(traces, tmp_path / "plots" / "comparison.png")
+    picture = imread(tmp_path / "plots" / "comparison.png")
+    assert picture.shape[1] > 2 * picture.shape[0] > 600  # two panels side by side
+    assert picture[..., :3].std() > 0.05
