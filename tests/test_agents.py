@@ -31,6 +31,7 @@ from hpsrl.agents.common import (
     TrainResult,
     build_mlp,
     evaluate,
+    greedy_actions,
 )
 from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
 from hpsrl.envs import EnvSpec
@@ -127,7 +128,7 @@ def test_saved_ppo_weights_rebuild_the_policy() -> None:
     result = ppo.train(CARTPOLE, hp, 500, seed=3, eval_seed=4, eval_episodes=3)
     agent = ppo.Agent(4, 2, hp.hidden_sizes, hp.activation)
     agent.load_state_dict(result.model_state)
-    again = evaluate(agent.greedy, CARTPOLE, 3, seed=4)
+    again = evaluate(greedy_actions(agent.actor, hp.activation), CARTPOLE, 3, seed=4)
     np.testing.assert_array_equal(again, result.eval_returns)
 
 
@@ -311,6 +312,23 @@ def test_build_mlp_draws_only_from_its_generator() -> None:
     first = next(nets[0].parameters())
     # 8 x 4, orthogonal columns of norm sqrt(2) (the hidden gain)
     assert torch.allclose(first.T @ first, 2.0 * torch.eye(4), atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 10, 300])  # numpy, and torch's kernels in blocks from 256
+def test_greedy_actions_are_the_argmax_of_the_network(rows: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    net = build_mlp(4, 3, (64, 64), "tanh", generator=generator)
+    obs = torch.randn(rows, 4, generator=generator)
+    with torch.inference_mode():
+        expected = net(obs).argmax(-1).numpy()
+    greedy = greedy_actions(net, "tanh")
+    np.testing.assert_array_equal(greedy(obs.numpy()), expected)
+    np.testing.assert_array_equal(greedy(obs.numpy().astype(np.float64)), expected)
+    with torch.no_grad():  # later in-place changes to the weights show through
+        net[-1].bias.copy_(torch.tensor([0.0, 0.0, 1e6]))
+    assert (greedy(obs.numpy()) == 2).all()
+    with pytest.raises(RuntimeError, match="trainable=False"):
+        MLP(net, "tanh", trainable=False).backward(np.zeros((rows, 3), dtype=np.float32))
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))

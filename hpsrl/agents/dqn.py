@@ -41,6 +41,7 @@ from hpsrl.agents.common import (
     evaluate,
     flatten_parameters,
     flushing_denormals,
+    greedy_actions,
     load_weights,
     rebuild_discrete,
     restore_run,
@@ -73,18 +74,13 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.q(obs)
 
-    def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Action with the highest Q-value for each observation of a batch."""
-        with torch.inference_mode():
-            q_values = self.q(torch.as_tensor(obs, dtype=torch.float32))
-        return q_values.argmax(-1).numpy()
-
 
 def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The trained Q-network of a stored result (``TrainResult.model_state``), acting greedily."""
-    return rebuild_discrete(QNetwork, env, hp.hidden_sizes, hp.activation, weights).greedy
+    q_network = rebuild_discrete(QNetwork, env, hp.hidden_sizes, hp.activation, weights)
+    return greedy_actions(q_network.q, hp.activation)
 
 
 @flushing_denormals
@@ -326,7 +322,9 @@ def train(
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()
-    eval_returns = evaluate(q_network.greedy, env, eval_episodes, eval_seed)
+    eval_returns = evaluate(
+        greedy_actions(q_network.q, hp.activation), env, eval_episodes, eval_seed
+    )
     return TrainResult(
         eval_returns=eval_returns,
         curve_steps=tracker.curve_steps,

@@ -38,6 +38,7 @@ from hpsrl.agents.common import (
     check_parameters,
     evaluate,
     flushing_denormals,
+    greedy_actions,
     load_weights,
     rebuild_discrete,
     restore_run,
@@ -70,12 +71,6 @@ class Agent(nn.Module):
         )
         self.critic = build_mlp(obs_dim, 1, hidden_sizes, activation, 1.0, generator=generator)
 
-    def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Most probable action for each observation of a batch (for evaluation)."""
-        with torch.inference_mode():
-            logits = self.actor(torch.as_tensor(obs, dtype=torch.float32))
-        return logits.argmax(-1).numpy()
-
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     # torch's kernel: numpy's reductions over a short last axis are slow (14 us for 256 x 2)
@@ -96,7 +91,8 @@ def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The trained actor of a stored result (``TrainResult.model_state``), acting greedily."""
-    return rebuild_discrete(Agent, env, hp.hidden_sizes, hp.activation, weights).greedy
+    agent = rebuild_discrete(Agent, env, hp.hidden_sizes, hp.activation, weights)
+    return greedy_actions(agent.actor, hp.activation)
 
 
 @flushing_denormals
@@ -330,7 +326,9 @@ def train(
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()
-    eval_returns = evaluate(agent.greedy, env, eval_episodes, eval_seed)
+    eval_returns = evaluate(
+        greedy_actions(agent.actor, hp.activation), env, eval_episodes, eval_seed
+    )
     return TrainResult(
         eval_returns=eval_returns,
         curve_steps=tracker.curve_steps,
