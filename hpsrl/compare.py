@@ -76,6 +76,15 @@ def check_comparable(traces: Sequence[SearchTrace]) -> None:
             )
 
 
+def by_strategy(traces: Sequence[SearchTrace]) -> dict[str, list[SearchTrace]]:
+    """The traces of each strategy (its searches over search seeds), strategies in first-seen
+    order."""
+    grouped: dict[str, list[SearchTrace]] = {}
+    for trace in traces:
+        grouped.setdefault(trace.strategy, []).append(trace)
+    return grouped
+
+
 def _stats(values: Sequence[float | None]) -> dict[str, Any]:
     numbers = np.array([np.nan if v is None else v for v in values], dtype=float)
     finite = numbers[np.isfinite(numbers)]
@@ -101,8 +110,7 @@ def summary(traces: Sequence[SearchTrace]) -> dict[str, Any]:
         },
         "strategies": {},
     }
-    for strategy in dict.fromkeys(t.strategy for t in traces):
-        mine = [t for t in traces if t.strategy == strategy]
+    for strategy, mine in by_strategy(traces).items():
         out["strategies"][strategy] = {
             "campaigns": [t.campaign for t in mine],
             "individuals_trained": [int(t.trained[-1]) for t in mine],
@@ -122,12 +130,11 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
     config = traces[0].config
     objective = config["objectives"][0]
     better = "higher" if objective["direction"] == "maximize" else "lower"
-    strategies = list(dict.fromkeys(t.strategy for t in traces))
+    grouped = by_strategy(traces)
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     search_ax, retest_ax = figure.subplots(1, 2, width_ratios=(3, 2))
     colors = {}
-    for strategy in strategies:
-        mine = [t for t in traces if t.strategy == strategy]
+    for strategy, mine in grouped.items():
         length = min(len(t.trained) for t in mine)  # searches still running may be shorter
         x = mine[0].trained[:length]
         best = np.array([t.best[:length] for t in mine])
@@ -149,8 +156,7 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
     search_ax.grid(alpha=0.3)
     search_ax.legend()
 
-    for i, strategy in enumerate(strategies):
-        mine = [t for t in traces if t.strategy == strategy]
+    for i, (strategy, mine) in enumerate(grouped.items()):
         seen = np.array([t.best[-1] for t in mine], dtype=float)
         fresh = np.array([np.nan if t.retest_mean is None else t.retest_mean for t in mine])
         offsets = np.linspace(-0.08, 0.08, len(mine)) if len(mine) > 1 else np.zeros(1)
@@ -166,8 +172,8 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
     retest_ax.scatter([], [], facecolors="none", edgecolors="grey", label="seen in the search")
     retest_ax.scatter([], [], color="grey", label="re-tested on fresh seeds")
     retest_ax.plot([], [], color="black", label="mean over search seeds")
-    retest_ax.set_xticks(range(len(strategies)), strategies)
-    retest_ax.set_xlim(-0.6, len(strategies) - 0.4)
+    retest_ax.set_xticks(range(len(grouped)), list(grouped))
+    retest_ax.set_xlim(-0.6, len(grouped) - 0.4)
     retest_ax.set_title("each search's best configuration:\nin the search vs trained again")
     retest_ax.set_xlabel("strategy (one pair of points per search seed)")
     retest_ax.set_ylabel(f"{objective['name']} ({better} is better)")
