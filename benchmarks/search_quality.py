@@ -17,7 +17,7 @@ interruptions: rerunning the same command continues where it stopped and retrain
 
 The full protocol is 3 strategies x 5 search seeds x 96 trainings per task (generation 0 is
 trained once per search seed and shared): on this project's 2-core machine about 9 min per search
-seed for CartPole-v1 and about 70 min for Acrobot-v1 (see RESULTS.md).
+seed for CartPole-v1 and 42-53 min for Acrobot-v1 (see RESULTS.md).
 """
 
 from __future__ import annotations
