@@ -123,6 +123,7 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
         individuals = [int(a) for a in args[first : args.index("--out")]]
         train, evals, steps = (a[individuals] for a in per_seed[gen])
         job_wall = launch["end"] - launch["start"]
+        ranks = int(args[args.index("-n") + 1])
         jobs.append(
             {
                 "gen": gen,
@@ -131,9 +132,9 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
                 "train_seconds": train.ravel().tolist(),
                 "eval_seconds": evals.ravel().tolist(),
                 "env_steps": steps.ravel().tolist(),
-                # rank k trains seed k of every individual (one rank per seed), and the ranks
-                # wait for each other only at the end of the job
-                "fixed_cost_seconds": job_wall - float((train + evals).sum(axis=0).max()),
+                # the ranks take the job's trainings in turn and wait for each other only at
+                # its end: the training of its average rank is what the job could not avoid
+                "fixed_cost_seconds": job_wall - float((train + evals).sum()) / ranks,
             }
         )
     gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(launches)]

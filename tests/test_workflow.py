@@ -71,10 +71,22 @@ def test_several_individuals_per_training_job(workdir, tiny_config):
 def test_training_jobs_launch_no_more_ranks_than_cores(workdir, tiny_config):
     write_config(workdir, tiny_config)  # 2 seeds per individual: 2 ranks, 1 with --cores 1
     for cores, ranks in (("2", 2), ("1", 1)):
-        done = snakemake(workdir, "-n", "--printshellcmds", "--cores", cores)
-        assert done.returncode == 0, done.stderr
-        launches = re.findall(r"mpiexec -n (\d+) python -m mpi4py -m hpsrl train", done.stdout)
-        assert launches and set(launches) == {str(ranks)}
+        assert launched_ranks(workdir, "--cores", cores) == {str(ranks)}
+
+
+def test_batched_training_jobs_use_every_core(workdir, tiny_config):
+    # Jobs of 3 individuals x 2 seeds and of the last 1 individual; the re-test's 2 seeds.
+    tiny_config["training"]["individuals_per_job"] = 3
+    write_config(workdir, tiny_config)
+    assert launched_ranks(workdir, "--cores", "4") == {"4", "2"}
+    assert launched_ranks(workdir, "--cores", "8") == {"6", "2"}
+
+
+def launched_ranks(workdir, *args):
+    """The rank counts of the training jobs a dry run plans."""
+    done = snakemake(workdir, "-n", "--printshellcmds", *args)
+    assert done.returncode == 0, done.stderr
+    return set(re.findall(r"mpiexec -n (\d+) python -m mpi4py -m hpsrl train", done.stdout))
 
 
 def test_lint_is_clean(workdir):

@@ -155,11 +155,18 @@ def summarised_files(wildcards):
 
 
 def training_ranks(wildcards):
-    """One MPI rank, and so one core, per training seed: the job's threads. Locally snakemake
-    lowers them to --cores, and the job launches that many ranks (``launched_ranks``), which take
-    the seeds in turn; on Slurm, tasks with cpus_per_task each.
+    """The job's threads: one MPI rank, and so one core, per seed it trains. The ranks take the
+    job's (individual, seed) trainings in turn, so any number of them works. Run locally, a job
+    asks for a rank per training of all its individuals and snakemake lowers that to --cores, so
+    that `snakemake -j8` on jobs of 4 individuals x 2 seeds runs 8 ranks, not 2. On a cluster a
+    job asks for one individual's seeds whatever training.individuals_per_job: batching there
+    saves scheduler round trips, and a bigger allocation waits longer in the queue
+    (--set-threads train_individuals=N asks for N).
     """
-    return seeds_of(wildcards)
+    seeds = seeds_of(wildcards)
+    if workflow.local_exec and not workflow.remote_exec:
+        return seeds * len(job_individuals(wildcards))
+    return seeds
 
 
 def launched_ranks(wildcards, threads):
