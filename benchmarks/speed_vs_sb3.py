@@ -120,7 +120,7 @@ MISMATCHES = {
         "init: both orthogonal (sqrt 2 hidden, 0.01 policy head, 1 value head).",
     ],
     "dqn": [
-        "init: SB3 uses PyTorch's default (Kaiming-uniform) Linear init; hpsrl orthogonal.",
+        "init: both PyTorch's default (Kaiming-uniform) Linear init.",
         "NEXT_STEP autoreset: hpsrl's reset step after each episode is counted as an env step "
         "but not stored as a transition; SB3 resets within the same step.",
         "target update: both copy every 10 env steps (tau 1); Adam eps 1e-8 on both sides.",

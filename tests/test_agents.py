@@ -301,6 +301,20 @@ def test_build_mlp_shapes_and_init() -> None:
         build_mlp(4, 2, (8,), "swish")
 
 
+def test_build_mlp_torch_init_is_nn_linears_from_the_generator() -> None:
+    global_state = torch.random.get_rng_state()
+    net = build_mlp(4, 2, (8, 8), "relu", init="torch", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(torch.random.get_rng_state(), global_state)
+    torch.manual_seed(5)  # nn.Linear draws from the global generator, in the same order
+    expected = [torch.nn.Linear(4, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)]
+    torch.random.set_rng_state(global_state)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    for mine, theirs in zip(linears, expected, strict=True):
+        assert torch.equal(mine.weight, theirs.weight) and torch.equal(mine.bias, theirs.bias)
+    with pytest.raises(ValueError, match="init must be"):
+        build_mlp(4, 2, (8,), "relu", init="xavier")
+
+
 def test_build_mlp_draws_only_from_its_generator() -> None:
     global_state = torch.random.get_rng_state()
     nets = [

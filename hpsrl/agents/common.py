@@ -114,12 +114,18 @@ def build_mlp(
     activation: str,
     out_gain: float = 1.0,
     *,
+    init: str = "orthogonal",
     generator: torch.Generator | None = None,
 ) -> nn.Sequential:
-    """A fully connected network with orthogonal weights (gain sqrt(2) hidden) and zero biases.
+    """A fully connected network, its weights drawn from ``generator`` only.
 
-    As in CleanRL; ``out_gain`` scales the last layer (0.01 for a policy head, 1 for values).
+    ``init="orthogonal"``: orthogonal weights (gain sqrt(2) hidden, ``out_gain`` on the last layer:
+    0.01 for a policy head, 1 for values) and zero biases, as CleanRL's PPO. ``init="torch"``:
+    ``nn.Linear``'s own initialisation (uniform, bound 1 / sqrt(fan_in) for weights and biases), as
+    SB3 and CleanRL's DQN; ``out_gain`` is not used.
     """
+    if init not in ("orthogonal", "torch"):
+        raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     sizes = [in_dim, *hidden_sizes, out_dim]
@@ -128,8 +134,14 @@ def build_mlp(
         last = i == len(sizes) - 2
         # skip_init: nn.Linear's own random init would draw from torch's global generator
         linear = nn.utils.skip_init(nn.Linear, n_in, n_out)
-        nn.init.orthogonal_(linear.weight, out_gain if last else math.sqrt(2), generator=generator)
-        nn.init.zeros_(linear.bias)
+        if init == "orthogonal":
+            gain = out_gain if last else math.sqrt(2)
+            nn.init.orthogonal_(linear.weight, gain, generator=generator)
+            nn.init.zeros_(linear.bias)
+        else:  # nn.Linear.reset_parameters, with the generator
+            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(n_in)
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
         layers.append(linear)
         if not last:
             layers.append(ACTIVATIONS[activation]())

@@ -69,7 +69,11 @@ class QNetwork(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.q = build_mlp(obs_dim, n_actions, hidden_sizes, activation, 1.0, generator=generator)
+        # nn.Linear's init, as SB3 and CleanRL's DQN: with the orthogonal one of CleanRL's PPO the
+        # RL Zoo's CartPole-v1 settings solved 11 of 30 seeds, with this one 18 (SB3: 20)
+        self.q = build_mlp(
+            obs_dim, n_actions, hidden_sizes, activation, init="torch", generator=generator
+        )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.q(obs)
@@ -203,6 +207,8 @@ def train(
         # -- Act epsilon-greedily -----------------------------------------------------------------
         progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
         epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
+        if global_step < hp.learning_starts:  # a warm-up of uniformly random actions
+            epsilon = 1.0
         # one draw for both: whether each env explores, and its random action (a uniform action
         # is the floor of n_actions times a uniform number in [0, 1))
         explore_draws, action_draws = rng.random((2, N))
