@@ -12,8 +12,9 @@ Reported:
 
 - useful fraction = sum over seeds of ``train_seconds + eval_seconds`` (from ``genGGG.h5``)
   / (campaign wall time x cores in use); the rest is orchestration;
-- per training job: launcher wall time minus the train+eval seconds of its busiest rank (process
-  start, imports, MPI start-up, reading the population, writing the results);
+- per training job: launcher wall time minus its train+eval seconds divided by its ranks (process
+  start, imports, MPI start-up, reading the population, writing the results, and the ranks' wait
+  for each other at the end);
 - the gap between consecutive training jobs (Snakemake's scheduling and job start);
 - the bare cost of one ``mpiexec -n 2 python -m mpi4py -m hpsrl train`` launch with a tiny budget,
   next to ``mpiexec -n 2 python -c pass`` and the imports alone.
