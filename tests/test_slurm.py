@@ -155,7 +155,9 @@ def _wait(condition, timeout: float = 300.0):
 
 
 def _long_campaign(config: dict) -> dict:
-    config["training"]["steps"] = 400_000
+    # Long enough that the jobs are surely still running when the test cancels them: 400k steps
+    # once finished first on a fast CPU (both jobs COMPLETED, not CANCELLED); 4M take minutes.
+    config["training"]["steps"] = 4_000_000
     config["ga"].update(generations=1)
     config["report"]["retest_seeds"] = 0
     return config
