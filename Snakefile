@@ -34,6 +34,7 @@ localrules:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/workers.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evolve.smk"

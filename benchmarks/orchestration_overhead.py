@@ -1,25 +1,29 @@
-"""How much of a campaign's wall time is not training: Snakemake, MPI launches, imports, HDF5.
+"""How much of a campaign's wall time is not training: Snakemake, process starts, imports, HDF5.
 
 Runs a PPO CartPole-v1 campaign (the default config's genes) through the real ``snakemake`` command
 in a temporary copy of the workflow (as ``tests/conftest.py``'s ``workdir`` fixture does), 20k env
-steps per seed, 2 seeds (= 2 MPI ranks per job), no re-test, ``--cores 2``, once for each
-``training.individuals_per_job`` asked for (default: 1, and the whole population in one job). The
-profile's MPI launcher is replaced by a timing wrapper around ``mpiexec`` (through the ``mpi``
-resource, ``--set-resources train_individuals:mpi=...``), which records each training job's start
+steps per seed, 2 seeds, no re-test, ``--cores 2``, once for each ``training.individuals_per_job``
+asked for (default: 1, and the whole population in one job), and for each way of training a job
+(``--launch``): ``warm``, the run's warm workers (hpsrl/workers.py, what a local run does), whose
+log gives each job's time in the pool; ``own``, each job launching its own MPI ranks
+(``HPSRL_WARM_WORKERS=0``, as on a cluster), through a timing wrapper around ``mpiexec`` (the
+``mpi`` resource, ``--set-resources train_individuals:mpi=...``) that records each job's start
 and end.
 
 Reported:
 
 - useful fraction = sum over seeds of ``train_seconds + eval_seconds`` (from ``genGGG.h5``)
   / (campaign wall time x cores in use); the rest is orchestration;
-- per training job: launcher wall time minus its train+eval seconds divided by its ranks (process
-  start, imports, MPI start-up, reading the population, writing the results, and the ranks' wait
-  for each other at the end);
-- the gap between consecutive training jobs (Snakemake's scheduling and job start);
+- per training job: its wall time (the launch's, or its time in the pool) minus its train+eval
+  seconds divided by its ranks or workers (process start, imports, MPI start-up, reading the
+  population, writing the results, and the ranks' wait for each other at the end);
+- the gap between consecutive training jobs (Snakemake's scheduling and job start, collecting
+  and evolving a generation);
 - the bare cost of one ``mpiexec -n 2 python -m mpi4py -m hpsrl train`` launch with a tiny budget,
   next to ``mpiexec -n 2 python -c pass`` and the imports alone.
 
     python benchmarks/orchestration_overhead.py                # ~5 min on 2 cores
+    python benchmarks/orchestration_overhead.py --launch warm own
     python benchmarks/orchestration_overhead.py --population 32 --individuals-per-job 32
     python benchmarks/orchestration_overhead.py --steps 5000 --launches 1   # quicker
 """
@@ -27,8 +31,10 @@ Reported:
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -81,7 +87,31 @@ def make_workdir(root: Path) -> Path:
     return root
 
 
-def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
+def pool_jobs(workers_log: Path) -> list[dict[str, Any]]:
+    """Each job's window in the warm workers' log, as timed-mpiexec's lines: the pool logs a
+    job's time in it when it answers."""
+    jobs = []
+    pattern = re.compile(
+        r"^(\S+ \S+) INFO \S+: (\S+/gen(\d+)/ind(\d+)-(\d+)\.txt): exit status (\d+) after (\S+) s"
+    )
+    for line in workers_log.read_text().splitlines():
+        if match := pattern.match(line):
+            stamp, _, gen, first, last, rc, seconds = match.groups()
+            end = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            individuals = " ".join(str(i) for i in range(int(first), int(last) + 1))
+            jobs.append(
+                {
+                    "start": end - float(seconds),
+                    "end": end,
+                    "rc": int(rc),
+                    "gen": int(gen),
+                    "individuals": individuals,
+                }
+            )
+    return jobs
+
+
+def run_campaign(workdir: Path, config: dict[str, Any], warm: bool) -> dict[str, Any]:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     launcher = workdir / "timed-mpiexec"
     (workdir / "launches.jsonl").unlink(missing_ok=True)
@@ -97,7 +127,7 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
             f"train_individuals:mpi={launcher}",
         ],
         cwd=workdir,
-        env=_bench.child_env(),
+        env=_bench.child_env(HPSRL_WARM_WORKERS="1" if warm else "0"),
         capture_output=True,
         text=True,
         timeout=3600,
@@ -107,7 +137,22 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"snakemake failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
     results = workdir / "results" / config["campaign"]
-    launches = [json.loads(line) for line in (workdir / "launches.jsonl").read_text().splitlines()]
+    if warm:
+        launches = pool_jobs(results / "logs" / "workers.log")
+        workers = int(
+            re.search(r"(\d+) warm workers", (results / "logs" / "workers.log").read_text())[1]
+        )
+    else:
+        lines = (workdir / "launches.jsonl").read_text().splitlines()
+        launches = [json.loads(line) for line in lines]
+        for launch in launches:
+            args = launch["args"].split()
+            population = args[args.index("--population") + 1]
+            launch["gen"] = int(population.split("/")[-2].removeprefix("gen"))
+            launch["individuals"] = " ".join(
+                args[args.index("--individual") + 1 : args.index("--out")]
+            )
+            launch["ranks"] = int(args[args.index("-n") + 1])
     launches.sort(key=lambda r: r["start"])
     per_seed = {}  # generation -> train seconds, eval seconds, env steps: (individuals, seeds) each
     for gen in range(config["ga"]["generations"]):
@@ -118,13 +163,10 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
             )
     jobs = []
     for launch in launches:
-        args = launch["args"].split()
-        gen = int(args[args.index("--population") + 1].split("/")[-2].removeprefix("gen"))
-        first = args.index("--individual") + 1
-        individuals = [int(a) for a in args[first : args.index("--out")]]
+        gen, individuals = launch["gen"], [int(i) for i in launch["individuals"].split()]
         train, evals, steps = (a[individuals] for a in per_seed[gen])
         job_wall = launch["end"] - launch["start"]
-        ranks = int(args[args.index("-n") + 1])
+        ranks = workers if warm else launch["ranks"]
         jobs.append(
             {
                 "gen": gen,
@@ -142,6 +184,7 @@ def run_campaign(workdir: Path, config: dict[str, Any]) -> dict[str, Any]:
     useful = sum(sum(j["train_seconds"]) + sum(j["eval_seconds"]) for j in jobs)
     launcher_total = sum(j["launcher_wall_seconds"] for j in jobs)
     return {
+        "launch": "warm" if warm else "own",
         "wall_seconds": wall,
         "cores": CORES,
         "first_launch_after_seconds": launches[0]["start"] - wall_started,
@@ -224,7 +267,8 @@ def report(campaign: dict[str, Any], individuals_per_job: int) -> None:
     walls = [j["launcher_wall_seconds"] for j in jobs]
     train = [t for j in jobs for t in j["train_seconds"]]
     gaps = campaign["gaps_between_launches_seconds"] or [float("nan")]
-    print(f"\n-- {individuals_per_job} individual(s) per training job, {len(jobs)} jobs")
+    how = {"warm": "warm workers", "own": "each job launching its own ranks"}[campaign["launch"]]
+    print(f"\n-- {individuals_per_job} individual(s) per training job, {len(jobs)} jobs, {how}")
     print(
         _bench.table(
             ["quantity", "seconds"],
@@ -247,10 +291,10 @@ def report(campaign: dict[str, Any], individuals_per_job: int) -> None:
         _bench.table(
             ["per training job", "min", "median", "max"],
             [
-                ["launcher wall s", min(walls), statistics.median(walls), max(walls)],
+                ["job wall s", min(walls), statistics.median(walls), max(walls)],
                 ["train s per seed", min(train), statistics.median(train), max(train)],
                 ["fixed cost s (see above)", min(fixed), statistics.median(fixed), max(fixed)],
-                ["gap between launches s", min(gaps), statistics.median(gaps), max(gaps)],
+                ["gap between jobs s", min(gaps), statistics.median(gaps), max(gaps)],
             ],
         )
     )
@@ -269,6 +313,13 @@ def main(argv: list[str] | None = None) -> None:
         help="training.individuals_per_job values to run the campaign with (default: 1 and the "
         "population)",
     )
+    parser.add_argument(
+        "--launch",
+        nargs="+",
+        choices=["warm", "own"],
+        default=["warm"],
+        help="how jobs train: warm workers (a local run's default) or their own MPI ranks",
+    )
     parser.add_argument("--launches", type=int, default=3, help="repeats of the bare launches")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
@@ -278,10 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     campaigns = {}
     try:
         workdir = make_workdir(root)
-        for k in job_sizes:
+        for launch, k in itertools.product(args.launch, job_sizes):
             config = campaign_config(args.steps, args.population, args.generations, args.seeds)
             config["training"]["individuals_per_job"] = k
-            campaigns[k] = run_campaign(workdir, config)
+            campaigns[f"{launch}-{k}"] = run_campaign(workdir, config, warm=launch == "warm")
         bare = bare_launches(workdir, args.launches)
     finally:
         if args.keep:
@@ -293,8 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         f"campaign: population {args.population} x {args.generations} generations x "
         f"{args.seeds} seeds x {args.steps} steps, snakemake --cores {CORES}"
     )
-    for k, campaign in campaigns.items():
-        report(campaign, k)
+    for name, campaign in campaigns.items():
+        report(campaign, int(name.split("-")[1]))
     print(
         _bench.table(
             ["bare launch", "min s", "median s"],
@@ -316,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cores": CORES,
             },
             "campaigns": {
-                str(k): {
+                k: {
                     **campaign,
                     "per_job": {
                         "fixed_cost_seconds": _bench.summary(

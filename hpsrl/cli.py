@@ -188,6 +188,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 # Commands that read results only the workflow made: a damaged input is moved aside, so that
 # rerunning snakemake regenerates it instead of failing on it again.
 WORKFLOW_STEPS = ("train", "collect", "evolve", "retest")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments, checked; a bad one exits with usage (status 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "evaluate" and args.record and args.record.suffix.lower() != ".gif":
@@ -323,28 +325,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--individual names {len(args.individual)} individuals but --same-training-as "
             f"{len(args.same_training_as)} files; give one per individual"
         )
+    return args
+
+
+def explain_failure(command: str, error: BaseException) -> str | None:
+    """The one-line message for an expected failure of ``command``, or None for a bug (which
+    keeps its traceback). A damaged file that a workflow step read is moved aside first, so that
+    rerunning snakemake regenerates it."""
+    if isinstance(error, CorruptResultError):
+        if command in WORKFLOW_STEPS and error.path.exists():
+            aside = quarantine(error.path)
+            return (
+                f"hpsrl: error: {error.path} is damaged ({error.__cause__ or error}); moved it "
+                f"aside to {aside}; rerun snakemake to regenerate it"
+            )
+        return f"hpsrl: error: {error}"
+    if isinstance(
+        error, (ConfigError, StorageError, NothingToRetest, ExportError, FileNotFoundError)
+    ):
+        return f"hpsrl: error: {error}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     try:
         args.func(args)
-    except CorruptResultError as e:
-        if args.command in WORKFLOW_STEPS and e.path.exists():
-            aside = quarantine(e.path)
-            print(
-                f"hpsrl: error: {e.path} is damaged ({e.__cause__ or e}); moved it aside to "
-                f"{aside}; rerun snakemake to regenerate it",
-                file=sys.stderr,
-            )
-        else:
-            print(f"hpsrl: error: {e}", file=sys.stderr)
-        return 2
-    except (ConfigError, StorageError, NothingToRetest, ExportError, FileNotFoundError) as e:
-        print(f"hpsrl: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `hpsrl genes ppo | head`: the reader has all it wanted
         # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as e:
+        message = explain_failure(args.command, e)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     return 0

@@ -186,6 +186,36 @@ def train_seed(
     )
 
 
+def plan_job(
+    population_path: str | Path,
+    individuals: Sequence[int],
+    out_paths: Sequence[str | Path],
+    same_training: Sequence[str | Path] | None = None,
+) -> tuple[Population, list[tuple[int, Path]]]:
+    """The population and the (individual, result file) pairs of a job still to train.
+
+    An individual whose result is already there (from a job that was killed or cut by its time
+    limit half way) is not trained again. Nor is one whose ``same_training`` entry (a result
+    file of another campaign) holds the very same training (:func:`is_same_training`): it is
+    copied here.
+    """
+    pop, todo = read_population(population_path), []
+    twins = same_training or [None] * len(individuals)
+    for individual, out_path, twin in zip(individuals, out_paths, twins, strict=True):
+        if not 0 <= individual < len(pop):
+            raise ValueError(
+                f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}"
+            )
+        if is_result_of(out_path, pop, individual):
+            log.info("%s: already trained, kept", out_path)
+        elif twin is not None and is_same_training(twin, pop, individual):
+            copy_result(twin, out_path, pop)
+            log.info("%s: the same training as %s, copied", out_path, twin)
+        else:
+            todo.append((individual, Path(out_path)))
+    return pop, todo
+
+
 def run_job(
     population_path: str | Path,
     individuals: Sequence[int],
@@ -193,31 +223,14 @@ def run_job(
     manifest: str | Path | None = None,
     same_training: Sequence[str | Path] | None = None,
 ) -> None:
-    """Train ``individuals`` one after the other, each with its seeds spread over the MPI ranks;
-    rank 0 writes each result to its ``out_paths`` entry as soon as it is done, then ``manifest``.
-
-    An individual whose result is already there (from a job that was killed or cut by its time
-    limit half way) is not trained again. Nor is one whose ``same_training`` entry (a result
-    file of another campaign) holds the very same training (:func:`is_same_training`): it is
-    copied.
+    """Train ``individuals`` (those :func:`plan_job` leaves) one after the other, each with its
+    seeds spread over the MPI ranks; rank 0 writes each result to its ``out_paths`` entry as soon
+    as it is done, then ``manifest``.
     """
     comm = world()
     pop, todo = None, None
     if comm.rank == 0:
-        pop, todo = read_population(population_path), []
-        twins = same_training or [None] * len(individuals)
-        for individual, out_path, twin in zip(individuals, out_paths, twins, strict=True):
-            if not 0 <= individual < len(pop):
-                raise ValueError(
-                    f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}"
-                )
-            if is_result_of(out_path, pop, individual):
-                log.info("%s: already trained, kept", out_path)
-            elif twin is not None and is_same_training(twin, pop, individual):
-                copy_result(twin, out_path, pop)
-                log.info("%s: the same training as %s, copied", out_path, twin)
-            else:
-                todo.append((individual, Path(out_path)))
+        pop, todo = plan_job(population_path, individuals, out_paths, same_training)
     todo = comm.bcast(todo, root=0)
     if todo:
         pop = comm.bcast(pop, root=0)
@@ -254,7 +267,7 @@ def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None
     def report(individual: int, seeds: dict[int, SeedResult]) -> None:
         reported[individual].update(seeds)
         if len(reported[individual]) == n_seeds:
-            _write_result(comm, pop, individual, reported.pop(individual), paths[individual])
+            write_result(pop, individual, reported.pop(individual), paths[individual], comm.size)
 
     for individual, k, seed in my_next_seed():
         report(individual, {k: seed})
@@ -265,9 +278,11 @@ def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None
     counter.close()
 
 
-def _write_result(
-    comm: Any, pop: Population, individual: int, by_seed: dict[int, SeedResult], out_path: Path
+def write_result(
+    pop: Population, individual: int, by_seed: dict[int, SeedResult], out_path: Path, ranks: int
 ) -> None:
+    """Write an individual's seeds as its result file (``ranks``: the processes that trained
+    the job's seeds side by side), then drop their checkpoints unless the config keeps them."""
     result = IndividualResult(
         batch=pop.batch,
         individual=individual,
@@ -277,7 +292,7 @@ def _write_result(
         seeds=[by_seed[k] for k in range(len(by_seed))],
         eval_episodes=pop.config["training"]["eval_episodes"],
         curve_points=pop.config["training"]["curve_points"],
-        mpi_ranks=comm.size,
+        mpi_ranks=ranks,
     )
     write_individual(out_path, result, pop.config)
     if not pop.config["training"]["checkpoint"]["keep"]:

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -82,9 +83,26 @@ def test_batched_training_jobs_use_every_core(workdir, tiny_config):
     assert launched_ranks(workdir, "--cores", "8") == {"6", "2"}
 
 
+def test_local_training_jobs_go_to_the_warm_workers(workdir, tiny_config):
+    write_config(workdir, tiny_config)
+    submit = f"python -m hpsrl.workers submit {tempfile.gettempdir()}/hpsrl-{os.getuid()}/workers-"
+    # A job that the workers train takes one core, so that snakemake runs one per core; without a
+    # pool it would launch one rank.
+    done = snakemake(workdir, "-n", "--printshellcmds", "--cores", "2")
+    command = rf"{submit}\d+\.sock -- mpiexec -n 1 python -m mpi4py -m hpsrl train"
+    assert re.search(command, done.stdout), done.stdout
+    # No pool to hand them to: with --no-hooks (onstart starts it), or turned off.
+    for args, env in ((["--no-hooks"], {}), ([], {"HPSRL_WARM_WORKERS": "0"})):
+        done = snakemake(workdir, "-n", "-p", "--cores", "2", *args, env_extra=env)
+        assert "mpiexec -n 2 python -m mpi4py -m hpsrl train" in done.stdout
+        assert "hpsrl.workers" not in done.stdout
+
+
 def launched_ranks(workdir, *args):
-    """The rank counts of the training jobs a dry run plans."""
-    done = snakemake(workdir, "-n", "--printshellcmds", *args)
+    """The rank counts of the training jobs a dry run plans, each job launching its own ranks."""
+    done = snakemake(
+        workdir, "-n", "--printshellcmds", *args, env_extra={"HPSRL_WARM_WORKERS": "0"}
+    )
     assert done.returncode == 0, done.stderr
     return set(re.findall(r"mpiexec -n (\d+) python -m mpi4py -m hpsrl train", done.stdout))
 
@@ -119,6 +137,8 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
         assert set(f["population/genes"]) == set(search_space(load_config(tiny_config)).names)
         assert (f["results/status"].asstr()[()] == "ok").all()
         assert np.isfinite(f["results/returns"][()]).all()
+    # Run locally, the jobs' seeds were trained by the run's warm workers (hpsrl.workers).
+    assert "trained by the warm workers" in (results / "logs/gen001/ind003-003.log").read_text()
     best = yaml.safe_load((results / "best.yaml").read_text())
     assert best["generation"] == "gen001"
     assert len(best["retest"]["returns_per_seed"]) == 2
@@ -135,16 +155,18 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in results.glob("*/ind*.h5")} == trained
 
-    # The same root seed in another folder, with a whole generation per training job, gives the
-    # same genes and returns.
+    # The same root seed in another folder, with a whole generation per training job and each
+    # job launching its own ranks instead of warm workers, gives the same genes and returns.
     other = tmp_path / "other"
     (other / "config").mkdir(parents=True)
     for name in ("Snakefile", "workflow", "profiles"):
         os.symlink(workdir / name, other / name)
     tiny_config["training"]["individuals_per_job"] = 4
     write_config(other, tiny_config)
-    done = snakemake(other, "-j2")
+    done = snakemake(other, "-j2", env_extra={"HPSRL_WARM_WORKERS": "0"})
     assert done.returncode == 0, done.stderr[-3000:]
+    own_ranks = (other / "results/tiny/logs/gen001/ind000-003.log").read_text()
+    assert "warm workers" not in own_ranks and "seed 1: mean eval return" in own_ranks
     for name in ("gen000.h5", "gen001.h5", "retest.h5"):
         with h5py.File(results / name) as a, h5py.File(other / "results" / "tiny" / name) as b:
             for gene in a["population/genes"]:

@@ -162,8 +162,14 @@ def training_ranks(wildcards):
     job asks for one individual's seeds whatever training.individuals_per_job: batching there
     saves scheduler round trips, and a bigger allocation waits longer in the queue
     (--set-threads train_individuals=N asks for N).
+
+    A job that hands its seeds to the warm workers (see workers.smk) only waits for them: it
+    takes one core, so that snakemake runs as many such jobs as --cores and the workers always
+    find the next seed queued instead of waiting for snakemake to start the next job.
     """
     seeds = seeds_of(wildcards)
+    if uses_warm_workers():
+        return 1
     if workflow.local_exec and not workflow.remote_exec:
         return seeds * len(job_individuals(wildcards))
     return seeds

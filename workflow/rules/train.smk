@@ -30,7 +30,8 @@ rule train_individuals:
         individuals=job_individuals,
         results=job_results,
         same_training=same_training_option,
+        warm_workers=warm_workers_prefix,
     shell:
-        "{resources.mpi} -n {resources.tasks} python -m mpi4py -m hpsrl train"
+        "{params.warm_workers}{resources.mpi} -n {resources.tasks} python -m mpi4py -m hpsrl train"
         " --population {input.population} --individual {params.individuals}"
         " --out {params.results} --manifest {output}{params.same_training} > {log} 2>&1"

@@ -1,0 +1,501 @@
+"""Warm training workers: the processes that train a local snakemake run's seeds, started once per
+run instead of once per training job.
+
+A training job that launches its own ranks pays, before it trains anything, for starting them and
+importing torch, gymnasium and hpsrl in each: 2.6-3.2 s a job on 2 cores (measured), when a
+20k-step CartPole seed trains in about 0.4 s. So when snakemake starts running jobs on this
+machine (the onstart hook in workflow/rules/workers.smk) it starts one pool: a coordinator that
+listens on a Unix socket, and one worker process per core that imports all that once. A training
+job's command then only hands its individuals to the coordinator,
+
+    python -m hpsrl.workers submit SOCKET -- mpiexec -n 2 python -m mpi4py -m hpsrl train ...
+
+a process that imports nothing heavy, and waits. The coordinator queues the job's seeds, gives
+each to the next free worker, writes each individual's result file as soon as all its seeds are
+in, then the job's manifest, and sends the job its log lines and exit status.
+
+A job trains and writes what the command after ``--`` would: the same :func:`~hpsrl.train.plan_job`,
+:func:`~hpsrl.train.train_seed` and :func:`~hpsrl.train.write_result`. Where no pool answers
+(``snakemake --no-hooks``, ``HPSRL_WARM_WORKERS=0``, a pool that stopped), the job runs that
+command itself. A job that is killed takes its seeds not yet started out of the queue. The pool
+exits with the snakemake process that started it.
+
+This module imports only the standard library at the top: ``submit`` runs once per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from hpsrl.storage import Population, SeedResult
+
+log = logging.getLogger(__name__)
+
+# Environment variable that turns the pool off (HPSRL_WARM_WORKERS=0): each training job then
+# launches its own ranks, as on a cluster.
+ENABLED_VAR = "HPSRL_WARM_WORKERS"
+
+
+def enabled() -> bool:
+    return os.environ.get(ENABLED_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def socket_path(snakemake_pid: int) -> Path:
+    """Where the pool of the snakemake process ``snakemake_pid`` listens."""
+    return Path(tempfile.gettempdir()) / f"hpsrl-{os.getuid()}" / f"workers-{snakemake_pid}.sock"
+
+
+def _private_folder(folder: Path) -> None:
+    """Make ``folder`` for this user alone, or raise PermissionError: whoever can connect to the
+    socket in it can have the pool write files as this user."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} must belong to this user alone (mode 700)")
+
+
+# -- snakemake's side ----------------------------------------------------------------------------
+
+
+def start_pool(workers: int, algorithms: list[str], log_path: Path) -> subprocess.Popen | None:
+    """Start the pool of this (snakemake) process with ``workers`` workers that import
+    ``algorithms`` ahead; its own messages go to ``log_path``. None where it cannot start (the
+    jobs then launch their own ranks)."""
+    path = socket_path(os.getpid())
+    command = [sys.executable, "-m", "hpsrl.workers", "serve", "--socket", str(path),
+               "--workers", str(workers), "--parent", str(os.getpid()),
+               "--algorithms", *algorithms]  # fmt: skip
+    try:
+        _private_folder(path.parent)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as out:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C stops snakemake, which stops the pool
+            )
+    except OSError as e:
+        print(f"hpsrl: no warm workers ({e}); each training job starts its own", file=sys.stderr)
+        return None
+
+
+def stop_pool(pool: subprocess.Popen | None) -> None:
+    """Tell the pool to stop, without waiting for it (nothing waits for it any more)."""
+    if pool is not None:
+        pool.terminate()
+
+
+# -- a training job's side -----------------------------------------------------------------------
+
+
+def submit(path: str, command: list[str]) -> int:
+    """Have the pool at ``path`` train what ``command`` (an ``hpsrl train`` command line) would,
+    relaying its log lines to stderr; returns its exit status. Without a pool that answers,
+    replaces this process with ``command``."""
+    if "train" not in command:
+        print(f"hpsrl: error: not an `hpsrl train` command: {' '.join(command)}", file=sys.stderr)
+        return 2
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+    except OSError:
+        _run_alone(command)
+    request = {"cwd": os.getcwd(), "train": command[command.index("train") + 1 :]}
+    try:
+        client.sendall(json.dumps(request).encode() + b"\n")
+        for line in client.makefile("r", encoding="utf-8"):
+            message = json.loads(line)
+            if "log" in message:
+                print(message["log"], file=sys.stderr, flush=True)
+            if "exit" in message:
+                return int(message["exit"])
+    except OSError:
+        pass
+    print(
+        "hpsrl: the warm workers stopped before this job was done; it trains on its own ranks",
+        file=sys.stderr,
+    )
+    _run_alone(command)
+    return 1  # not reached: _run_alone does not return
+
+
+def _run_alone(command: list[str]) -> None:
+    sys.stderr.flush()
+    os.execvp(command[0], command)
+
+
+# -- the workers ---------------------------------------------------------------------------------
+
+
+class _SendLog(logging.Handler):
+    """Sends each log line of a worker to the coordinator, which relays it to the job's log."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.conn.send(("log", self.format(record)))
+
+
+def _work(conn: Connection, algorithms: list[str]) -> None:
+    """A worker: import once, then train the seeds the coordinator sends until it sends None."""
+    import importlib
+
+    from hpsrl.cli import LOG_FORMAT, explain_failure
+    from hpsrl.mpi import limit_threads
+    from hpsrl.train import train_seed
+
+    for name in algorithms:
+        importlib.import_module(f"hpsrl.agents.{name}")
+    limit_threads()
+    handler = _SendLog(conn)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    conn.send(("ready",))
+    while (task := conn.recv()) is not None:
+        pop, individual, k, checkpoints = task
+        try:
+            conn.send(("seed", train_seed(pop, individual, k, checkpoints)))
+        except Exception as e:  # train_seed records training failures; this is the job's
+            message = explain_failure("train", e)
+            conn.send(("error", 2, message) if message else ("error", 1, traceback.format_exc()))
+    os._exit(0)  # nothing to flush or clean up: skip tearing torch down
+
+
+@dataclass(eq=False)
+class _Job:
+    """One training job's request: what it still trains, and the socket to answer on."""
+
+    client: socket.socket
+    name: str
+    pop: Population | None = None
+    out_paths: dict[int, Path] = field(default_factory=dict)  # individual -> result still due
+    seeds: dict[int, dict[int, SeedResult]] = field(default_factory=dict)
+    manifest: Path | None = None
+    results: list[Path] = field(default_factory=list)  # every result file, for the manifest
+    over: bool = False  # answered, failed or given up by its client
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    task: tuple[_Job, int, int] | None = None  # (job, individual, seed) it trains
+
+
+class _Coordinator:
+    def __init__(self, listener: socket.socket, workers: int, algorithms: list[str]) -> None:
+        import multiprocessing
+
+        self.listener, self.algorithms = listener, algorithms
+        # spawn, not fork: a worker must not inherit the sockets of jobs (a client would then
+        # not see the pool close) nor whatever state the coordinator has
+        self.context = multiprocessing.get_context("spawn")
+        self.workers = [self._start_worker() for _ in range(workers)]
+        self.jobs: dict[socket.socket, _Job] = {}
+        self.queue: collections.deque[tuple[_Job, int, int]] = collections.deque()
+        self.deaths = 0
+
+    def _start_worker(self) -> _Worker:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(target=_work, args=(theirs, self.algorithms), daemon=True)
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def step(self, timeout: float) -> None:
+        from multiprocessing.connection import wait
+
+        by_conn = {w.conn: w for w in self.workers}
+        by_sentinel = {w.process.sentinel: w for w in self.workers}
+        for ready in wait([self.listener, *self.jobs, *by_conn, *by_sentinel], timeout):
+            if ready is self.listener:
+                self._accept()
+            elif ready in self.jobs:
+                self._client_spoke(self.jobs[ready])
+            elif ready in by_conn and by_conn[ready] in self.workers:  # not replaced meanwhile
+                self._from_worker(by_conn[ready])
+            elif ready in by_sentinel and by_sentinel[ready] in self.workers:
+                self._replace(by_sentinel[ready])
+        self._dispatch()
+
+    def close(self) -> None:
+        for job in list(self.jobs.values()):
+            job.client.close()  # its client then trains the job itself
+        for worker in self.workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
+        for worker in self.workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():  # still in a seed nobody waits for any more
+                worker.process.terminate()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        client, _ = self.listener.accept()
+        client.settimeout(5)  # a client sends its request as soon as it connects
+        try:
+            request = json.loads(client.makefile("rb").readline())
+            cwd, argv = Path(request["cwd"]), [str(a) for a in request["train"]]
+            client.settimeout(None)
+        except (OSError, ValueError, KeyError, TypeError):  # not one of our clients
+            client.close()
+            return
+        job = _Job(client, name=" ".join(argv))
+        self.jobs[client] = job
+        self._send(job, log=f"hpsrl: trained by the warm workers of pid {os.getpid()}")
+        with self._logging_to(job):
+            self._plan(job, cwd, argv)
+
+    def _plan(self, job: _Job, cwd: Path, argv: list[str]) -> None:
+        from hpsrl.cli import parse_args
+        from hpsrl.train import plan_job
+
+        usage = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(usage):
+                args = parse_args(["train", *argv])
+        except SystemExit:
+            self._finish(job, 2, usage.getvalue().strip())
+            return
+        try:
+            job.results = [cwd / p for p in args.out]
+            same = [cwd / p for p in args.same_training_as] if args.same_training_as else None
+            job.manifest = cwd / args.manifest if args.manifest else None
+            job.name = str(job.manifest or job.results[0])
+            job.pop, todo = plan_job(cwd / args.population, args.individual, job.results, same)
+        except Exception as e:
+            self._fail(job, e)
+            return
+        seeds = job.pop.train_seeds.shape[1]
+        job.out_paths = dict(todo)
+        job.seeds = {individual: {} for individual, _ in todo}
+        self.queue.extend((job, individual, k) for individual, _ in todo for k in range(seeds))
+        log.info("%s: %d seeds queued", job.name, len(todo) * seeds)
+        self._maybe_done(job)
+
+    def _client_spoke(self, job: _Job) -> None:
+        """A client only speaks to leave: it was killed (snakemake cancelled the job)."""
+        with contextlib.suppress(OSError):
+            if job.client.recv(1):
+                return
+        log.info("%s: its job ended before it was done; dropped what it had still queued", job.name)
+        job.over = True
+        self._forget(job)
+
+    def _seed_done(self, job: _Job, individual: int, k: int, seed: SeedResult) -> None:
+        from hpsrl.train import write_result
+
+        job.seeds[individual][k] = seed
+        if len(job.seeds[individual]) < job.pop.train_seeds.shape[1]:
+            return
+        with self._logging_to(job):
+            try:
+                out_path = job.out_paths.pop(individual)
+                write_result(
+                    job.pop, individual, job.seeds.pop(individual), out_path, len(self.workers)
+                )
+            except Exception as e:
+                self._fail(job, e)
+                return
+            self._maybe_done(job)
+
+    def _maybe_done(self, job: _Job) -> None:
+        from hpsrl.storage import write_manifest
+
+        if job.over or job.out_paths:
+            return
+        try:
+            if job.manifest is not None:
+                write_manifest(job.manifest, job.results)
+        except Exception as e:
+            self._fail(job, e)
+            return
+        self._finish(job, 0)
+
+    def _fail(self, job: _Job, error: Exception) -> None:
+        from hpsrl.cli import explain_failure
+
+        message = explain_failure("train", error)
+        self._finish(job, 2 if message else 1, message or _message(error))
+
+    def _finish(self, job: _Job, status: int, message: str = "") -> None:
+        if job.over:
+            return
+        # its time in the pool, for the pool's log (benchmarks/orchestration_overhead.py reads it)
+        log.info(
+            "%s: exit status %d after %.3f s", job.name, status, time.monotonic() - job.started
+        )
+        if message:
+            self._send(job, log=message)
+        self._send(job, exit=status)
+        job.over = True
+        self._forget(job)
+
+    def _forget(self, job: _Job) -> None:
+        self.jobs.pop(job.client, None)
+        job.client.close()
+        self.queue = collections.deque(t for t in self.queue if not t[0].over)
+
+    def _send(self, job: _Job, **message: Any) -> None:
+        if job.over:
+            return
+        try:
+            job.client.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:  # its client is gone: so is the job
+            job.over = True
+            self._forget(job)
+
+    @contextlib.contextmanager
+    def _logging_to(self, job: _Job):
+        """Relay the log lines of what the coordinator does for ``job`` to the job's log."""
+        handler = _Relay(self, job)
+        logging.getLogger("hpsrl").addHandler(handler)
+        try:
+            yield
+        finally:
+            logging.getLogger("hpsrl").removeHandler(handler)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        from hpsrl.train import checkpoint_dir
+
+        for worker in self.workers:
+            if not (worker.ready and worker.task is None and self.queue):
+                continue
+            job, individual, k = worker.task = self.queue.popleft()
+            worker.conn.send((job.pop, individual, k, checkpoint_dir(job.out_paths[individual])))
+
+    def _from_worker(self, worker: _Worker) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self._replace(worker)
+            return
+        kind, *body = message
+        if kind == "ready":
+            worker.ready = True
+            log.info("worker pid %s ready", worker.process.pid)
+            return
+        if kind == "log" and worker.task is None:
+            log.info("worker pid %s: %s", worker.process.pid, body[0])
+            return
+        job, individual, k = worker.task
+        if kind == "log":
+            self._send(job, log=body[0])
+            return
+        worker.task = None
+        if job.over:
+            return  # its client gave up on it
+        if kind == "seed":
+            self._seed_done(job, individual, k, body[0])
+        else:  # "error": what the job cannot go on from (train_seed records the rest)
+            status, text = body
+            self._finish(job, status, text)
+
+    def _replace(self, worker: _Worker) -> None:
+        """A worker died (killed, out of memory): fail its job, start another in its place."""
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        if worker.task is not None:
+            job, individual, k = worker.task
+            self._finish(
+                job,
+                1,
+                f"hpsrl: error: the warm worker training {job.pop.batch} individual {individual} "
+                f"seed {k} died (exit status {code}); rerun snakemake to train the job again",
+            )
+        log.warning("worker pid %s died (exit status %s)", worker.process.pid, code)
+        self.deaths += 1
+        if self.deaths > 3 * len(self.workers):
+            raise RuntimeError(f"{self.deaths} workers died: stopping the pool")
+        self.workers[self.workers.index(worker)] = self._start_worker()
+
+
+def _message(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error)).rstrip()
+
+
+class _Relay(logging.Handler):
+    def __init__(self, coordinator: _Coordinator, job: _Job) -> None:
+        from hpsrl.cli import LOG_FORMAT
+
+        super().__init__()
+        self.coordinator, self.job = coordinator, job
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.coordinator._send(self.job, log=self.format(record))
+
+
+def serve(path: Path, workers: int, parent: int, algorithms: list[str]) -> None:
+    """Run the pool until the process ``parent`` (snakemake) ends or it is sent SIGTERM."""
+    from hpsrl.cli import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)
+    listener.bind(str(path))
+    listener.listen(128)
+    log.info("%d warm workers for snakemake pid %d, listening on %s", workers, parent, path)
+    coordinator = _Coordinator(listener, workers, algorithms)
+    try:
+        while os.getppid() == parent:  # reparented: snakemake is gone
+            coordinator.step(timeout=1.0)
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+        coordinator.close()
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpsrl.workers", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("serve", help="run a pool (snakemake's onstart hook starts it)")
+    p.add_argument("--socket", type=Path, required=True)
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--parent", type=int, required=True, help="stop when this process ends")
+    p.add_argument("--algorithms", nargs="*", default=[], help="import these ahead")
+    p = sub.add_parser("submit", help="train an `hpsrl train` command's job on the pool")
+    p.add_argument("socket")
+    p.add_argument("train_command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = parser.parse_args(argv)
+    if args.action == "serve":
+        serve(args.socket, args.workers, args.parent, args.algorithms)
+        return 0
+    command = args.train_command
+    return submit(args.socket, command[1:] if command[:1] == ["--"] else command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Warm workers: a pool trains jobs exactly as the jobs' own ranks would, survives jobs that are
+killed or wrong, and ends with the process that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpsrl.config import load_config
+from hpsrl.evolve import initial_population
+from hpsrl.storage import read_individual_arrays, read_weights, write_population
+from hpsrl.workers import socket_path
+
+PYTHON = sys.executable
+
+
+def _wait(condition, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
+
+
+@pytest.fixture
+def pool(tmp_path):
+    """A pool of 2 workers whose parent is this test process; its socket path."""
+    path = tmp_path / "workers.sock"
+    log = open(tmp_path / "workers.log", "w")  # noqa: SIM115 (closed below)
+    command = [PYTHON, "-m", "hpsrl.workers", "serve", "--socket", str(path), "--workers", "2",
+               "--parent", str(os.getpid()), "--algorithms", "ppo"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    _wait(path.exists)
+    yield path
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+    log.close()
+    assert not path.exists(), "the pool removes its socket"
+
+
+def _train_command(population: Path, individuals: list[int], outs: list[Path], *extra: str):
+    return [PYTHON, "-m", "hpsrl", "train", "--population", str(population),
+            "--individual", *map(str, individuals), "--out", *map(str, outs), *extra]  # fmt: skip
+
+
+def _submit_command(socket: Path, command: list[str]) -> list[str]:
+    return [PYTHON, "-m", "hpsrl.workers", "submit", str(socket), "--", *command]
+
+
+def _submit(socket: Path, command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _submit_command(socket, command), capture_output=True, text=True, timeout=300
+    )
+
+
+def _start_long_job(socket: Path, tiny_config, tmp_path: Path, out: Path) -> subprocess.Popen:
+    """A job that trains for minutes, once the pool has taken it."""
+    config = {**tiny_config, "training": {**tiny_config["training"], "steps": 2_000_000}}
+    write_population(tmp_path / "long.h5", initial_population(load_config(config)))
+    job = subprocess.Popen(
+        _submit_command(socket, _train_command(tmp_path / "long.h5", [0], [out])),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "trained by the warm workers" in job.stderr.readline()
+    return job
+
+
+@pytest.fixture
+def population(tiny_config, tmp_path) -> Path:
+    path = tmp_path / "pop.h5"
+    write_population(path, initial_population(load_config(tiny_config)))
+    return path
+
+
+@pytest.mark.slow
+def test_warm_workers_train_as_the_jobs_own_rank_would(pool, population, tmp_path):
+    # Two jobs in turn: the workers that train the second one trained the first before.
+    warm = [tmp_path / f"warm{i}.h5" for i in range(4)]
+    manifest = tmp_path / "ind000-001.txt"
+    done = _submit(pool, _train_command(population, [0, 1], warm[:2], "--manifest", str(manifest)))
+    assert done.returncode == 0, done.stderr
+    assert "trained by the warm workers" in done.stderr
+    assert "gen000 individual 1 seed 1: mean eval return" in done.stderr  # a worker's log line
+    assert manifest.read_text().split() == ["warm0.h5", "warm1.h5"]
+    done = _submit(pool, _train_command(population, [2, 3], warm[2:]))
+    assert done.returncode == 0, done.stderr
+
+    alone = [tmp_path / f"alone{i}.h5" for i in range(4)]
+    env = {**os.environ, "HPSRL_NO_MPI": "1"}
+    done = subprocess.run(
+        _train_command(population, [0, 1, 2, 3], alone), env=env, capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    for w, a in zip(warm, alone, strict=True):
+        got, expected = read_individual_arrays(w), read_individual_arrays(a)
+        for name in ("episode_returns", "curve_returns", "env_steps", "returns"):
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+        for k in range(2):
+            weights = read_weights(a, k)
+            for name, array in read_weights(w, k).items():
+                np.testing.assert_array_equal(array, weights[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_without_a_pool_the_job_runs_its_own_command(population, tmp_path):
+    out = tmp_path / "ind000.h5"
+    done = _submit(tmp_path / "nobody.sock", _train_command(population, [0], [out]))
+    assert done.returncode == 0, done.stderr
+    assert "warm workers" not in done.stderr
+    assert read_individual_arrays(out)["returns"].shape == (2,)
+
+
+@pytest.mark.slow
+def test_a_killed_job_leaves_the_pool_to_the_others(pool, tiny_config, tmp_path):
+    long_out = tmp_path / "long0.h5"
+    job = _start_long_job(pool, tiny_config, tmp_path, long_out)
+    job.send_signal(signal.SIGTERM)  # as snakemake cancels a job
+    job.wait(timeout=30)
+
+    write_population(tmp_path / "short.h5", initial_population(load_config(tiny_config)))
+    done = _submit(pool, _train_command(tmp_path / "short.h5", [1], [tmp_path / "short1.h5"]))
+    assert done.returncode == 0, done.stderr
+    assert not long_out.exists(), "the killed job's seeds are not written"
+
+
+@pytest.mark.slow
+def test_a_job_that_cannot_run_gets_the_clis_error_and_the_pool_goes_on(pool, population, tmp_path):
+    done = _submit(pool, _train_command(tmp_path / "missing.h5", [0], [tmp_path / "a.h5"]))
+    assert done.returncode == 2
+    assert "hpsrl: error:" in done.stderr and "missing.h5" in done.stderr
+    done = _submit(pool, _train_command(population, [0, 1], [tmp_path / "a.h5"]))
+    assert done.returncode == 2
+    assert "give one --out file per individual" in done.stderr
+    done = _submit(pool, _train_command(population, [0], [tmp_path / "a.h5"]))
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_its_job_and_is_replaced(pool, tiny_config, tmp_path):
+    job = _start_long_job(pool, tiny_config, tmp_path, tmp_path / "long0.h5")
+    log = tmp_path / "workers.log"
+    _wait(lambda: log.read_text().count("ready") == 2)
+    time.sleep(1)  # the job's seeds reach the workers as soon as they are ready
+    for pid in _children(_pool_pid(pool)):
+        os.kill(pid, signal.SIGKILL)
+    assert job.wait(timeout=60) == 1
+    assert "died" in job.stderr.read()
+    write_population(tmp_path / "short.h5", initial_population(load_config(tiny_config)))
+    done = _submit(pool, _train_command(tmp_path / "short.h5", [1], [tmp_path / "short1.h5"]))
+    assert done.returncode == 0, done.stderr  # trained by the workers that replaced them
+
+
+def _pool_pid(socket: Path) -> int:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in cmdline and str(socket).encode() in cmdline:
+                return int(entry.name)
+    raise AssertionError("no pool process")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_the_pool_ends_with_the_process_that_started_it(tmp_path):
+    # A stand-in for snakemake: starts a pool as its onstart hook does, then is killed.
+    code = (
+        "import sys, time; from pathlib import Path; from hpsrl import workers;"
+        "workers.start_pool(1, [], Path(sys.argv[1])); time.sleep(600)"
+    )
+    starter = subprocess.Popen([PYTHON, "-c", code, str(tmp_path / "workers.log")])
+    path = socket_path(starter.pid)
+    _wait(path.exists)
+    pool = _pool_pid(path)
+    assert path.parent.stat().st_mode & 0o077 == 0, "only this user may connect"
+    starter.kill()
+    starter.wait()
+    _wait(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=30)
+    assert not path.exists()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
