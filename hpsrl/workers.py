@@ -2,8 +2,8 @@
 run instead of once per training job.
 
 A training job that launches its own ranks pays, before it trains anything, for starting them and
-importing torch, gymnasium and hpsrl in each: 2.6-3.2 s a job on 2 cores (measured), when a
-20k-step CartPole seed trains in about 0.4 s. So when snakemake starts running jobs on this
+importing torch, gymnasium and hpsrl in each: about 2.3 s a job on 2 cores (measured), when a
+20k-step CartPole seed trains in about 0.5 s. So when snakemake starts running jobs on this
 machine (the onstart hook in workflow/rules/workers.smk) it starts one pool: a coordinator that
 listens on a Unix socket, and one worker process per core that imports all that once. A training
 job's command then only hands its individuals to the coordinator,

@@ -1,6 +1,6 @@
 # Warm workers (hpsrl/workers.py): run on this machine, training jobs hand their seeds to one pool
 # of processes that imported torch once, started with the run, instead of each job launching
-# ranks that import it again (2.6-3.2 s a job against 0.4 s for a 20k-step CartPole seed).
+# ranks that import it again (about 2.3 s a job against 0.5 s for a 20k-step CartPole seed).
 # On a cluster, with --no-hooks or with HPSRL_WARM_WORKERS=0, each job launches its own ranks; so
 # does a job that finds no pool (one that could not start or stopped), with the ranks it was given.
 import os
@@ -33,7 +33,7 @@ def warm_workers_prefix(wildcards):
 
 def pool_size():
     """A worker per core, but no more than the seeds one batch can train side by side: more
-    would only import torch for nothing (about 350 MiB each)."""
+    would only import torch for nothing (about 300 MiB each)."""
     seeds = max(
         max(c["ga"]["population"] * c["training"]["seeds"], c["report"]["retest_seeds"])
         for c in CAMPAIGNS.values()
