@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from hpsrl.storage import Population, SeedResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hpsrl.workers")  # not __main__, its name when run as a module
 
 # Environment variable that turns the pool off (HPSRL_WARM_WORKERS=0): each training job then
 # launches its own ranks, as on a cluster.
@@ -123,20 +123,21 @@ def submit(path: str, command: list[str]) -> int:
     except OSError:
         _run_alone(command)
     request = {"cwd": os.getcwd(), "train": command[command.index("train") + 1 :]}
+    why = "the warm workers stopped before this job was done"
     try:
         client.sendall(json.dumps(request).encode() + b"\n")
         for line in client.makefile("r", encoding="utf-8"):
             message = json.loads(line)
+            if "alone" in message:  # the pool of a run in another folder
+                why = f"the warm workers serve another folder (this job {message['alone']})"
+                break
             if "log" in message:
                 print(message["log"], file=sys.stderr, flush=True)
             if "exit" in message:
                 return int(message["exit"])
     except OSError:
         pass
-    print(
-        "hpsrl: the warm workers stopped before this job was done; it trains on its own ranks",
-        file=sys.stderr,
-    )
+    print(f"hpsrl: {why}; it trains on its own ranks", file=sys.stderr)
     _run_alone(command)
     return 1  # not reached: _run_alone does not return
 
@@ -267,13 +268,19 @@ class _Coordinator:
         except (OSError, ValueError, KeyError, TypeError):  # not one of our clients
             client.close()
             return
+        if cwd.resolve() != Path.cwd().resolve():
+            # the job's paths, and those in the config (results_dir), are relative to its folder
+            with contextlib.suppress(OSError):
+                client.sendall(json.dumps({"alone": f"runs in {cwd}, not {Path.cwd()}"}).encode())
+            client.close()
+            return
         job = _Job(client, name=" ".join(argv))
         self.jobs[client] = job
         self._send(job, log=f"hpsrl: trained by the warm workers of pid {os.getpid()}")
         with self._logging_to(job):
-            self._plan(job, cwd, argv)
+            self._plan(job, argv)
 
-    def _plan(self, job: _Job, cwd: Path, argv: list[str]) -> None:
+    def _plan(self, job: _Job, argv: list[str]) -> None:
         from hpsrl.cli import parse_args
         from hpsrl.train import plan_job
 
@@ -285,11 +292,11 @@ class _Coordinator:
             self._finish(job, 2, usage.getvalue().strip())
             return
         try:
-            job.results = [cwd / p for p in args.out]
-            same = [cwd / p for p in args.same_training_as] if args.same_training_as else None
-            job.manifest = cwd / args.manifest if args.manifest else None
+            job.results, job.manifest = args.out, args.manifest
             job.name = str(job.manifest or job.results[0])
-            job.pop, todo = plan_job(cwd / args.population, args.individual, job.results, same)
+            job.pop, todo = plan_job(
+                args.population, args.individual, job.results, args.same_training_as
+            )
         except Exception as e:
             self._fail(job, e)
             return

@@ -4,6 +4,7 @@ killed or wrong, and ends with the process that started it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,9 +55,9 @@ def _submit_command(socket: Path, command: list[str]) -> list[str]:
     return [PYTHON, "-m", "hpsrl.workers", "submit", str(socket), "--", *command]
 
 
-def _submit(socket: Path, command: list[str]) -> subprocess.CompletedProcess:
+def _submit(socket: Path, command: list[str], cwd: Path | None = None):
     return subprocess.run(
-        _submit_command(socket, command), capture_output=True, text=True, timeout=300
+        _submit_command(socket, command), cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 
@@ -119,6 +120,16 @@ def test_without_a_pool_the_job_runs_its_own_command(population, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_job_of_another_folder_runs_its_own_command(pool, population, tmp_path):
+    # Relative paths (results_dir included) mean the job's folder, where the pool's are not.
+    out = tmp_path / "ind000.h5"
+    done = _submit(pool, _train_command(population, [0], [out]), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "the warm workers serve another folder" in done.stderr
+    assert read_individual_arrays(out)["returns"].shape == (2,)
+
+
+@pytest.mark.slow
 def test_a_killed_job_leaves_the_pool_to_the_others(pool, tiny_config, tmp_path):
     long_out = tmp_path / "long0.h5"
     job = _start_long_job(pool, tiny_config, tmp_path, long_out)
@@ -147,7 +158,7 @@ def test_a_job_that_cannot_run_gets_the_clis_error_and_the_pool_goes_on(pool, po
 def test_a_dead_worker_fails_its_job_and_is_replaced(pool, tiny_config, tmp_path):
     job = _start_long_job(pool, tiny_config, tmp_path, tmp_path / "long0.h5")
     log = tmp_path / "workers.log"
-    _wait(lambda: log.read_text().count("ready") == 2)
+    _wait(lambda: len(re.findall(r"worker pid \d+ ready$", log.read_text(), re.MULTILINE)) == 2)
     time.sleep(1)  # the job's seeds reach the workers as soon as they are ready
     for pid in _children(_pool_pid(pool)):
         os.kill(pid, signal.SIGKILL)

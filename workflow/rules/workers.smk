@@ -14,11 +14,13 @@ POOL = {}
 
 def uses_warm_workers():
     """Whether this run's training jobs go to warm workers: run here, with hooks (onstart starts
-    the pool), not turned off."""
+    the pool), not turned off. Not in modes that run no job (--report has no execution
+    settings)."""
+    no_hooks = getattr(workflow.execution_settings, "no_hooks", True)
     return (
         workflow.local_exec
         and not workflow.remote_exec
-        and not workflow.execution_settings.no_hooks
+        and not no_hooks
         and warm_workers.enabled()
     )
 
@@ -42,14 +44,18 @@ def pool_size():
 
 
 onstart:
-    training = any(
-        job.rule.name == "train_individuals" for job in workflow.dag.needrun_jobs()
-    )
+    training = [
+        job
+        for job in workflow.dag.needrun_jobs()
+        if job.rule.name == "train_individuals"
+    ]
     if uses_warm_workers() and training:
+        # its log goes with a campaign it trains for (under `snakemake compare`, one of several)
+        campaign = training[0].wildcards.campaign
         POOL["process"] = warm_workers.start_pool(
             pool_size(),
             sorted({c["algorithm"] for c in CAMPAIGNS.values()}),
-            Path(RESULTS_DIR) / CAMPAIGN["campaign"] / "logs" / "workers.log",
+            Path(RESULTS_DIR) / campaign / "logs" / "workers.log",
         )
 
 
