@@ -16,8 +16,8 @@ in, then the job's manifest, and sends the job its log lines and exit status.
 
 A job trains and writes what the command after ``--`` would: the same :func:`~hpsrl.train.plan_job`,
 :func:`~hpsrl.train.train_seed` and :func:`~hpsrl.train.write_result`. Where no pool answers
-(``snakemake --no-hooks``, ``HPSRL_WARM_WORKERS=0``, a pool that stopped), the job runs that
-command itself. A job that is killed takes its seeds not yet started out of the queue. The pool
+(``snakemake --no-hooks``, ``HPSRL_WARM_WORKERS=0``, a pool that stopped, a pool of a run in
+another folder), the job runs that command itself. A job that is killed takes its seeds not yet started out of the queue. The pool
 exits with the snakemake process that started it.
 
 This module imports only the standard library at the top: ``submit`` runs once per job.
