@@ -17,8 +17,8 @@ in, then the job's manifest, and sends the job its log lines and exit status.
 A job trains and writes what the command after ``--`` would: the same :func:`~hpsrl.train.plan_job`,
 :func:`~hpsrl.train.train_seed` and :func:`~hpsrl.train.write_result`. Where no pool answers
 (``snakemake --no-hooks``, ``HPSRL_WARM_WORKERS=0``, a pool that stopped, a pool of a run in
-another folder), the job runs that command itself. A job that is killed takes its seeds not yet started out of the queue. The pool
-exits with the snakemake process that started it.
+another folder), the job runs that command itself. A job that is killed takes its seeds not yet
+started out of the queue. The pool exits with the snakemake process that started it.
 
 This module imports only the standard library at the top: ``submit`` runs once per job.
 """
@@ -249,12 +249,15 @@ class _Coordinator:
         for job in list(self.jobs.values()):
             job.client.close()  # its client then trains the job itself
         for worker in self.workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send(None)
+            if worker.task is None:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
+            else:  # in a seed that nobody will wait for
+                worker.process.terminate()
         for worker in self.workers:
             worker.process.join(timeout=2)
-            if worker.process.is_alive():  # still in a seed nobody waits for any more
-                worker.process.terminate()
+            if worker.process.is_alive():
+                worker.process.kill()
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
 from hpsrl.storage import read_individual_arrays, read_weights, write_population
 from hpsrl.workers import socket_path
+from tests.test_workflow import BIN, write_config
 
 PYTHON = sys.executable
 
@@ -207,3 +208,26 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
+    tiny_config["training"]["steps"] = 2_000_000  # jobs that would train for minutes
+    write_config(workdir, tiny_config)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.Popen(
+        [str(BIN / "snakemake"), "-j2"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    log = workdir / "results/tiny/logs/workers.log"
+    _wait(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
+    pool = _pool_pid(socket_path(run.pid))
+    time.sleep(2)  # the seeds are in training
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    assert run.wait(timeout=60) != 0
+    _wait(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
+    assert "dropped what it had still queued" in log.read_text()
