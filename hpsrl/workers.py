@@ -316,7 +316,6 @@ class _Coordinator:
             if job.client.recv(1):
                 return
         log.info("%s: its job ended before it was done; dropped what it had still queued", job.name)
-        job.over = True
         self._forget(job)
 
     def _seed_done(self, job: _Job, individual: int, k: int, seed: SeedResult) -> None:
@@ -365,10 +364,11 @@ class _Coordinator:
         if message:
             self._send(job, log=message)
         self._send(job, exit=status)
-        job.over = True
         self._forget(job)
 
     def _forget(self, job: _Job) -> None:
+        """End ``job``: answered, failed or given up by its client; its queued seeds go."""
+        job.over = True
         self.jobs.pop(job.client, None)
         job.client.close()
         self.queue = collections.deque(t for t in self.queue if not t[0].over)
@@ -379,7 +379,6 @@ class _Coordinator:
         try:
             job.client.sendall(json.dumps(message).encode() + b"\n")
         except OSError:  # its client is gone: so is the job
-            job.over = True
             self._forget(job)
 
     @contextlib.contextmanager

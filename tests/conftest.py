@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,16 @@ TINY: dict[str, Any] = {
     "ga": {"population": 4, "generations": 2, "elites": 1, "tournament_size": 2},
     "report": {"retest_seeds": 2},
 }
+
+
+def wait_until(condition, timeout: float = 60.0, poll: float = 0.02):
+    """Poll ``condition`` every ``poll`` seconds until it returns something true; return that.
+    Fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(poll)
+    return value
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import wait_until
 from tests.test_workflow import BIN, snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,12 +148,8 @@ def _running_training_jobs(workdir: Path) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if "train_individuals" in line]
 
 
-def _wait(condition, timeout: float = 300.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
-    return value
+# Slurm states change on its polling intervals: look once a second, for up to 5 minutes.
+_wait = functools.partial(wait_until, timeout=300.0, poll=1.0)
 
 
 def _long_campaign(config: dict) -> dict:

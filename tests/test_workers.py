@@ -18,17 +18,10 @@ from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
 from hpsrl.storage import read_individual_arrays, read_weights, write_population
 from hpsrl.workers import socket_path
+from tests.conftest import wait_until
 from tests.test_workflow import BIN, write_config
 
 PYTHON = sys.executable
-
-
-def _wait(condition, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 @pytest.fixture
@@ -39,7 +32,7 @@ def pool(tmp_path):
     command = [PYTHON, "-m", "hpsrl.workers", "serve", "--socket", str(path), "--workers", "2",
                "--parent", str(os.getpid()), "--algorithms", "ppo"]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    _wait(path.exists)
+    wait_until(path.exists)
     yield path
     process.terminate()
     assert process.wait(timeout=30) == 0
@@ -159,7 +152,8 @@ def test_a_job_that_cannot_run_gets_the_clis_error_and_the_pool_goes_on(pool, po
 def test_a_dead_worker_fails_its_job_and_is_replaced(pool, tiny_config, tmp_path):
     job = _start_long_job(pool, tiny_config, tmp_path, tmp_path / "long0.h5")
     log = tmp_path / "workers.log"
-    _wait(lambda: len(re.findall(r"worker pid \d+ ready$", log.read_text(), re.MULTILINE)) == 2)
+    ready = re.compile(r"worker pid \d+ ready$", re.MULTILINE)
+    wait_until(lambda: len(ready.findall(log.read_text())) == 2)
     time.sleep(1)  # the job's seeds reach the workers as soon as they are ready
     for pid in _children(_pool_pid(pool)):
         os.kill(pid, signal.SIGKILL)
@@ -194,12 +188,12 @@ def test_the_pool_ends_with_the_process_that_started_it(tmp_path):
     )
     starter = subprocess.Popen([PYTHON, "-c", code, str(tmp_path / "workers.log")])
     path = socket_path(starter.pid)
-    _wait(path.exists)
+    wait_until(path.exists)
     pool = _pool_pid(path)
     assert path.parent.stat().st_mode & 0o077 == 0, "only this user may connect"
     starter.kill()
     starter.wait()
-    _wait(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=30)
+    wait_until(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=30)
     assert not path.exists()
 
 
@@ -224,10 +218,10 @@ def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     log = workdir / "results/tiny/logs/workers.log"
-    _wait(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
+    wait_until(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
     pool = _pool_pid(socket_path(run.pid))
     time.sleep(2)  # the seeds are in training
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     assert run.wait(timeout=60) != 0
-    _wait(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
+    wait_until(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
     assert "dropped what it had still queued" in log.read_text()
