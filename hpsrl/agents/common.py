@@ -28,6 +28,14 @@ observations and done flags, and the vector env's state where :func:`hpsrl.envs.
 supports the env (CartPole through its vector entry point, and sync vector envs of gymnasium's
 classic-control envs).
 
+Stopping part-way: ``train(..., stop_at=S)`` ends the loop at the first update boundary at or past
+``S`` env steps (:func:`loop_lengths`), saves a checkpoint there when ``checkpoint`` is given
+(whether or not one is due), evaluates the policy as it is and returns. A later call with the same
+arguments and a larger ``stop_at`` (or ``None``) resumes from that file and goes on, so that the
+pieces together equal one uninterrupted run: ``stop_at`` is not part of the fingerprint, and the
+schedules are those of the ``total_steps`` run. A call whose checkpoint is already at or past its
+``stop_at`` trains no further, saves nothing and evaluates the restored state.
+
 When the resumed result equals the uninterrupted one: for the supported envs, on the same machine
 type, thread count and library versions, a resumed run gives bit-identical ``eval_returns``,
 ``curve_returns``, ``steps_to_threshold``, ``env_steps`` and weights; saving itself draws no random
@@ -94,13 +102,15 @@ class TrainResult:
     """(curve_points,) int64: env steps at which the learning curve was sampled."""
     curve_returns: np.ndarray
     """(curve_points,) float64: mean return of the last <= 20 finished training episodes at that
-    point; NaN before the first episode ends."""
+    point; NaN before the first episode ends, and at points a run stopped by ``stop_at`` has not
+    reached."""
     steps_to_threshold: float
     """Env steps at which the mean of the last 10 finished training episodes first reached the
     return threshold (needs 10 finished episodes); ``math.inf`` if never or without threshold."""
     env_steps: int
     """Env steps actually taken: ``total_steps`` rounded up to whole rollouts (PPO) or whole
-    vector steps (DQN). Steps in which a vector env resets a finished episode count too."""
+    vector steps (off-policy agents); with ``stop_at``, the steps so far (resumed part included).
+    Steps in which a vector env resets a finished episode count too."""
     train_seconds: float
     eval_seconds: float
     model_state: dict[str, torch.Tensor]
@@ -597,6 +607,28 @@ class Checkpointing:
             object.__setattr__(self, "every_seconds", float(self.every_seconds))
 
 
+def loop_lengths(
+    total_steps: int, steps_per_iteration: int, stop_at: int | None
+) -> tuple[int, int]:
+    """``(num_iterations, stop_iteration)``: how many loop iterations (PPO: rollouts and their
+    updates; the off-policy agents: vector steps) a ``total_steps`` run has, and after how many of
+    them a call with ``stop_at`` ends its loop.
+
+    ``stop_iteration`` is the first iteration boundary at or past ``stop_at`` env steps, or
+    ``num_iterations`` when ``stop_at`` is ``None`` or not before the run's end. Every schedule
+    (learning rate, epsilon, curve points, the fingerprint) keeps following ``num_iterations``:
+    a stopped run is the first part of the full run, so that a successive-halving rung can continue
+    it from its checkpoint instead of training it again from scratch. Raises ``ValueError`` unless
+    ``stop_at`` is ``None`` or an integer >= 1.
+    """
+    num_iterations = max(1, math.ceil(total_steps / steps_per_iteration))
+    if stop_at is None:
+        return num_iterations, num_iterations
+    stop_at = as_int("stop_at", stop_at)
+    require(stop_at >= 1, "stop_at", ">= 1 or None", stop_at)
+    return num_iterations, min(num_iterations, math.ceil(stop_at / steps_per_iteration))
+
+
 def run_fingerprint(
     algorithm: str,
     env: EnvSpec,
@@ -702,13 +734,19 @@ class Checkpointer:
         self._last_time = time.perf_counter()
         return saved
 
-    def due(self, global_step: int) -> bool:
-        """Whether a threshold has passed since the last save."""
+    def due(self, global_step: int, *, stopping: bool = False) -> bool:
+        """Whether a threshold has passed since the last save, or the run stops early here
+        (``stopping``, see :func:`loop_lengths`): then a later call continues from this point."""
         c = self.config
         if c is None:
             return False
-        return (c.every_steps is not None and global_step - self._last_step >= c.every_steps) or (
-            c.every_seconds is not None and time.perf_counter() - self._last_time >= c.every_seconds
+        return (
+            stopping
+            or (c.every_steps is not None and global_step - self._last_step >= c.every_steps)
+            or (
+                c.every_seconds is not None
+                and time.perf_counter() - self._last_time >= c.every_seconds
+            )
         )
 
     def save(self, global_step: int, state: dict[str, Any]) -> None:

@@ -40,11 +40,12 @@ def train(
     return_threshold: float | None = None,
     checkpoint: Checkpointing | None = None,
     initial_weights: Mapping[str, np.ndarray] | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train DDPG on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
 
     Same contract as :func:`hpsrl.agents.td3.train`: ``initial_weights``, determinism,
-    checkpoints and errors work the same way.
+    checkpoints, ``stop_at`` and errors work the same way.
     """
     return train_td3_family(
         "ddpg",
@@ -62,4 +63,5 @@ def train(
         return_threshold=return_threshold,
         checkpoint=checkpoint,
         initial_weights=initial_weights,
+        stop_at=stop_at,
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -43,6 +42,7 @@ from hpsrl.agents.common import (
     flushing_denormals,
     greedy_actions,
     load_weights,
+    loop_lengths,
     rebuild_discrete,
     restore_run,
     run_fingerprint,
@@ -100,6 +100,7 @@ def train(
     return_threshold: float | None = None,
     checkpoint: Checkpointing | None = None,
     initial_weights: Mapping[str, np.ndarray] | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train DQN on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
 
@@ -110,9 +111,16 @@ def train(
     Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
     With ``checkpoint``, saves its state between vector steps and resumes from
     ``checkpoint.path`` if that file holds a checkpoint of this same run.
+    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its epsilon schedule and curve
+    points, stops after the first vector step (and its training phase and target update) at or
+    past ``stop_at`` env steps, saves a checkpoint there (with ``checkpoint``) and evaluates the
+    policy as it is, so that a later call with a larger ``stop_at`` (or ``None``) goes on from that
+    point; see :mod:`hpsrl.agents.common`.
     Raises :class:`~hpsrl.agents.common.TrainingDiverged` when the TD loss becomes NaN/inf.
     """
     started = time.perf_counter()
+    # Vector steps of the whole run and of this call
+    num_vector_steps, stop_vector_step = loop_lengths(total_steps, hp.num_envs, stop_at)
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -159,7 +167,6 @@ def train(
 
     N = hp.num_envs
     tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
-    num_vector_steps = max(1, math.ceil(total_steps / N))
     exploration_steps = hp.exploration_fraction * total_steps
     obs = envs.reset(seed=seed)[0].astype(np.float32, copy=False)
     prev_done = np.zeros(N, dtype=bool)
@@ -203,7 +210,7 @@ def train(
         obs = obs.astype(np.float32, copy=False)
         del saved
 
-    for vector_step in range(first_vector_step, num_vector_steps):
+    for vector_step in range(first_vector_step, stop_vector_step):
         # -- Act epsilon-greedily -----------------------------------------------------------------
         progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
         epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
@@ -298,8 +305,10 @@ def train(
                 else:
                     target_params.lerp_(optimizer.params, hp.tau)
 
-        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
-        if checkpointer.due(global_step):
+        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
+        # (saving reads state and draws no random numbers)
+        stopping = stop_vector_step < num_vector_steps and vector_step + 1 == stop_vector_step
+        if checkpointer.due(global_step, stopping=stopping):
             filled = min(stored, capacity)
             replay = {name: torch.from_numpy(a[:filled].copy()) for name, a in buffer.items()}
             checkpointer.save(

@@ -40,6 +40,7 @@ from hpsrl.agents.common import (
     flushing_denormals,
     greedy_actions,
     load_weights,
+    loop_lengths,
     rebuild_discrete,
     restore_run,
     run_fingerprint,
@@ -108,6 +109,7 @@ def train(
     return_threshold: float | None = None,
     checkpoint: Checkpointing | None = None,
     initial_weights: Mapping[str, np.ndarray] | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train PPO on ``env`` for ``total_steps`` env steps (rounded up to whole rollouts), evaluate.
 
@@ -117,9 +119,16 @@ def train(
     Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
     With ``checkpoint``, saves its state after updates and resumes from ``checkpoint.path`` if
     that file holds a checkpoint of this same run.
+    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its learning-rate schedule and
+    curve points, stops after ceil(stop_at / (num_steps * num_envs)) rollouts and their updates,
+    saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so that a
+    later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
+    :mod:`hpsrl.agents.common`.
     Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf.
     """
     started = time.perf_counter()
+    # Rollouts of the whole run (they set the learning-rate schedule) and of this call
+    num_iterations, stop_iteration = loop_lengths(total_steps, hp.num_steps * hp.num_envs, stop_at)
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -154,7 +163,6 @@ def train(
     advantages = np.zeros((T, N), dtype=np.float32)
 
     tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
-    num_iterations = max(1, math.ceil(total_steps / (T * N)))
     next_obs, _ = envs.reset(seed=seed)
     prev_done = np.zeros(N, dtype=bool)
     global_step = 0
@@ -192,7 +200,7 @@ def train(
         )
         del saved
 
-    for iteration in range(first_iteration, num_iterations):
+    for iteration in range(first_iteration, stop_iteration):
         if hp.anneal_lr:
             optimizer.lr = hp.learning_rate * (1 - iteration / num_iterations)
 
@@ -300,8 +308,10 @@ def train(
                 losses[-1],
             )
 
-        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
-        if checkpointer.due(global_step):
+        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
+        # (saving reads state and draws no random numbers)
+        stopping = stop_iteration < num_iterations and iteration + 1 == stop_iteration
+        if checkpointer.due(global_step, stopping=stopping):
             checkpointer.save(
                 global_step,
                 {

@@ -48,6 +48,7 @@ from hpsrl.agents.common import (
     flatten_parameters,
     flushing_denormals,
     load_weights,
+    loop_lengths,
     restore_run,
     run_fingerprint,
     run_state,
@@ -160,6 +161,7 @@ def train(
     return_threshold: float | None = None,
     checkpoint: Checkpointing | None = None,
     initial_weights: Mapping[str, np.ndarray] | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train SAC on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
 
@@ -170,10 +172,17 @@ def train(
     replay buffer start empty. Deterministic for a given ``seed`` and ``eval_seed`` on CPU
     with a fixed thread count. With ``checkpoint``, saves its state between vector steps and
     resumes from ``checkpoint.path`` if that file holds a checkpoint of this same run.
+    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its curve points and buffer
+    size, stops after the first vector step (and its training phase) at or past ``stop_at`` env
+    steps, saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so
+    that a later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
+    :mod:`hpsrl.agents.common`.
     Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf, and
-    ``ValueError`` when ``initial_weights`` do not fit the networks.
+    ``ValueError`` when ``initial_weights`` do not fit the networks or ``stop_at`` is below 1.
     """
     started = time.perf_counter()
+    # Vector steps of the whole run and of this call
+    num_vector_steps, stop_vector_step = loop_lengths(total_steps, hp.num_envs, stop_at)
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -205,7 +214,6 @@ def train(
     target_entropy = -float(bounds.dim)
 
     N, act_dim = hp.num_envs, bounds.dim
-    num_vector_steps = max(1, math.ceil(total_steps / N))
     # a run never stores more transitions than it takes env steps: no larger buffer is needed
     buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
     tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
@@ -251,7 +259,7 @@ def train(
         obs = obs.astype(np.float32, copy=False)
         del saved
 
-    for vector_step in range(first_vector_step, num_vector_steps):
+    for vector_step in range(first_vector_step, stop_vector_step):
         # -- Act: uniformly at first, then by sampling the policy ---------------------------------
         if global_step < hp.learning_starts:
             actions = rng.uniform(-1.0, 1.0, (N, act_dim)).astype(np.float32)
@@ -314,8 +322,10 @@ def train(
             check_finite(losses[0], "SAC critic loss", global_step)
             check_finite(losses[1], "SAC actor loss", global_step)
 
-        # -- Save a checkpoint when one is due (reads state, draws no random numbers) ------------
-        if checkpointer.due(global_step):
+        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
+        # (saving reads state and draws no random numbers)
+        stopping = stop_vector_step < num_vector_steps and vector_step + 1 == stop_vector_step
+        if checkpointer.due(global_step, stopping=stopping):
             checkpointer.save(
                 global_step,
                 {
