@@ -70,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_collect(args: argparse.Namespace) -> None:
     from hpsrl.generation import collect
-    from hpsrl.storage import read_manifest, read_population, write_generation
+    from hpsrl.storage import read_generation, read_manifest, read_population, write_generation
 
     listed = {path: manifest for manifest in args.jobs for path in read_manifest(manifest)}
     for path, manifest in listed.items():
@@ -80,8 +80,9 @@ def _cmd_collect(args: argparse.Namespace) -> None:
                 f"{path} is missing (listed by {manifest}, now removed); rerun snakemake to "
                 "train it again"
             )
+    previous = read_generation(args.previous) if args.previous else None
     try:
-        generation = collect(read_population(args.population), list(listed))
+        generation = collect(read_population(args.population), list(listed), previous)
     except CorruptResultError as e:
         # Without its manifest the job that wrote the damaged result runs again on the rerun,
         # training just the individuals whose results are missing.
@@ -278,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="(workflow) stack a population's results into gen*.h5")
     p.add_argument("--population", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--previous",
+        type=Path,
+        help="the previous generation's record, whose evidence this one pools (search.evidence: "
+        "pooled, from generation 1 on)",
+    )
     p.add_argument("jobs", nargs="+", type=Path, help="training jobs' manifests, in order")
     p.set_defaults(func=_cmd_collect)
 

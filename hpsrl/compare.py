@@ -1,10 +1,12 @@
 """Search strategies compared on one budget: ``hpsrl compare`` (what ``snakemake compare`` runs).
 
-Each campaign is one search (a strategy on a search seed); its trace is the best primary objective
-found so far after each generation, against the individuals trained by then. Traces of one
-strategy are summarised over search seeds (mean, and the range as a band in the plot), next to the
-re-test of each search's best on fresh seeds (the plot's second panel), which says what was really
-found rather than what one lucky draw showed.
+Each campaign is one search (a strategy, or a variant of one, on a search seed). What counts is its
+held-out test: the configuration it returns, trained again on fresh seeds that nothing selected on.
+Its trace is the primary objective of the configuration it would return after each generation, as
+the search saw it (over all the seeds behind it), against the environment steps trained by then, so
+that strategies are compared at equal env steps. Traces of one strategy are summarised over search
+seeds (mean, and the range as a band in the plot), next to the held-out test of each search's
+answer (the plot's second panel): the gap between the two is the winner's curse.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import yaml
 
 from hpsrl.config import ConfigError, changed_keys
+from hpsrl.evidence import pooled_objectives
+from hpsrl.evolve import best_candidates, best_individual
 from hpsrl.storage import read_generation, write_text_atomic
 from hpsrl.summary import best_summary, generation_files
 
@@ -29,33 +33,35 @@ SAME_PROBLEM = ("env", "algorithm", "genes", "fixed", "training", "objectives", 
 @dataclass
 class SearchTrace:
     campaign: str
-    strategy: str
+    strategy: str  # the variant's name (compare.variant), else search.strategy
     config: dict[str, Any]
-    trained: np.ndarray  # individuals trained after each generation
-    best: np.ndarray  # the best primary objective found by then (NaN while none is valid)
+    env_steps: np.ndarray  # env steps trained after each generation (the re-test not counted)
+    best: np.ndarray  # the answer's primary objective as the search saw it (NaN: none valid)
     core_seconds: float  # training time over all individuals and seeds
-    retest_mean: float | None  # mean return of the best re-tested on fresh seeds
+    retest_mean: float | None  # mean return of the answer re-tested on fresh seeds (held out)
 
 
 def search_trace(campaign_dir: str | Path) -> SearchTrace:
+    """One search: after each generation, the configuration it would return (see
+    hpsrl.evolve.best_individual) and its primary objective over all the seeds behind it."""
     generations = [read_generation(path) for path in generation_files(campaign_dir)]
     config = generations[-1].config
-    maximize = config["objectives"][0]["direction"] == "maximize"
-    per_generation = []
-    for gen in generations:
-        valid = gen.objectives[gen.ok, 0]
-        if valid.size == 0:
-            per_generation.append(np.nan)
+    answers = []
+    for g in range(len(generations)):
+        found = best_individual(best_candidates(config, generations[: g + 1]))
+        if found is None:
+            answers.append(np.nan)
         else:
-            per_generation.append(valid.max() if maximize else valid.min())
-    accumulate = np.fmax.accumulate if maximize else np.fmin.accumulate  # NaN-ignoring
+            gen, i = found
+            aggregate = config["training"]["aggregate"]
+            answers.append(pooled_objectives(gen.evidence, aggregate)[i, 0])
     retest = best_summary(campaign_dir).get("retest")
     return SearchTrace(
         campaign=config["campaign"],
-        strategy=config["search"]["strategy"],
+        strategy=config.get("compare", {}).get("variant") or config["search"]["strategy"],
         config=config,
-        trained=np.cumsum([len(gen.population) for gen in generations]),
-        best=accumulate(np.asarray(per_generation, dtype=float)),
+        env_steps=np.cumsum([np.sum(gen.results["env_steps"]) for gen in generations]),
+        best=np.asarray(answers, dtype=float),
         core_seconds=float(sum(np.nansum(g.results["train_seconds"]) for g in generations)),
         retest_mean=retest["mean_return"] if retest and retest["status"] == "ok" else None,
     )
@@ -105,6 +111,7 @@ def summary(traces: Sequence[SearchTrace]) -> dict[str, Any]:
         "direction": objective["direction"],
         "budget": {
             "population": config["ga"]["population"],
+            "generations": config["ga"]["generations"],
             "seeds_per_individual": config["training"]["seeds"],
             "steps_per_seed": config["training"]["steps"],
         },
@@ -113,18 +120,20 @@ def summary(traces: Sequence[SearchTrace]) -> dict[str, Any]:
     for strategy, mine in by_strategy(traces).items():
         out["strategies"][strategy] = {
             "campaigns": [t.campaign for t in mine],
-            "individuals_trained": [int(t.trained[-1]) for t in mine],
-            "best_found": _stats([float(t.best[-1]) for t in mine]),
-            "best_retested_on_fresh_seeds": _stats([t.retest_mean for t in mine]),
+            # the answer trained again on fresh seeds that nothing selected on
+            "heldout": _stats([t.retest_mean for t in mine]),
+            # the answer's score as the search saw it, over all the seeds behind it
+            "in_search": _stats([float(t.best[-1]) for t in mine]),
+            "env_steps": _stats([float(t.env_steps[-1]) for t in mine]),
             "train_core_seconds": _stats([t.core_seconds for t in mine]),
         }
     return out
 
 
 def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
-    """Two panels: each strategy's best objective found against individuals trained (mean over
-    search seeds, band: their range), and each search's best as the search saw it next to its
-    re-test on fresh seeds (what was really found)."""
+    """Two panels: each strategy's answer as the search saw it against env steps trained (mean
+    over search seeds, band: their range), and each search's answer as the search saw it next to
+    its held-out test on fresh seeds (what was really found)."""
     from matplotlib.figure import Figure
 
     config = traces[0].config
@@ -135,8 +144,8 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
     search_ax, retest_ax = figure.subplots(1, 2, width_ratios=(3, 2))
     colors = {}
     for strategy, mine in grouped.items():
-        length = min(len(t.trained) for t in mine)  # searches still running may be shorter
-        x = mine[0].trained[:length]
+        length = min(len(t.env_steps) for t in mine)  # searches still running may be shorter
+        x = np.mean([t.env_steps[:length] for t in mine], axis=0)
         best = np.array([t.best[:length] for t in mine])
         label = f"{strategy} (mean of {len(mine)} search seeds)"
         (line,) = search_ax.plot(x, np.nanmean(best, axis=0), marker="o", label=label)
@@ -146,13 +155,12 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
         for edge in (low, high):  # band edges drawn, so that overlapping bands stay readable
             search_ax.plot(x, edge, color=line.get_color(), linewidth=0.8, alpha=0.6, ls="--")
     search_ax.set_title(
-        f"{config['algorithm']} on {config['env']['id']}: best {objective['name']} found during "
-        f"the search\n(population {config['ga']['population']}, {config['training']['seeds']} "
-        f"seeds x {config['training']['steps']} steps per individual; dashed: range over search "
-        "seeds)"
+        f"{config['algorithm']} on {config['env']['id']}: the search's answer as it saw it\n"
+        f"(population {config['ga']['population']}, {config['training']['seeds']} seeds x "
+        f"{config['training']['steps']} steps per individual; dashed: range over search seeds)"
     )
-    search_ax.set_xlabel("individuals trained")
-    search_ax.set_ylabel(f"best {objective['name']} so far ({better} is better)")
+    search_ax.set_xlabel("environment steps trained")
+    search_ax.set_ylabel(f"{objective['name']} of the answer so far ({better} is better)")
     search_ax.grid(alpha=0.3)
     search_ax.legend()
 
@@ -170,11 +178,11 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
             if np.isfinite(values).any():
                 retest_ax.hlines(np.nanmean(values), where - 0.14, where + 0.14, color="black")
     retest_ax.scatter([], [], facecolors="none", edgecolors="grey", label="seen in the search")
-    retest_ax.scatter([], [], color="grey", label="re-tested on fresh seeds")
+    retest_ax.scatter([], [], color="grey", label="held-out test: fresh seeds")
     retest_ax.plot([], [], color="black", label="mean over search seeds")
     retest_ax.set_xticks(range(len(grouped)), list(grouped))
     retest_ax.set_xlim(-0.6, len(grouped) - 0.4)
-    retest_ax.set_title("each search's best configuration:\nin the search vs trained again")
+    retest_ax.set_title("each search's answer:\nin the search vs trained again on fresh seeds")
     retest_ax.set_xlabel("strategy (one pair of points per search seed)")
     retest_ax.set_ylabel(f"{objective['name']} ({better} is better)")
     retest_ax.grid(alpha=0.3, axis="y")

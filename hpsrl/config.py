@@ -115,12 +115,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Keys that were renamed or replaced: a config that still has one gets a message naming the new.
+MOVED_KEYS = {
+    "ga.elites": (
+        "search.racing: the top configurations re-trained on fresh seeds each generation, the "
+        "GA's elites, for every strategy (ga.elites E of a population P is search.racing "
+        "{top: E, share: E/P})"
+    ),
+}
+
+
+def _check_moved_keys(config: Mapping[str, Any]) -> None:
+    for key, moved_to in MOVED_KEYS.items():
+        parent, name = _section(dict(config), key)
+        if isinstance(parent, Mapping) and name in parent:
+            raise ConfigError(f"config key '{key}' is now {moved_to}; replace it")
+
+
 def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``raw`` against the schema, fill in defaults and check what a schema cannot.
 
     Returns a new dict (``raw`` is left as it is). Raises ConfigError.
     """
     config = json.loads(json.dumps(raw))  # a deep copy of plain data; also rejects non-JSON values
+    _check_moved_keys(config)
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_schema_error_message(errors[0]))
@@ -134,6 +152,7 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     names = [o["name"] for o in config["objectives"]]
     if len(set(names)) != len(names):
         raise ConfigError(f"config key 'objectives': each objective may appear once, got {names}")
+    _check_racing(config)
     if config["search"]["strategy"] == "ga":  # the other strategies never read these keys
         _check_ga(config["ga"])
     config["genes"] = resolved_genes(config)
@@ -142,49 +161,85 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def compared_variants(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The search variants of ``compare.strategies`` by name, each as the search keys it changes
+    (a strategy name alone changes the strategy)."""
+    variants: dict[str, dict[str, Any]] = {}
+    for entry in config["compare"]["strategies"]:
+        name, changes = (
+            (entry, {"strategy": entry})
+            if isinstance(entry, str)
+            else (entry["name"], entry.get("search", {}))
+        )
+        if name in variants:
+            raise ConfigError(
+                f"config key 'compare.strategies': the name {name} appears twice; give each "
+                "variant its own name"
+            )
+        variants[name] = changes
+    return variants
+
+
 def compared_campaigns(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The campaigns `snakemake compare` runs, by name: ``config`` with each strategy of its
-    compare section, on each search seed K (root seed ``seed + K``)."""
+    """The campaigns `snakemake compare` runs, by name: ``config`` with each search variant of
+    its compare section (:func:`compared_variants`), on each search seed K (root seed
+    ``seed + K``)."""
     compare = config["compare"]
     campaigns = {}
-    for strategy in compare["strategies"]:
+    for variant, changes in compared_variants(config).items():
         for k in range(compare["search_seeds"]):
             campaign = copy.deepcopy(dict(config))
-            campaign["campaign"] = _compared_name(config, strategy, k)
+            campaign["campaign"] = _compared_name(config, variant, k)
             campaign["seed"] = config["seed"] + k
-            campaign["search"]["strategy"] = strategy
-            if strategy != "ga":  # a ga option: the other strategies train from scratch
+            campaign["search"] = _merged(campaign["search"], changes)
+            campaign["compare"]["variant"] = variant
+            if campaign["search"].get("strategy") != "ga":  # the others train from scratch
                 campaign["ga"]["inherit_weights"] = False
             try:
                 campaigns[campaign["campaign"]] = load_config(campaign)
             except ConfigError as e:
-                raise ConfigError(f"compare.strategies, {strategy}: {e}") from None
+                raise ConfigError(f"compare.strategies, {variant}: {e}") from None
     return campaigns
 
 
-def _compared_name(config: Mapping[str, Any], strategy: str, search_seed: int) -> str:
-    return f"{config['campaign']}-{strategy}-s{search_seed}"
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` on top, nested mappings merged key by key."""
+    out = copy.deepcopy(dict(base))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _compared_name(config: Mapping[str, Any], variant: str, search_seed: int) -> str:
+    return f"{config['campaign']}-{variant}-s{search_seed}"
 
 
 def shared_first_generations(config: Mapping[str, Any]) -> dict[str, str]:
     """The campaigns of `snakemake compare` that copy their generation 0 from another, by name:
-    every strategy samples generation 0 alike from the search seed, so the first strategy's
-    campaign on each search seed trains it and the others' training jobs copy its results."""
-    compare = config["compare"]
-    first, *others = compare["strategies"]
+    every variant samples generation 0 alike from the search seed, so the first variant's
+    campaign on each search seed trains it and the others' training jobs copy its results
+    (where they are the same training: see hpsrl.storage.is_same_training)."""
+    first, *others = compared_variants(config)
     return {
-        _compared_name(config, strategy, k): _compared_name(config, first, k)
-        for strategy in others
-        for k in range(compare["search_seeds"])
+        _compared_name(config, variant, k): _compared_name(config, first, k)
+        for variant in others
+        for k in range(config["compare"]["search_seeds"])
     }
 
 
-def _check_ga(ga: Mapping[str, Any]) -> None:
-    if ga["elites"] >= ga["population"]:
+def _check_racing(config: Mapping[str, Any]) -> None:
+    share, population = config["search"]["racing"]["share"], config["ga"]["population"]
+    if round(share * population) >= population:
         raise ConfigError(
-            f"config key 'ga.elites': {ga['elites']} elites leave no room for children in a "
-            f"population of {ga['population']}; use fewer than ga.population"
+            f"config key 'search.racing.share': {share} of a population of {population} leaves "
+            "no room for new configurations; use a smaller share"
         )
+
+
+def _check_ga(ga: Mapping[str, Any]) -> None:
     if ga["tournament_size"] > ga["population"]:
         raise ConfigError(
             f"config key 'ga.tournament_size': {ga['tournament_size']} is larger than the "

@@ -23,9 +23,10 @@ from hpsrl.config import (
     SeedPlan,
     search_space,
 )
+from hpsrl.evidence import configuration_key
 from hpsrl.moo import nsga2_rank_key
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
-from hpsrl.storage import Generation, Population
+from hpsrl.storage import Generation, Population, batch_generation
 
 RETEST_BATCH = "retest"
 
@@ -70,12 +71,46 @@ def _unrelated_population(
     return _seeded_population(config, generation, individuals, parents, [operator] * n)
 
 
-def _random_population(config: Mapping[str, Any], generation: int) -> Population:
-    """Individuals sampled uniformly (log-uniformly where a gene says so)."""
+def _random_individuals(config: Mapping[str, Any], generation: int, n: int) -> list[dict[str, Any]]:
+    """``n`` individuals sampled uniformly (log-uniformly where a gene says so)."""
     rng = SeedPlan(config["seed"]).generator(STREAM_GA, generation)
     space = search_space(config)
-    individuals = [space.sample(rng) for _ in range(config["ga"]["population"])]
+    return [space.sample(rng) for _ in range(n)]
+
+
+def _random_population(config: Mapping[str, Any], generation: int) -> Population:
+    individuals = _random_individuals(config, generation, config["ga"]["population"])
     return _unrelated_population(config, generation, individuals, "random")
+
+
+def racing_slots(config: Mapping[str, Any]) -> int:
+    """How many individuals of each generation after the first re-train the top configurations
+    on fresh seeds (``search.racing.share`` of the population). Campaigns made before the key
+    existed: the GA's elites."""
+    racing = config.get("search", {}).get("racing")
+    if racing is None:
+        strategy = config.get("search", {}).get("strategy", "ga")
+        return config["ga"].get("elites", 1) if strategy == "ga" else 0
+    return round(racing["share"] * config["ga"]["population"])
+
+
+def _raced(previous: Generation, config: Mapping[str, Any]) -> list[int]:
+    """Individuals of ``previous`` to copy into the next generation, one per racing slot: the
+    ``search.racing.top`` best distinct configurations (by rank key, so by their estimates), the
+    best first, taking the slots in turn (3 slots and top 2: best, second, best)."""
+    slots = racing_slots(config)
+    racing = config.get("search", {}).get("racing")
+    top = slots if racing is None else racing["top"]
+    order = sel_elites(previous.rank_key, len(previous.population))
+    best: list[int] = []
+    seen: set[str] = set()
+    for i in order:
+        key = configuration_key(previous.population.individuals[i])
+        if np.isfinite(previous.rank_key[i]) and key not in seen:
+            seen.add(key)
+            best.append(int(i))
+    best = best[:top]
+    return [best[s % len(best)] for s in range(slots)] if best else []
 
 
 def initial_population(config: Mapping[str, Any]) -> Population:
@@ -94,36 +129,48 @@ def next_population(history: Sequence[Generation], config: Mapping[str, Any]) ->
 
     ``history`` needs to hold every earlier generation only where :func:`reads_whole_history`.
     """
-    generation = int(history[-1].population.batch.removeprefix("gen")) + 1
+    previous = history[-1]
+    generation = batch_generation(previous.population.batch) + 1
     strategy = config["search"]["strategy"]
+    if strategy == "ga":
+        return _bred_population(previous, config, generation)
+    raced = _raced(previous, config)
+    n = config["ga"]["population"] - len(raced)
     if strategy == "random":
-        return _random_population(config, generation)
-    if strategy == "bo":
-        return _proposed_population(history, config, generation)
-    return _bred_population(history[-1], config, generation)
+        individuals, operator = _random_individuals(config, generation, n), "random"
+    else:
+        individuals, operator = _proposals(history, config, generation, n)
+    return _seeded_population(
+        config,
+        generation,
+        [dict(previous.population.individuals[i]) for i in raced] + individuals,
+        np.array([(i, -1) for i in raced] + [(-1, -1)] * n, dtype=np.int64).reshape(-1, 2),
+        ["elite"] * len(raced) + [operator] * n,
+    )
 
 
-def _proposed_population(
-    history: Sequence[Generation], config: Mapping[str, Any], generation: int
-) -> Population:
-    """A batch proposed by Bayesian optimisation on all earlier generations."""
+def _proposals(
+    history: Sequence[Generation], config: Mapping[str, Any], generation: int, n: int
+) -> tuple[list[dict[str, Any]], str]:
+    """``n`` individuals proposed by Bayesian optimisation on all earlier generations, and
+    their operator name."""
     from hpsrl.bayesopt import history_study, propose  # optuna only where bo runs
 
     sampler = config["search"]["sampler"]
     seed = int(SeedPlan(config["seed"]).generator(STREAM_GA, generation).integers(2**32))
     study = history_study(history, config, seed)
-    individuals = propose(study, search_space(config), config["ga"]["population"])
-    return _unrelated_population(config, generation, individuals, f"bo-{sampler}")
+    return propose(study, search_space(config), n), f"bo-{sampler}"
 
 
 def _bred_population(
     previous: Generation, config: Mapping[str, Any], generation: int
 ) -> Population:
-    """Elitism, tournament selection, crossover and mutation on the previous generation.
+    """Elitism (the raced top configurations: :func:`_raced`), tournament selection, crossover and
+    mutation on the previous generation.
 
     Elites are copied unchanged and trained again on fresh seeds, so a configuration cannot stay on
-    top through one lucky draw. Failed individuals have rank key +inf and so lose every tournament
-    that has a valid candidate.
+    top through one lucky draw (with pooled evidence its new seeds add to its old ones). Failed
+    individuals have rank key +inf and so lose every tournament that has a valid candidate.
     """
     ga = config["ga"]
     rng = SeedPlan(config["seed"]).generator(STREAM_GA, generation)
@@ -134,7 +181,7 @@ def _bred_population(
     individuals: list[dict[str, Any]] = []
     parents: list[tuple[int, int]] = []
     operators: list[str] = []
-    for e in sel_elites(key, ga["elites"]):
+    for e in _raced(previous, config):
         individuals.append(dict(parents_pool[e]))
         parents.append((int(e), -1))
         operators.append("elite")
@@ -162,24 +209,24 @@ def best_candidates(config: Mapping[str, Any], generations: Sequence[T]) -> Sequ
     """Of a campaign's generations so far (files or records, in order), those its best individual
     is chosen from.
 
-    ga: the final generation only. Its elites carry the best configurations forward and are
-    re-trained on fresh seeds each generation, so an earlier generation's best is either still
-    there or was beaten, possibly after a lucky first draw. random and bo carry nothing forward,
-    so their best is that of all generations.
+    Where each generation re-trains the top configurations (racing, the GA's elites), the final
+    generation only: racing carries the best configurations forward, re-trained on fresh seeds,
+    so an earlier generation's best is either still there (with more evidence) or was beaten,
+    possibly after a lucky first draw. Without racing nothing is carried forward, so the best is
+    that of all generations.
     """
-    # Campaigns made before search.strategy existed are GA campaigns.
-    strategy = config.get("search", {}).get("strategy", "ga")
-    return generations if strategy != "ga" else generations[-1:]
+    return generations[-1:] if racing_slots(config) > 0 else generations
 
 
 def best_individual(generations: Sequence[Generation]) -> tuple[Generation, int] | None:
-    """The valid individual of ``generations`` with the best primary (first) objective, as
+    """The valid individual of ``generations`` with the best estimate of its primary (first)
+    objective (see :mod:`hpsrl.evidence`; its own objective where evidence is not pooled), as
     (its generation, its index there); None if all failed.
 
     Ties are broken by the NSGA-II rank key over all the individuals, then by generation order
     and index.
     """
-    objectives = np.concatenate([g.objectives for g in generations])
+    objectives = np.concatenate([g.estimate for g in generations])
     ok = np.flatnonzero(np.concatenate([g.ok for g in generations]))
     if ok.size == 0:
         return None

@@ -9,39 +9,39 @@ from typing import Any
 import numpy as np
 
 from hpsrl.config import config_hash
+from hpsrl.evidence import (
+    AGGREGATES,
+    own_evidence,
+    per_seed_objectives,
+    pool,
+    pooled_objectives,
+    shrunk_estimates,
+)
 from hpsrl.moo import non_dominated_sort, nsga2_rank_key, to_losses
 from hpsrl.storage import (
     PER_SEED_DATASETS,
     CorruptResultError,
     Generation,
     Population,
+    batch_generation,
     read_individual_arrays,
 )
 
-AGGREGATES = {"mean": np.mean, "median": np.median, "min": np.min}
-
 
 def compute_objectives(results: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> np.ndarray:
-    """(individuals, objectives) values; NaN rows for failed individuals.
-
-    steps_to_threshold counts a seed that never reached the threshold as the whole budget.
-    """
+    """(individuals, objectives) values over each individual's own seeds (this batch's
+    training, ``training.aggregate``); NaN rows for failed individuals."""
     aggregate = AGGREGATES[config["training"]["aggregate"]]
-    per_seed = {
-        "return": results["returns"],
-        "steps_to_threshold": np.minimum(
-            results["steps_to_threshold"], float(config["training"]["steps"])
-        ),
-        "train_seconds": results["train_seconds"],
-    }
-    columns = [aggregate(per_seed[o["name"]], axis=1) for o in config["objectives"]]
-    values = np.stack(columns, axis=1).astype(float)
-    values[results["status"] != "ok"] = np.nan
-    return values
+    return aggregate(per_seed_objectives(results, config), axis=1)
 
 
-def collect(population: Population, individual_paths: Sequence[str | Path]) -> Generation:
-    """Stack the individuals' result files (in population order) into a Generation."""
+def collect(
+    population: Population,
+    individual_paths: Sequence[str | Path],
+    previous: Generation | None = None,
+) -> Generation:
+    """Stack the individuals' result files (in population order) into a Generation; ``previous``
+    is the generation before it, whose evidence it pools (``search.evidence: pooled``)."""
     if len(individual_paths) != len(population):
         raise ValueError(
             f"{population.batch}: {len(individual_paths)} result files for "
@@ -63,32 +63,58 @@ def collect(population: Population, individual_paths: Sequence[str | Path]) -> G
     results["lineage_env_steps"] = np.stack([r["lineage_env_steps"] for r in rows])
     results["status"] = np.array([r["status"] for r in rows])
     results["error"] = np.array([r["error"] for r in rows])
-    return generation_record(population, results)
+    return generation_record(population, results, previous)
 
 
-def generation_record(population: Population, results: dict[str, Any]) -> Generation:
-    """A population with its stacked per-seed results, objectives, fronts and selection keys."""
-    objectives = compute_objectives(results, population.config)
-    directions = [o["direction"] for o in population.config["objectives"]]
+def pools_evidence(config: Mapping[str, Any]) -> bool:
+    """Whether a configuration's objectives cover all its seeds so far (``search.evidence``).
+    Campaigns made before the key existed trained every copy afresh."""
+    return config.get("search", {}).get("evidence", "fresh") == "pooled"
+
+
+def generation_record(
+    population: Population, results: dict[str, Any], previous: Generation | None = None
+) -> Generation:
+    """A population with its stacked per-seed results, objectives, evidence, estimates, fronts
+    and selection keys (see :mod:`hpsrl.evidence`).
+
+    With pooled evidence a generation pools with ``previous`` (the generation before it, needed
+    from generation 1 on) and selection ranks the configurations' shrunk estimates; otherwise
+    (and for the re-test, which selects nothing) the estimates are the batch's own objectives.
+    """
+    config = population.config
+    objectives = compute_objectives(results, config)
+    per_seed = per_seed_objectives(results, config)
+    generation = batch_generation(population.batch)
+    if generation is not None and pools_evidence(config):
+        if generation > 0 and (
+            previous is None or batch_generation(previous.population.batch) != generation - 1
+        ):
+            got = "nothing" if previous is None else previous.population.batch
+            raise ValueError(
+                f"{population.batch} pools its evidence with generation {generation - 1}'s "
+                f"record, got {got}"
+            )
+        earlier = None
+        if previous is not None:
+            earlier = (previous.population.individuals, previous.evidence)
+        evidence = pool(
+            population.individuals, generation, per_seed, population.train_seeds, earlier
+        )
+        pooled = pooled_objectives(evidence, config["training"]["aggregate"])
+        estimate = shrunk_estimates(evidence, pooled)
+    else:
+        evidence = own_evidence(
+            -1 if generation is None else generation, per_seed, population.train_seeds
+        )
+        estimate = objectives
+    directions = [o["direction"] for o in config["objectives"]]
     return Generation(
         population=population,
         results=results,
         objectives=objectives,
-        front=non_dominated_sort(to_losses(objectives, directions)),
-        rank_key=nsga2_rank_key(objectives, directions),
+        front=non_dominated_sort(to_losses(estimate, directions)),
+        rank_key=nsga2_rank_key(estimate, directions),
+        evidence=evidence,
+        estimate=estimate,
     )
-
-
-def best_index(gen: Generation) -> int | None:
-    """The valid individual with the best primary (first) objective; None if all failed.
-
-    Ties are broken by the NSGA-II rank key, then by index.
-    """
-    ok = np.flatnonzero(gen.ok)
-    if ok.size == 0:
-        return None
-    primary = gen.config["objectives"][0]
-    sign = -1.0 if primary["direction"] == "maximize" else 1.0
-    loss = sign * gen.objectives[ok, 0]
-    order = np.lexsort((ok, gen.rank_key[ok], loss))
-    return int(ok[order[0]])

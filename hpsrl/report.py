@@ -30,8 +30,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from hpsrl.config import search_space
-from hpsrl.evolve import RETEST_BATCH
-from hpsrl.generation import best_index
+from hpsrl.evolve import RETEST_BATCH, best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.moo import non_dominated_sort, to_losses
 from hpsrl.storage import Generation, read_generation, write_text_atomic
@@ -305,12 +304,13 @@ def curves_figure(campaign: Campaign) -> Figure:
     fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     for ax, gen in zip(axes, gens, strict=False):
-        best = best_index(gen)
-        if best is None:
+        found = best_individual([gen])
+        if found is None:
             ax.text(0.5, 0.5, "every individual failed", ha="center", transform=ax.transAxes)
             ax.set_title(gen.population.batch)
             ax.axis("off")
             continue
+        best = found[1]
         _curves_panel(
             ax,
             gen.results["curve_steps"],

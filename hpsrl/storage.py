@@ -28,6 +28,7 @@ import numpy as np
 
 import hpsrl
 from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
+from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
 
 STR = h5py.string_dtype()
 
@@ -121,6 +122,13 @@ def _strings(values: Sequence[str]) -> np.ndarray:
 
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[()]]
+
+
+def batch_generation(batch: str) -> int | None:
+    """The generation a batch belongs to (``gen003`` -> 3), or None (the re-test)."""
+    if batch.startswith("gen"):
+        return int(batch[3:6])
+    return None
 
 
 # -- populations --------------------------------------------------------------------------------
@@ -334,9 +342,11 @@ class Generation:
     population: Population
     # PER_SEED_DATASETS stacked (n, seeds, ...), lineage_env_steps (n, seeds), status, error
     results: dict[str, np.ndarray]
-    objectives: np.ndarray  # (n, objectives), NaN for failed individuals
-    front: np.ndarray  # (n,) NSGA-II front, 0 = non-dominated
-    rank_key: np.ndarray  # (n,) lower is better; +inf for failed individuals
+    objectives: np.ndarray  # (n, objectives) over the batch's own seeds, NaN for failed ones
+    front: np.ndarray  # (n,) NSGA-II front of the estimates, 0 = non-dominated
+    rank_key: np.ndarray  # (n,) of the estimates, lower is better; +inf for failed individuals
+    evidence: Evidence  # every seed behind each individual's configuration
+    estimate: np.ndarray  # (n, objectives) what selection ranks: see hpsrl.evidence
 
     @property
     def config(self) -> dict[str, Any]:
@@ -360,6 +370,13 @@ def write_generation(path: str | Path, gen: Generation) -> None:
         results["objectives"] = gen.objectives
         results["front"] = gen.front.astype(np.int64)
         results["rank_key"] = gen.rank_key
+        results["estimate"] = gen.estimate
+        evidence = results.create_group("evidence")
+        evidence["seeds"] = gen.evidence.seeds
+        evidence["offsets"] = gen.evidence.offsets
+        evidence["values"] = gen.evidence.values
+        evidence["source"] = gen.evidence.source
+        evidence["train_seeds"] = gen.evidence.train_seeds
 
 
 def read_generation(path: str | Path) -> Generation:
@@ -373,12 +390,32 @@ def read_generation(path: str | Path) -> Generation:
         results["lineage_env_steps"] = _lineage_env_steps(group)
         results["status"] = np.array(_read_strings(group["status"]))
         results["error"] = np.array(_read_strings(group["error"]))
+        objectives = group["objectives"][()]
+        if "evidence" in group:
+            stored = group["evidence"]
+            evidence = Evidence(
+                offsets=stored["offsets"][()],
+                values=stored["values"][()],
+                source=stored["source"][()],
+                train_seeds=stored["train_seeds"][()],
+            )
+            estimate = group["estimate"][()]
+        else:  # written before evidence was recorded: every individual's own seeds
+            generation = batch_generation(pop.batch)
+            evidence = own_evidence(
+                -1 if generation is None else generation,
+                per_seed_objectives(results, config),
+                pop.train_seeds,
+            )
+            estimate = objectives
         return Generation(
             population=pop,
             results=results,
-            objectives=group["objectives"][()],
+            objectives=objectives,
             front=group["front"][()],
             rank_key=group["rank_key"][()],
+            evidence=evidence,
+            estimate=estimate,
         )
 
 

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hpsrl.evidence import pooled_objectives
 from hpsrl.evolve import RETEST_BATCH, best_candidates, best_individual
-from hpsrl.storage import read_generation, read_population
+from hpsrl.generation import pools_evidence
+from hpsrl.storage import Generation, read_generation, read_population
 
 GENERATION_FILE = re.compile(r"^gen(\d{3})\.h5$")
 
@@ -80,9 +82,10 @@ def _plain(value: Any) -> Any:
 
 
 def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
-    """The campaign's best individual (of the final generation for ga, of all for random and bo:
-    see hpsrl.evolve.best_candidates): hyperparameters, objectives, per-seed returns, and its
-    re-test on fresh seeds when the campaign has one."""
+    """The campaign's best individual (see hpsrl.evolve.best_candidates and best_individual):
+    first its held-out re-test on fresh seeds when the campaign has one, then its
+    hyperparameters, objectives over all the seeds it was trained on (their number), the
+    estimate selection ranked it by (pooled evidence), and its own per-seed returns."""
     campaign_dir = Path(campaign_dir)
     files = generation_files(campaign_dir)
     config = read_population(files[-1]).config
@@ -102,37 +105,54 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
         }
         return summary
     source, best = found
+    retest = _retest_of(campaign_dir, source, best, config)
+    if retest is not None:  # what people quote first: seeds that nothing selected on
+        summary["retest"] = retest
     names = [o["name"] for o in config["objectives"]]
+    evidence = source.evidence
+    pooled = pooled_objectives(evidence, config["training"]["aggregate"])[best]
     summary |= {
         "generation": source.population.batch,
         "individual": best,
         "hyperparameters": source.population.hyperparameters(best),
-        "objectives": dict(zip(names, _plain(source.objectives[best]), strict=True)),
+        "objectives": dict(zip(names, _plain(pooled), strict=True)),
+        "evidence_seeds": int(evidence.seeds[best]),
+    }
+    if pools_evidence(config):
+        summary["estimate"] = dict(zip(names, _plain(source.estimate[best]), strict=True))
+    summary |= {
         "returns_per_seed": _plain(source.results["returns"][best]),
         "train_seeds": _plain(source.population.train_seeds[best]),
     }
-    inherited = config.get("ga", {}).get("inherit_weights", False)
-    if inherited:  # its weights trained on through its ancestors, not for training.steps alone
+    if config.get("ga", {}).get("inherit_weights", False):
+        # its weights trained on through its ancestors, not for training.steps alone
         summary["lineage_env_steps"] = _plain(source.results["lineage_env_steps"][best])
-    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
-    if retest_file.exists():
-        retest = read_generation(retest_file)
-        # A re-test planned before the campaign was extended may be of an earlier best.
-        if (
-            int(retest.population.parents[0, 0]) == best
-            and retest.population.individuals[0] == source.population.individuals[best]
-        ):
-            summary["retest"] = {
-                "status": str(retest.results["status"][0]),
-                "mean_return": _plain(float(np.mean(retest.results["returns"][0]))),
-                "returns_per_seed": _plain(retest.results["returns"][0]),
-                "train_seeds": _plain(retest.population.train_seeds[0]),
-            }
-            if inherited:
-                summary["retest"]["note"] = (
-                    "trained from scratch for training.steps, without the inherited weights"
-                )
     return summary
+
+
+def _retest_of(
+    campaign_dir: Path, source: Generation, best: int, config: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The held-out re-test of individual ``best`` of ``source``, if the campaign has one."""
+    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
+    if not retest_file.exists():
+        return None
+    retest = read_generation(retest_file)
+    # A re-test planned before the campaign was extended may be of an earlier best.
+    if (
+        int(retest.population.parents[0, 0]) != best
+        or retest.population.individuals[0] != source.population.individuals[best]
+    ):
+        return None
+    out = {
+        "status": str(retest.results["status"][0]),
+        "mean_return": _plain(float(np.mean(retest.results["returns"][0]))),
+        "returns_per_seed": _plain(retest.results["returns"][0]),
+        "train_seeds": _plain(retest.population.train_seeds[0]),
+    }
+    if config.get("ga", {}).get("inherit_weights", False):
+        out["note"] = "trained from scratch for training.steps, without the inherited weights"
+    return out
 
 
 def best_yaml(campaign_dir: str | Path) -> str:

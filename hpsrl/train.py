@@ -23,6 +23,7 @@ from hpsrl.storage import (
     Population,
     SeedResult,
     StorageError,
+    batch_generation,
     copy_result,
     is_result_of,
     is_same_training,
@@ -71,9 +72,9 @@ def inherited_from(pop: Population, individual: int) -> str:
     (seed K from its seed K): with ga.inherit_weights, from generation 1 on, that of its first
     parent (an elite's: its own) in the previous generation. "" where it trains from scratch
     (generation 0, the re-test, without inherit_weights)."""
-    if not pop.config["ga"].get("inherit_weights") or not pop.batch.startswith("gen"):
+    generation = batch_generation(pop.batch)
+    if not pop.config["ga"].get("inherit_weights") or generation is None:
         return ""
-    generation = int(pop.batch.removeprefix("gen"))
     parent = int(pop.parents[individual, 0])
     if generation == 0 or parent < 0:  # the ga gives every later individual a first parent
         return ""

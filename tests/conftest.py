@@ -37,7 +37,7 @@ TINY: dict[str, Any] = {
         {"name": "return", "direction": "maximize"},
         {"name": "steps_to_threshold", "direction": "minimize", "threshold": 50},
     ],
-    "ga": {"population": 4, "generations": 2, "elites": 1, "tournament_size": 2},
+    "ga": {"population": 4, "generations": 2, "tournament_size": 2},
     "report": {"retest_seeds": 2},
 }
 

@@ -50,9 +50,9 @@ def test_the_compare_section_does_not_change_what_results_mean(tiny_config):
 
 def test_a_strategy_the_config_does_not_fit_is_named(tiny_config):
     tiny_config["search"] = {"strategy": "bo"}
-    tiny_config["ga"].update(population=2, elites=2)  # fine for bo, no room for ga's children
+    tiny_config["ga"].update(population=2, tournament_size=3)  # fine for bo, not for ga
     tiny_config["compare"] = {"strategies": ["bo", "ga"]}
-    with pytest.raises(ConfigError, match=r"compare.strategies, ga: config key 'ga.elites'"):
+    with pytest.raises(ConfigError, match=r"compare.strategies, ga: config key 'ga.tourn"):
         compared_campaigns(load_config(tiny_config))
 
 
@@ -106,10 +106,11 @@ def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
     assert summary["objective"] == "return"
     assert list(summary["strategies"]) == ["ga", "random"]
     for strategy in summary["strategies"].values():
-        assert strategy["individuals_trained"] == [8, 8]
-        assert len(strategy["best_found"]["per_search_seed"]) == 2
-        assert strategy["best_found"]["mean"] > 0
-        assert len(strategy["best_retested_on_fresh_seeds"]["per_search_seed"]) == 2
+        # 2 generations x 4 individuals x 2 seeds x 1024 steps (whole PPO rollouts of 256)
+        assert strategy["env_steps"]["per_search_seed"] == [16 * 1024] * 2
+        assert len(strategy["in_search"]["per_search_seed"]) == 2
+        assert strategy["in_search"]["mean"] > 0
+        assert len(strategy["heldout"]["per_search_seed"]) == 2
     picture = imread(results / "tiny-compare" / "comparison.png")
     assert picture.shape[0] > 300 and picture[..., :3].std() > 0.05
     assert picture.shape[1] > 2 * picture.shape[0]  # the search traces and the re-test panel
@@ -136,7 +137,7 @@ def test_plot_shows_searches_with_and_without_a_retest(tiny_config, tmp_path):
     from hpsrl.compare import SearchTrace, plot
 
     config = load_config(tiny_config)
-    trained = np.array([4, 8])
+    trained = np.array([4096, 8192])  # env steps
     traces = [
         SearchTrace("a", "ga", config, trained, np.array([10.0, 30.0]), 1.0, 25.0),
         SearchTrace("b", "ga", config, trained, np.array([np.nan, 20.0]), 1.0, None),  # no re-test

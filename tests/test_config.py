@@ -31,7 +31,11 @@ def test_defaults_are_filled_in(tiny_config):
     "change, words",
     [
         (lambda c: c["ga"].update(population=1), ["ga.population"]),
-        (lambda c: c["ga"].update(elites=4), ["ga.elites", "fewer than ga.population"]),
+        (lambda c: c["ga"].update(elites=2), ["ga.elites", "search.racing", "top: E"]),
+        (
+            lambda c: c.update(search={"racing": {"share": 0.9}}),
+            ["search.racing.share", "no room", "smaller share"],
+        ),
         (lambda c: c["training"].update(seeds=0), ["training.seeds"]),
         (lambda c: c.update(algorithm="a2c"), ["algorithm", "ppo", "dqn"]),
         (lambda c: c.update(gens=3), ["gens", "Allowed keys"]),

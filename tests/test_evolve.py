@@ -3,10 +3,9 @@ from __future__ import annotations
 import numpy as np
 
 from hpsrl.config import load_config, search_space
-from hpsrl.evolve import initial_population, next_population, retest_population
-from hpsrl.generation import best_index, compute_objectives
-from hpsrl.moo import nsga2_rank_key
-from hpsrl.storage import Generation, read_population, write_population
+from hpsrl.evolve import best_individual, initial_population, next_population, retest_population
+from hpsrl.generation import generation_record
+from hpsrl.storage import read_population, write_population
 
 
 def _fake_generation(config, returns, failed=()):
@@ -19,15 +18,7 @@ def _fake_generation(config, returns, failed=()):
         "train_seconds": np.ones((n, s)),
         "status": np.array(["failed" if i in failed else "ok" for i in range(n)]),
     }
-    objectives = compute_objectives(results, config)
-    directions = [o["direction"] for o in config["objectives"]]
-    return Generation(
-        population=pop,
-        results=results,
-        objectives=objectives,
-        front=np.zeros(n, dtype=int),
-        rank_key=nsga2_rank_key(objectives, directions),
-    )
+    return generation_record(pop, results)
 
 
 def test_initial_population_is_deterministic_and_in_bounds(tiny_config):
@@ -86,7 +77,7 @@ def test_failed_individuals_are_never_parents_when_valid_ones_exist(tiny_config)
     config["ga"]["tournament_size"] = 6  # every tournament holds every individual
     previous = _fake_generation(config, returns=[1, 2, 3, 4, 5, 6], failed=(1, 2, 3, 4, 5))
     assert np.isnan(previous.objectives[1:]).all()
-    assert best_index(previous) == 0
+    assert best_individual([previous])[1] == 0
     nxt = next_population([previous], config)
     used = set(nxt.parents.ravel().tolist()) - {-1}
     assert used == {0}, f"failed individuals {used - {0}} were chosen as parents"

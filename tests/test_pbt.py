@@ -325,12 +325,12 @@ def test_children_record_their_parents_and_lineage(tiny_config, tmp_path):
     tiny_config["ga"]["population"] = 3
     config = load_config(_inheriting(tiny_config))  # results_dir "results", relative to the job
     campaign = tmp_path / "results" / "tiny"
-    pop = initial_population(config)
+    pop, generation = initial_population(config), None
     for g in (0, 1):
         batch = f"gen{g:03d}"
         write_population(campaign / batch / "population.h5", pop)
         outs, _ = _train_batch(campaign, batch, len(pop), cwd=tmp_path)
-        generation = collect(read_population(campaign / batch / "population.h5"), outs)
+        generation = collect(read_population(campaign / batch / "population.h5"), outs, generation)
         write_generation(campaign / f"{batch}.h5", generation)
         pop = next_population([read_generation(campaign / f"{batch}.h5")], config)
 

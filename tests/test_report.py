@@ -17,6 +17,7 @@ from matplotlib import image
 
 from hpsrl.config import load_config, search_space
 from hpsrl.evolve import initial_population
+from hpsrl.generation import generation_record
 from hpsrl.report import write_report
 from hpsrl.storage import Generation, write_generation
 from tests.conftest import TINY, copy_workflow
@@ -105,8 +106,11 @@ def test_report_of_a_campaign_with_only_its_first_generation(campaign, tmp_path)
     assert_pictures_show_something(text, 1 + 1 + GENES + 1)
 
 
-def fake_generation(config: dict, batch: str, failed: list[int]) -> Generation:
-    """A generation of ``config`` with made-up results; ``failed`` individuals failed."""
+def fake_generation(
+    config: dict, batch: str, failed: list[int], previous: Generation | None = None
+) -> Generation:
+    """A generation of ``config`` with made-up results; ``failed`` individuals failed;
+    ``previous``: the record of the generation before (whose evidence it pools)."""
     population = initial_population(config)
     population.batch = batch
     n, seeds, points = len(population), config["training"]["seeds"], 4
@@ -130,10 +134,7 @@ def fake_generation(config: dict, batch: str, failed: list[int]) -> Generation:
         "status": status,
         "error": error,
     }
-    objectives = returns.mean(axis=1, keepdims=True)
-    front = np.where(np.isnan(objectives[:, 0]), 1, 0)
-    rank_key = np.where(np.isnan(objectives[:, 0]), np.inf, -objectives[:, 0])
-    return Generation(population, results, objectives, front, rank_key)
+    return generation_record(population, results, previous)
 
 
 def test_report_with_one_objective_and_failed_individuals(tmp_path):
@@ -142,8 +143,11 @@ def test_report_with_one_objective_and_failed_individuals(tmp_path):
     raw["ga"]["generations"] = 3
     config = load_config(raw)
     folder = tmp_path / "tiny"
-    write_generation(folder / "gen000.h5", fake_generation(config, "gen000", failed=[1]))
-    write_generation(folder / "gen001.h5", fake_generation(config, "gen001", failed=[0, 1, 2, 3]))
+    first = fake_generation(config, "gen000", failed=[1])
+    write_generation(folder / "gen000.h5", first)
+    write_generation(
+        folder / "gen001.h5", fake_generation(config, "gen001", failed=[0, 1, 2, 3], previous=first)
+    )
     text = write_report(folder, tmp_path / "report.html").read_text()
     assert sections(text) == ["summary", "objectives", "genes", "curves", "failures", "config"]
     assert "5 failed individuals." in text

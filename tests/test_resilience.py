@@ -48,7 +48,10 @@ BAD_CONFIGS = {
     ),
     "empty categorical": (lambda c: c["genes"]["activation"].update(choices=[]), ["activation"]),
     "population < 2": (lambda c: c["ga"].update(population=1), ["ga.population"]),
-    "elites >= population": (lambda c: c["ga"].update(elites=4), ["ga.elites"]),
+    "racing leaves no room": (
+        lambda c: c.update(search={"racing": {"share": 0.9}}),
+        ["search.racing.share"],
+    ),
     "seeds < 1": (lambda c: c["training"].update(seeds=0), ["training.seeds"]),
     "missing optional dependency": (
         lambda c: c["env"].update(

@@ -25,7 +25,6 @@ from hpsrl.evolve import (
     next_population,
     retest_population,
 )
-from hpsrl.generation import best_index
 from hpsrl.storage import read_population, write_generation
 from hpsrl.summary import best_summary
 from tests.test_workflow import BIN, snakemake, write_config
@@ -33,8 +32,18 @@ from tests.test_workflow import BIN, snakemake, write_config
 LR_LOW, LR_HIGH = 1e-4, 3e-3  # the tiny config's learning_rate gene
 
 
-def strategy_config(tiny_config, strategy, sampler="tpe", **ga):
-    tiny_config["search"] = {"strategy": strategy, "sampler": sampler}
+def strategy_config(tiny_config, strategy, sampler="tpe", racing=None, **ga):
+    """The tiny config with ``strategy``, judging each generation on its own seeds (pooling has
+    tests of its own: tests/test_evidence.py). The GA races its elites (search.racing's
+    default); random search and BO race nothing unless ``racing`` says so, as before racing."""
+    if racing is None:
+        racing = {} if strategy == "ga" else {"share": 0}
+    tiny_config["search"] = {
+        "strategy": strategy,
+        "sampler": sampler,
+        "evidence": "fresh",
+        "racing": racing,
+    }
     tiny_config["ga"].update(ga)
     return load_config(tiny_config)
 
@@ -233,12 +242,6 @@ def test_best_of_several_generations_breaks_primary_ties_by_the_other_objectives
     assert (source.population.batch, best) == ("gen001", 2)
 
 
-def test_best_of_one_generation_is_its_best_index(tiny_config):
-    config = strategy_config(tiny_config, "ga")
-    for generation in early_peak(config):
-        assert best_individual([generation]) == (generation, best_index(generation))
-
-
 @pytest.mark.parametrize("strategy, generation", [("ga", "gen002"), ("bo", "gen000")])
 def test_hpsrl_best_reports_the_best_of_all_generations_except_for_ga(
     tiny_config, tmp_path, strategy, generation
@@ -338,12 +341,12 @@ def test_unknown_strategy_or_sampler_is_a_one_line_config_error(tiny_config, key
 
 
 def test_ga_settings_are_checked_only_for_the_ga(tiny_config):
-    tiny_config["ga"].update(population=2, elites=2, tournament_size=3)
+    tiny_config["ga"].update(population=2, tournament_size=3)
     for strategy in ("random", "bo"):
         tiny_config["search"] = {"strategy": strategy}
         load_config(tiny_config)
     tiny_config["search"] = {"strategy": "ga"}
-    with pytest.raises(ConfigError, match=r"ga\.elites"):
+    with pytest.raises(ConfigError, match=r"ga\.tournament_size"):
         load_config(tiny_config)
 
 
@@ -353,7 +356,8 @@ def test_the_strategy_is_part_of_the_config_hash(tiny_config):
 
 
 def test_bo_plan_reads_every_generation(workdir, tiny_config):
-    tiny_config["search"] = {"strategy": "bo"}
+    """Proposals read every generation; so does the re-test where racing carries nothing."""
+    tiny_config["search"] = {"strategy": "bo", "racing": {"share": 0}}
     tiny_config["ga"]["generations"] = 3
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-n", "--printshellcmds")

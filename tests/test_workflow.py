@@ -113,11 +113,11 @@ def test_lint_is_clean(workdir):
 
 
 def test_bad_config_fails_before_any_job(workdir, tiny_config):
-    tiny_config["ga"]["elites"] = 9
+    tiny_config["ga"]["tournament_size"] = 9
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-j1")
     assert done.returncode != 0
-    assert "ga.elites" in done.stdout + done.stderr
+    assert "ga.tournament_size" in done.stdout + done.stderr
     assert not (workdir / "results").exists()
 
 

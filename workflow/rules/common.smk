@@ -16,7 +16,13 @@ from hpsrl.config import (
     shared_first_generations,
 )
 from hpsrl.evolve import best_candidates, reads_whole_history
-from hpsrl.storage import StorageError, check_campaign_matches, check_writable
+from hpsrl.generation import pools_evidence
+from hpsrl.storage import (
+    StorageError,
+    batch_generation,
+    check_campaign_matches,
+    check_writable,
+)
 
 # The validated configs with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
 # A bad config stops here with one message, before any job starts.
@@ -133,6 +139,20 @@ def same_training_option(wildcards):
     twin = FIRST_GENERATION_FROM[wildcards.campaign]
     files = result_files(twin, "gen000", job_individuals(wildcards))
     return " --same-training-as " + " ".join(files)
+
+
+def pooled_generation(wildcards):
+    """The generation record a batch pools its evidence with (search.evidence: pooled): that of
+    the previous generation, from generation 1 on; none for generation 0 and the re-test."""
+    generation = batch_generation(wildcards.batch)
+    if not generation or not pools_evidence(campaign_of(wildcards)):
+        return []
+    return [generation_file(wildcards.campaign, generation - 1)]
+
+
+def previous_option(wildcards):
+    """hpsrl collect's option naming the record of pooled_generation, or ""."""
+    return "".join(f" --previous {path}" for path in pooled_generation(wildcards))
 
 
 def search_history(wildcards):
