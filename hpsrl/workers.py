@@ -92,6 +92,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove_dead_runs(folder: Path) -> None:
+    """Remove the sockets and pid files in ``folder`` of runs whose snakemake process is gone: a
+    pool killed with SIGKILL cannot remove its own, and nothing else would. A live run's stay."""
+    for entry in folder.glob("workers-*"):
+        pid = entry.name.removeprefix("workers-").split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):  # removed meanwhile by another run starting
+                entry.unlink()
+
+
 def _private_folder(folder: Path) -> None:
     """Make ``folder`` for this user alone, or raise PermissionError: whoever can connect to the
     socket in it can have the pool write files as this user."""
@@ -114,6 +124,7 @@ def start_pool(workers: int, algorithms: list[str], log_path: Path) -> subproces
                "--algorithms", *algorithms]  # fmt: skip
     try:
         _private_folder(path.parent)
+        _remove_dead_runs(path.parent)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as out:
             pool = subprocess.Popen(

@@ -206,6 +206,39 @@ def test_the_pool_ends_with_the_process_that_started_it(tmp_path):
     assert not path.exists()
 
 
+def test_what_a_killed_pool_leaves_goes_when_the_next_pool_starts(tmp_path):
+    # A pool killed with SIGKILL cannot remove its socket; a live run's pool must keep its own.
+    code = (
+        "import sys, time; from pathlib import Path; from hpsrl import workers;"
+        "workers.start_pool(1, [], Path(sys.argv[1])); time.sleep(600)"
+    )
+    starters = []
+
+    def start_run() -> Path:
+        """A stand-in for snakemake with its pool; the pool's socket."""
+        starters.append(subprocess.Popen([PYTHON, "-c", code, str(tmp_path / "workers.log")]))
+        path = socket_path(starters[-1].pid)
+        wait_until(path.exists)
+        return path
+
+    try:
+        live = start_run()
+        killed = start_run()
+        os.kill(_pool_pid(killed), signal.SIGKILL)
+        starters[-1].kill()
+        starters[-1].wait()
+        left = [killed, killed.with_suffix(".pid")]
+        assert all(p.exists() for p in left), "nothing else removes them"
+
+        start_run()
+        assert not any(p.exists() for p in left)
+        assert live.exists() and live.with_suffix(".pid").exists()
+    finally:
+        for starter in starters:
+            starter.kill()
+            starter.wait()
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
