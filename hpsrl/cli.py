@@ -139,9 +139,14 @@ def _cmd_retrain(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from hpsrl.export import load_exported, retrain
+    from hpsrl.export import UntrainableExportError, load_exported, retrain
 
-    exported = load_exported(args.hyperparameters)
+    try:
+        exported = load_exported(args.hyperparameters)
+    except UntrainableExportError as e:
+        # One line, status 1 (the other handled errors of main keep status 2).
+        print(f"hpsrl: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     root_seed = secrets.randbelow(2**32) if args.seed is None else args.seed
     print(
         f"{exported['algorithm']} on {exported['env']['id']}, {args.seeds} fresh seeds from root "

@@ -88,6 +88,11 @@ class ExportError(RuntimeError):
     """A campaign with nothing to export; the message says why and what to do."""
 
 
+class UntrainableExportError(ConfigError):
+    """A ``hyperparameters.yaml`` whose algorithm or hyperparameters hpsrl cannot train: edited by
+    hand (a name misspelt, a value out of range) or written by another hpsrl version."""
+
+
 def _plain(value: Any) -> Any:
     """Tuples to lists and numpy scalars to Python ones, for YAML."""
     if isinstance(value, (tuple, list)):
@@ -254,7 +259,13 @@ def load_exported(path: str | Path) -> dict[str, Any]:
             f"{path} lacks {missing or ['training.steps']}; use a {HYPERPARAMETERS_FILE} written "
             "by: hpsrl export RESULTS_DIR/CAMPAIGN"
         )
-    full_hyperparameters(exported["algorithm"], exported["hyperparameters"])  # checks them
+    try:
+        full_hyperparameters(exported["algorithm"], exported["hyperparameters"])  # checks them
+    except ValueError as e:  # it names what is wrong and what is valid
+        raise UntrainableExportError(
+            f"{path} cannot be retrained: {e}; correct the file, or write it again with: "
+            "hpsrl export RESULTS_DIR/CAMPAIGN"
+        ) from e
     return exported
 
 

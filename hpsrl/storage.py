@@ -49,14 +49,15 @@ class CorruptResultError(StorageError):
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     """Open ``path`` for writing under a temporary name, renamed into place only when complete.
 
-    A killed process leaves at most a hidden ``.NAME.*.tmp`` file, never a partial ``path``; a
-    full disk or a read-only folder raises StorageError and leaves every existing file as it was.
+    A killed process leaves at most a hidden ``.NAME.HOST.PID.*.tmp`` file, never a partial
+    ``path``, and the next write in that folder removes it (:func:`_tmp_prefix`); a full disk or a
+    read-only folder raises StorageError and leaves every existing file as it was.
     """
     path = Path(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
         with h5py.File(tmp, "w") as f:
             yield f
@@ -509,17 +510,43 @@ def copy_result(source: str | Path, dest: str | Path, pop: Population) -> None:
         f.attrs["same_training_as"] = str(source)
 
 
+def _tmp_prefix(path: Path) -> str:
+    """How this process's temporary names for ``path`` start: ``.NAME.HOST.PID.``, first removing
+    the temporary files in its folder whose writer ran on this host and is gone (killed mid-write:
+    nothing else would ever remove them). Those of live writers, and of other hosts sharing the
+    folder (their pids mean nothing here), are left alone."""
+    host = socket.gethostname()
+    try:
+        with os.scandir(path.parent) as entries:
+            names = [e.name for e in entries if e.name[:1] == "." and e.name.endswith(".tmp")]
+    except OSError:  # the write that follows says what is wrong with the folder
+        names = []
+    for name in names:
+        _, mark, writer = name.removesuffix(".tmp").rpartition(f".{host}.")
+        pid = writer.split(".")[0]
+        if mark and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)  # signal 0: only whether it runs
+            except ProcessLookupError:
+                (path.parent / name).unlink(missing_ok=True)
+            except PermissionError:  # another user's process: it runs
+                pass
+    return f".{path.name}.{host}.{os.getpid()}."
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file under a temporary name and rename it into place, so that a reader (or a
     rerun after a kill) never sees half of it; failures raise StorageError naming the file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{_tmp_prefix(path)}tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {e}") from e
 
 

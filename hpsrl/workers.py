@@ -15,10 +15,12 @@ each to the next free worker, writes each individual's result file as soon as al
 in, then the job's manifest, and sends the job its log lines and exit status.
 
 A job trains and writes what the command after ``--`` would: the same :func:`~hpsrl.train.plan_job`,
-:func:`~hpsrl.train.train_seed` and :func:`~hpsrl.train.write_result`. Where no pool answers
-(``snakemake --no-hooks``, ``HPSRL_WARM_WORKERS=0``, a pool that stopped, a pool of a run in
-another folder), the job runs that command itself. A job that is killed takes its seeds not yet
-started out of the queue. The pool exits with the snakemake process that started it.
+:func:`~hpsrl.train.train_seed` and :func:`~hpsrl.train.write_result`. A job that comes while the
+pool is still starting (a resumed campaign's first jobs start with the run) waits for it to
+listen, at most START_TIMEOUT_S. Where no pool answers (one that could not start or stopped, a
+pool of a run in another folder), the job runs that command itself, and its log says why. A job
+that is killed takes its seeds not yet started out of the queue. The pool exits with the
+snakemake process that started it.
 
 This module imports only the standard library at the top: ``submit`` runs once per job.
 """
@@ -55,6 +57,11 @@ log = logging.getLogger("hpsrl.workers")  # not __main__, its name when run as a
 # launches its own ranks, as on a cluster.
 ENABLED_VAR = "HPSRL_WARM_WORKERS"
 
+# How long a training job waits for a pool that is starting (its process is alive but does not
+# listen yet). It listens within a second of starting; its workers importing torch do not delay
+# that (a job's seeds queue for them), so this only bounds a pool that hangs.
+START_TIMEOUT_S = 30.0
+
 
 def enabled() -> bool:
     return os.environ.get(ENABLED_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
@@ -63,6 +70,36 @@ def enabled() -> bool:
 def socket_path(snakemake_pid: int) -> Path:
     """Where the pool of the snakemake process ``snakemake_pid`` listens."""
     return Path(tempfile.gettempdir()) / f"hpsrl-{os.getuid()}" / f"workers-{snakemake_pid}.sock"
+
+
+def _pid_path(socket_file: Path) -> Path:
+    """The file that names the process of the pool that listens, or is about to listen, on
+    ``socket_file``: written when the pool is started, before snakemake starts any job, so that a
+    job that finds no socket yet knows whether one is coming."""
+    return socket_file.with_suffix(".pid")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie, killed but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    with contextlib.suppress(OSError, IndexError):  # no /proc (macOS): taken as running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _remove_dead_runs(folder: Path) -> None:
+    """Remove the sockets and pid files in ``folder`` of runs whose snakemake process is gone: a
+    pool killed with SIGKILL cannot remove its own, and nothing else would. A live run's stay."""
+    for entry in folder.glob("workers-*"):
+        pid = entry.name.removeprefix("workers-").split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):  # removed meanwhile by another run starting
+                entry.unlink()
 
 
 def _private_folder(folder: Path) -> None:
@@ -87,18 +124,22 @@ def start_pool(workers: int, algorithms: list[str], log_path: Path) -> subproces
                "--algorithms", *algorithms]  # fmt: skip
     try:
         _private_folder(path.parent)
+        _remove_dead_runs(path.parent)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as out:
-            return subprocess.Popen(
+            pool = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C stops snakemake, which stops the pool
             )
+        # Snakemake starts jobs only once this hook returns: the first ones find it, and wait.
+        _pid_path(path).write_text(f"{pool.pid}\n")
     except OSError as e:
         print(f"hpsrl: no warm workers ({e}); each training job starts its own", file=sys.stderr)
         return None
+    return pool
 
 
 def stop_pool(pool: subprocess.Popen | None) -> None:
@@ -117,10 +158,9 @@ def submit(path: str, command: list[str]) -> int:
     if "train" not in command:
         print(f"hpsrl: error: not an `hpsrl train` command: {' '.join(command)}", file=sys.stderr)
         return 2
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(path)
-    except OSError:
+    client, why = _connect(Path(path))
+    if client is None:
+        print(f"hpsrl: {why}; it trains on its own ranks", file=sys.stderr)
         _run_alone(command)
     request = {"cwd": os.getcwd(), "train": command[command.index("train") + 1 :]}
     why = "the warm workers stopped before this job was done"
@@ -140,6 +180,32 @@ def submit(path: str, command: list[str]) -> int:
     print(f"hpsrl: {why}; it trains on its own ranks", file=sys.stderr)
     _run_alone(command)
     return 1  # not reached: _run_alone does not return
+
+
+def _connect(path: Path) -> tuple[socket.socket | None, str]:
+    """A connection to the pool at ``path``, once it listens if it is starting; else None and why
+    there is none."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            client.connect(str(path))
+            return client, ""
+        except OSError as e:
+            client.close()
+            error = e.strerror or e
+        try:
+            pool = int(_pid_path(path).read_text())
+        except (OSError, ValueError):
+            return None, f"no warm workers listen on {path} ({error})"
+        if not _alive(pool):
+            return None, f"the warm workers (pid {pool}) are gone"
+        if time.monotonic() > deadline:
+            return None, (
+                f"the warm workers (pid {pool}) did not listen on {path} within "
+                f"{START_TIMEOUT_S:.0f} s ({error})"
+            )
+        time.sleep(0.05)
 
 
 def _run_alone(command: list[str]) -> None:
@@ -466,24 +532,28 @@ class _Relay(logging.Handler):
 
 def serve(path: Path, workers: int, parent: int, algorithms: list[str]) -> None:
     """Run the pool until the process ``parent`` (snakemake) ends or it is sent SIGTERM."""
-    from hpsrl.cli import LOG_FORMAT
-
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
+    # Listen first: jobs wait for this, and their requests wait in the backlog meanwhile.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
     listener.listen(128)
-    log.info("%d warm workers for snakemake pid %d, listening on %s", workers, parent, path)
-    coordinator = _Coordinator(listener, workers, algorithms)
+    coordinator = None
     try:
+        from hpsrl.cli import LOG_FORMAT  # numpy, h5py, ...: about a second
+
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        log.info("%d warm workers for snakemake pid %d, listening on %s", workers, parent, path)
+        coordinator = _Coordinator(listener, workers, algorithms)
         while os.getppid() == parent:  # reparented: snakemake is gone
             coordinator.step(timeout=1.0)
     finally:
         listener.close()
         path.unlink(missing_ok=True)
-        coordinator.close()
+        _pid_path(path).unlink(missing_ok=True)
+        if coordinator is not None:
+            coordinator.close()
         log.info("stopped")
 
 

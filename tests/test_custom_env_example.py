@@ -5,9 +5,13 @@ import, and a campaign config that tunes PPO on it. Nothing is installed: the pa
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
 import warnings
+import zipfile
 from pathlib import Path
 
 import gymnasium
@@ -100,3 +104,40 @@ def test_readme_commands_plan_the_campaign(tmp_path: Path) -> None:
     )
     assert planned.returncode == 0, planned.stderr
     assert "go-to-target-ppo" in planned.stdout
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_readme_pyproject_makes_a_bare_package_folder_installable(tmp_path: Path) -> None:
+    """`pip install -e FOLDER` refuses a folder without a pyproject.toml: the README shows the
+    minimal one, the essentials of the example's. Its wheel is built here, from the README's
+    text next to a copy of the bare package, with nothing downloaded."""
+    blocks = re.findall(r"```toml\n(.*?)```", _readme_section("Your own environment"), re.S)
+    assert len(blocks) == 1, "the section shows one pyproject.toml"
+    shown = textwrap.dedent(blocks[0])  # indented in a list item
+    lines = [line for line in shown.splitlines() if line.strip()]
+    assert set(lines) <= set((EXAMPLE / "pyproject.toml").read_text().splitlines()), (
+        "the README's lines are the example's"
+    )
+
+    folder = tmp_path / "my_env"
+    shutil.copytree(EXAMPLE / "hpsrl_example_env", folder / "hpsrl_example_env")
+    (folder / "pyproject.toml").write_text(shown)
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+    done = subprocess.run(
+        [*pip, "--wheel-dir", str(wheels), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = wheels.glob("hpsrl_example_env-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "hpsrl_example_env/__init__.py" in names
+    assert "hpsrl_example_env/go_to_target.py" in names

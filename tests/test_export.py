@@ -171,6 +171,34 @@ def test_retrain_refuses_a_file_that_is_not_an_export(tmp_path):
     assert "lacks ['env', 'training']" in done.stderr and "hpsrl export" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("hyperparameters", "problem"),
+    [
+        ({"learning_rat": 1e-3}, "unknown ppo hyperparameter(s) ['learning_rat']; valid names: "),
+        ({"gamma": 7}, "gamma must be in (0, 1], got 7"),
+    ],
+)
+def test_retrain_of_hyperparameters_hpsrl_cannot_train_is_one_line_and_status_1(
+    tmp_path, hyperparameters, problem
+):
+    # A hand-edited export: a misspelt name or a value out of range.
+    path = tmp_path / "hyperparameters.yaml"
+    exported = {
+        "env": {"id": "CartPole-v1"},
+        "algorithm": "ppo",
+        "training": {"steps": 512},
+        "hyperparameters": hyperparameters,
+    }
+    path.write_text(yaml.safe_dump(exported))
+    done = hpsrl("retrain", str(path))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"hpsrl: error: {path}") and done.stderr.count("\n") == 1, (
+        done.stderr
+    )
+    assert problem in done.stderr and "hpsrl export" in done.stderr
+    assert done.stdout == ""
+
+
 def test_export_of_a_folder_without_generations_says_so(tmp_path):
     done = hpsrl("export", str(tmp_path))
     assert done.returncode == 2

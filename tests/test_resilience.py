@@ -109,6 +109,47 @@ def test_killed_writer_leaves_no_partial_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "only a hidden tmp"
 
 
+def _writer(target: Path) -> subprocess.Popen:
+    """A process that stays in the middle of writing ``target``: an HDF5 file with atomic_h5, a
+    text file with write_text_atomic (between writing its temporary file and renaming it)."""
+    if target.suffix == ".h5":
+        write = f"""
+            from hpsrl.storage import atomic_h5
+            with atomic_h5({str(target)!r}) as f:
+                f["x"] = [1.0]
+                print("writing", flush=True)
+                time.sleep(120)
+        """
+    else:
+        write = f"""
+            from hpsrl.storage import write_text_atomic
+            os.replace = lambda *_: (print("writing", flush=True), time.sleep(120))
+            write_text_atomic({str(target)!r}, "ind000.h5\\n")
+        """
+    script = "import os, time\n" + textwrap.dedent(write)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    return proc
+
+
+def test_a_killed_writers_temporary_file_goes_with_the_next_write_in_its_folder(tmp_path):
+    # Nothing else would ever remove what a writer killed mid-write leaves; a live writer's stays.
+    live = _writer(tmp_path / "a.h5")
+    try:
+        killed = [_writer(tmp_path / name) for name in ("b.h5", "ind000-003.txt")]
+        for proc in killed:
+            proc.kill()
+            proc.wait()
+        left = sorted(p.name for p in tmp_path.glob(".*.tmp"))
+        assert [name.split(".")[1] for name in left] == ["a", "b", "ind000-003"], left
+
+        write_population(tmp_path / "population.h5", initial_population(load_config(TINY)))
+        assert [p.name for p in tmp_path.glob(".*.tmp")] == [left[0]], "the live writer's stays"
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tiny_config, tmp_path):
     target = tmp_path / "population.h5"
     pop = initial_population(load_config(tiny_config))

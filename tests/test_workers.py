@@ -19,7 +19,7 @@ from hpsrl.evolve import initial_population
 from hpsrl.storage import read_individual_arrays, read_weights, write_population
 from hpsrl.workers import socket_path
 from tests.conftest import wait_until
-from tests.test_workflow import BIN, write_config
+from tests.test_workflow import BIN, snakemake, write_config
 
 PYTHON = sys.executable
 
@@ -105,11 +105,20 @@ def test_warm_workers_train_as_the_jobs_own_rank_would(pool, population, tmp_pat
 
 
 @pytest.mark.slow
-def test_without_a_pool_the_job_runs_its_own_command(population, tmp_path):
+@pytest.mark.parametrize("case", ["never started", "killed"])
+def test_without_a_pool_the_job_runs_its_own_command_and_says_why(population, tmp_path, case):
+    socket = tmp_path / "workers.sock"
+    why = f"hpsrl: no warm workers listen on {socket} (No such file or directory)"
+    if case == "killed":  # its pid file is left, naming a process that is gone
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        socket.with_suffix(".pid").write_text(f"{gone.pid}\n")
+        why = f"hpsrl: the warm workers (pid {gone.pid}) are gone"
     out = tmp_path / "ind000.h5"
-    done = _submit(tmp_path / "nobody.sock", _train_command(population, [0], [out]))
+    done = _submit(socket, _train_command(population, [0], [out]))
     assert done.returncode == 0, done.stderr
-    assert "warm workers" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "warm workers" in line]
+    assert lines == [f"{why}; it trains on its own ranks"], done.stderr
     assert read_individual_arrays(out)["returns"].shape == (2,)
 
 
@@ -197,11 +206,59 @@ def test_the_pool_ends_with_the_process_that_started_it(tmp_path):
     assert not path.exists()
 
 
+def test_what_a_killed_pool_leaves_goes_when_the_next_pool_starts(tmp_path):
+    # A pool killed with SIGKILL cannot remove its socket; a live run's pool must keep its own.
+    code = (
+        "import sys, time; from pathlib import Path; from hpsrl import workers;"
+        "workers.start_pool(1, [], Path(sys.argv[1])); time.sleep(600)"
+    )
+    starters = []
+
+    def start_run() -> Path:
+        """A stand-in for snakemake with its pool; the pool's socket."""
+        starters.append(subprocess.Popen([PYTHON, "-c", code, str(tmp_path / "workers.log")]))
+        path = socket_path(starters[-1].pid)
+        wait_until(path.exists)
+        return path
+
+    try:
+        live = start_run()
+        killed = start_run()
+        os.kill(_pool_pid(killed), signal.SIGKILL)
+        starters[-1].kill()
+        starters[-1].wait()
+        left = [killed, killed.with_suffix(".pid")]
+        assert all(p.exists() for p in left), "nothing else removes them"
+
+        start_run()
+        assert not any(p.exists() for p in left)
+        assert live.exists() and live.with_suffix(".pid").exists()
+    finally:
+        for starter in starters:
+            starter.kill()
+            starter.wait()
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.slow
+def test_a_resumed_campaigns_first_jobs_wait_for_the_pool_that_is_starting(workdir, tiny_config):
+    # A resumed campaign starts with training jobs: snakemake starts as many as it has cores
+    # right after its onstart hook has started the pool, before the pool listens.
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-j2", "results/tiny/gen000/population.h5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = snakemake(workdir, "-j2", "results/tiny/gen000.h5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = sorted((workdir / "results/tiny/logs/gen000").glob("ind*.log"))
+    assert len(logs) == 4
+    for log in logs:
+        assert "trained by the warm workers" in log.read_text(), log.read_text()
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 # of processes that imported torch once, started with the run, instead of each job launching
 # ranks that import it again (about 2.3 s a job against 0.5 s for a 20k-step CartPole seed).
 # On a cluster, with --no-hooks or with HPSRL_WARM_WORKERS=0, each job launches its own ranks; so
-# does a job that finds no pool (one that could not start or stopped), with the ranks it was given.
+# does a job that finds no pool (one that could not start or stopped), with the ranks it was given,
+# and its log says why. Jobs that start while the pool is starting (a resumed campaign's first
+# ones) wait for it: onstart names its process in a file next to its socket before any job runs.
 import os
 from pathlib import Path
 
