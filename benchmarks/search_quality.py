@@ -1,23 +1,29 @@
-"""Search quality after ARLBench's protocol: GA, random search and BO on the same budget.
+"""Search quality on ARLBench's protocol: does the configuration a search returns hold up?
 
-Protocol (Becktepe et al. 2024, "ARLBench"): each search strategy gets the budget of 32 full
-training runs (here population 8 x 4 generations), each configuration trained on 3 seeds, and the
-whole search is repeated over 5 search seeds. The score of one search is the final return of the
-best configuration it found; hpsrl re-tests that configuration on fresh seeds (``report.
-retest_seeds``), and that re-test is the score reported here, next to the return the search saw.
-ARLBench's best optimiser (SMAC BO) reached, as mean over search seeds, 500.0 on CartPole-v1 DQN
-(5e4 steps) and -74.6 on Acrobot-v1 DQN (1e5 steps).
+Protocol (Becktepe et al. 2024, "ARLBench"): each search gets the budget of 32 configurations x 3
+training seeds at full fidelity, in env steps (here population 8 x 4 generations x 3 seeds x the
+task's steps; every variant is charged the same env steps, racing copies included), and the whole
+search is repeated on 5 search seeds. The score of a search is its answer (the configuration it
+returns) trained again on 10 fresh seeds that nothing selected on: the held-out test. The score the
+search itself saw is reported beside it (in_search); the gap is the winner's curse.
 
-It runs the real workflow, ``snakemake compare``, on the task's example config
-(config/examples/<task>.yaml) with the protocol's budget, in a working folder that survives
-interruptions: rerunning the same command continues where it stopped and retrains nothing.
+Variants compared (``compare.strategies``): the default a config gets when it names no search
+(marked ``default: true``), the GA as it was before evidence pooling (ablation), random search and
+Bayesian optimisation (Optuna TPE), the last two as ARLBench runs them (each configuration judged
+on its own 3 seeds, nothing re-trained).
 
-    python benchmarks/search_quality.py                          # both tasks, full protocol
-    python benchmarks/search_quality.py --tasks cartpole-dqn --search-seeds 1 --cores 2
+It runs the real workflow on the task's example config (config/examples/<task>.yaml, objective:
+return alone, as ARLBench) in a working folder, one search seed at a time, and commits nothing
+itself: after each search seed it writes that seed's summary to
+``benchmarks/results/search_quality/<task>/seed<K>.yaml`` (small: commit it), and the combined
+figures to ``benchmarks/results/search_quality.yaml`` and a plot to
+``benchmarks/plots/search_quality_<task>.png``. A rerun skips every (seed, variant) whose summary
+exists for the same config, so it resumes across machines from the committed summaries; a killed
+run resumes inside a seed from the working folder's campaigns.
 
-The full protocol is 3 strategies x 5 search seeds x 96 trainings per task (generation 0 is
-trained once per search seed and shared): on this project's 2-core machine about 9 min per search
-seed for CartPole-v1 and 42-53 min for Acrobot-v1 (see RESULTS.md).
+    python benchmarks/search_quality.py                               # every task, seeds 0-4
+    python benchmarks/search_quality.py --tasks cartpole-dqn --seeds 0,1
+    python benchmarks/search_quality.py --summarise                   # combine, run nothing
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -34,32 +42,63 @@ from pathlib import Path
 from typing import Any
 
 import _bench
+import numpy as np
 import yaml
 
-NAME = "search_quality"
+from hpsrl.compare import SearchTrace, plot, search_trace
+from hpsrl.config import compared_campaigns, config_hash, load_config
+from hpsrl.summary import best_summary
 
 #: task -> (example config, env steps per training, ARLBench's SMAC-BO mean score)
 TASKS: dict[str, tuple[str, int, float]] = {
     "cartpole-dqn": ("cartpole-dqn.yaml", 50_000, 500.0),
     "acrobot-dqn": ("acrobot-dqn.yaml", 100_000, -74.6),
+    "pendulum-sac": ("pendulum-sac.yaml", 20_000, -292.0),
 }
-STRATEGIES = ("ga", "random", "bo")
+
+#: name -> the search keys it changes on the default search (see compare.strategies)
+CLASSIC = {"evidence": "fresh", "racing": {"share": 0}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    # spelt out, so that a later change of the defaults leaves its runs valid
+    "ga": {"strategy": "ga", "evidence": "pooled", "racing": {"share": 0.25, "top": 2}},
+    # the GA before pooling: 2 elites of 8 re-trained each generation, judged on 3 seeds alone
+    "ga-today": {"strategy": "ga", "evidence": "fresh", "racing": {"share": 0.25, "top": 2}},
+    "random": {"strategy": "random", **CLASSIC},
+    "bo": {"strategy": "bo", "sampler": "tpe", **CLASSIC},
+}
+SEARCH_SEEDS = 5
+NAME = "search_quality"
+RESULTS_DIR = _bench.BENCH_DIR / "results"
 
 
-def task_config(task: str, search_seeds: int, retest_seeds: int) -> dict[str, Any]:
+def task_config(task: str) -> dict[str, Any]:
     """The task's example config with the protocol's budget."""
     file, steps, _ = TASKS[task]
     config = yaml.safe_load((_bench.REPO / "config" / "examples" / file).read_text())
     config["campaign"] = f"sq-{task}"
     config["results_dir"] = "results"
+    config["objectives"] = [{"name": "return", "direction": "maximize"}]
+    config.pop("search", None)  # the default search, which the variants change
     # A whole generation per training job: one import of torch per generation instead of per
-    # individual, and the job's 2 ranks stay busy on its 24 seeds (1 individual per job left a
-    # rank idle for a third of each job). Not part of the results' config hash.
+    # individual. Not part of the results' config hash.
     config["training"].update(steps=steps, seeds=3, individuals_per_job=8)
-    config["ga"].update(population=8, generations=4)  # 32 configurations per search
-    config["report"] = {"retest_seeds": retest_seeds}
-    config["compare"] = {"strategies": list(STRATEGIES), "search_seeds": search_seeds}
+    config["ga"].update(population=8, generations=4)  # 32 configurations x 3 seeds per search
+    config["report"] = {"retest_seeds": 10}
+    config["compare"] = {
+        "strategies": [{"name": name, "search": search} for name, search in VARIANTS.items()],
+        "search_seeds": SEARCH_SEEDS,
+    }
     return config
+
+
+def default_variant(config: dict[str, Any]) -> str:
+    """The variant whose search is what a config that names none gets."""
+    plain = load_config({k: v for k, v in config.items() if k != "compare"})["search"]
+    campaigns = compared_campaigns(load_config(config))
+    for name in VARIANTS:
+        if campaigns[f"{config['campaign']}-{name}-s0"]["search"] == plain:
+            return name
+    raise RuntimeError("no variant runs the default search; add one to VARIANTS")
 
 
 def copy_workflow(workdir: Path) -> None:
@@ -88,15 +127,87 @@ def sole_run(workdir: Path) -> Iterator[None]:
         yield
 
 
-def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    config = task_config(task, args.search_seeds, args.retest_seeds)
+def cpu_model() -> str:
+    """The processor, as /proc/cpuinfo names it (with family and model: names are often vague)."""
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    flags = info.get("flags", "").split()
+    return (
+        f"{info.get('model name', platform.processor())} (family {info.get('cpu family', '?')} "
+        f"model {info.get('model', '?')}, {os.cpu_count()} cores, "
+        f"{'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
+    )
+
+
+def seed_file(task: str, seed: int) -> Path:
+    return RESULTS_DIR / NAME / task / f"seed{seed}.yaml"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def variant_summary(campaign_dir: Path, campaign: dict[str, Any]) -> dict[str, Any]:
+    """What one search found and what it cost (small: it goes into the repository)."""
+    trace = search_trace(campaign_dir)
+    best = best_summary(campaign_dir)
+    retest = best.get("retest") or {}
+    return {
+        "campaign": campaign["campaign"],
+        "config_hash": config_hash(campaign),
+        "heldout": retest.get("mean_return"),
+        "heldout_returns": retest.get("returns_per_seed"),
+        "in_search": float(trace.best[-1]),
+        "evidence_seeds": best.get("evidence_seeds"),
+        "env_steps": int(trace.env_steps[-1]),
+        "train_core_seconds": round(trace.core_seconds, 1),
+        "trace": {
+            "env_steps": [int(x) for x in trace.env_steps],
+            "in_search": [float(x) for x in trace.best],
+        },
+        "answer": {
+            "generation": best.get("generation"),
+            "individual": best.get("individual"),
+            "hyperparameters": best.get("hyperparameters"),
+        },
+    }
+
+
+def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
+    """Run the variants of one search seed that have no summary yet, and write its summary."""
+    config = task_config(task)
+    campaigns = compared_campaigns(load_config(config))
+    path = seed_file(task, seed)
+    summary = read_yaml(path)
+    done = summary.get("variants", {})
+    todo = [
+        name
+        for name in VARIANTS
+        if done.get(name, {}).get("config_hash")
+        != config_hash(campaigns[f"{config['campaign']}-{name}-s{seed}"])
+    ]
+    if not todo:
+        print(f"{task} seed {seed}: summarised in {path}, skipped", flush=True)
+        return
     workdir = args.workdir / task
+    names = [f"{config['campaign']}-{name}-s{seed}" for name in todo]
     with sole_run(workdir):
         copy_workflow(workdir)
         config_path = workdir / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         snakemake = [str(_bench.BIN / "snakemake"), "--cores", str(args.cores),
                      "--configfile", str(config_path)]  # fmt: skip
+        print(f"{task} seed {seed}: running {', '.join(todo)}", flush=True)
         started = time.perf_counter()
         log_path = workdir / "snakemake.log"
         with log_path.open("a") as log:
@@ -106,66 +217,149 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
                 [*snakemake, "--unlock"], cwd=workdir, env=_bench.child_env(),
                 stdout=log, stderr=subprocess.STDOUT, check=True,
             )  # fmt: skip
-            done = subprocess.run(
-                [*snakemake, "--rerun-incomplete", "compare"],
+            targets = [f"results/{name}/{file}" for name in names
+                       for file in ("retest.h5", "best.yaml")]  # fmt: skip
+            finished = subprocess.run(
+                [*snakemake, "--rerun-incomplete", *targets],
                 cwd=workdir, env=_bench.child_env(), stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"snakemake failed for {task}; see {log_path}")
-    summary_path = workdir / "results" / f"{config['campaign']}-compare" / "comparison.yaml"
-    return {
+        if finished.returncode != 0:
+            raise RuntimeError(f"snakemake failed for {task} seed {seed}; see {log_path}")
+        wall = time.perf_counter() - started
+        for variant, name in zip(todo, names, strict=True):
+            done[variant] = variant_summary(workdir / "results" / name, campaigns[name])
+    summary = {
         "task": task,
-        "config": config,
-        "wall_seconds_this_run": wall,
-        "comparison": yaml.safe_load(summary_path.read_text()),
-        "plot": str(summary_path.with_name("comparison.png")),
+        "search_seed": seed,
+        "machine": summary.get("machine") or cpu_model(),
+        "date": summary.get("date") or time.strftime("%Y-%m-%d"),
+        "wall_seconds": {**summary.get("wall_seconds", {}), "+".join(todo): round(wall)},
+        "variants": {name: done[name] for name in VARIANTS if name in done},
+    }
+    write_yaml(path, summary)
+    print(f"{task} seed {seed}: {wall / 60:.1f} min, summary in {path}", flush=True)
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    numbers = np.array([np.nan if v is None else v for v in values], dtype=float)
+    finite = numbers[np.isfinite(numbers)]
+    return {
+        "mean": round(float(finite.mean()), 2) if finite.size else None,
+        "std": round(float(finite.std()), 2) if finite.size else None,
     }
 
 
-def _fmt(stats: dict[str, Any]) -> str:
-    if stats["mean"] is None:
-        return "-"
-    return f"{stats['mean']:.1f} +- {stats['std']:.1f}"
+def summarise(tasks: list[str]) -> dict[str, Any]:
+    """Combine the seed summaries of ``tasks`` (those of the current config) into the repository's
+    results file and plots; other tasks' entries in the file are kept."""
+    combined = read_yaml(RESULTS_DIR / f"{NAME}.yaml")
+    combined.setdefault("tasks", {})
+    combined["protocol"] = (
+        "ARLBench: population 8 x 4 generations x 3 seeds at full fidelity per search (32 "
+        "configurations' worth of env steps), objective: return; heldout: the search's answer "
+        "trained again on 10 fresh seeds; mean and std (ddof 0) over search seeds"
+    )
+    for task in tasks:
+        config = task_config(task)
+        campaigns = compared_campaigns(load_config(config))
+        default = default_variant(config)
+        entries: dict[str, Any] = {}
+        traces: list[SearchTrace] = []
+        for variant in VARIANTS:
+            rows = []
+            for seed in range(SEARCH_SEEDS):
+                summary = read_yaml(seed_file(task, seed))
+                row = summary.get("variants", {}).get(variant)
+                name = f"{config['campaign']}-{variant}-s{seed}"
+                if row and row["config_hash"] == config_hash(campaigns[name]):
+                    rows.append((seed, row, summary))
+            if not rows:
+                continue
+            heldout = _stats([r["heldout"] for _, r, _ in rows])
+            in_search = _stats([r["in_search"] for _, r, _ in rows])
+            entries[variant] = {
+                "default": variant == default,
+                "heldout_mean": heldout["mean"],
+                "heldout_std": heldout["std"],
+                "insearch_mean": in_search["mean"],
+                "insearch_std": in_search["std"],
+                "env_steps": int(np.mean([r["env_steps"] for _, r, _ in rows])),
+                "search_seeds": [seed for seed, _, _ in rows],
+                "heldout_per_seed": [r["heldout"] for _, r, _ in rows],
+                "insearch_per_seed": [r["in_search"] for _, r, _ in rows],
+                "train_core_minutes_mean": round(
+                    float(np.mean([r["train_core_seconds"] for _, r, _ in rows])) / 60, 1
+                ),
+                "machines": sorted({s["machine"] for _, _, s in rows}),
+            }
+            for seed, row, _ in rows:
+                traces.append(
+                    SearchTrace(
+                        campaign=row["campaign"],
+                        strategy=variant,
+                        config=campaigns[f"{config['campaign']}-{variant}-s{seed}"],
+                        env_steps=np.array(row["trace"]["env_steps"]),
+                        best=np.array(row["trace"]["in_search"], dtype=float),
+                        core_seconds=row["train_core_seconds"],
+                        retest_mean=row["heldout"],
+                    )
+                )
+        combined["tasks"][task] = {"arlbench_smac_in_search": TASKS[task][2], **entries}
+        if traces:
+            plot(traces, _bench.BENCH_DIR / "plots" / f"{NAME}_{task}.png")
+    write_yaml(RESULTS_DIR / f"{NAME}.yaml", combined)
+    return combined
+
+
+def print_table(combined: dict[str, Any], tasks: list[str]) -> None:
+    rows = []
+    for task in tasks:
+        for variant, e in combined["tasks"].get(task, {}).items():
+            if not isinstance(e, dict):
+                continue
+            rows.append([
+                task, variant + (" (default)" if e["default"] else ""), len(e["search_seeds"]),
+                f"{e['heldout_mean']} +- {e['heldout_std']}",
+                f"{e['insearch_mean']} +- {e['insearch_std']}", e["env_steps"],
+                e["train_core_minutes_mean"],
+            ])  # fmt: skip
+    print(
+        _bench.table(
+            ["task", "variant", "seeds", "held-out (mean +- std)", "in search",
+             "env steps", "train core-min"],
+            rows,
+        )
+    )  # fmt: skip
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = [int(s) for s in text.split(",") if s.strip()]
+    if any(not 0 <= s < SEARCH_SEEDS for s in seeds):
+        raise argparse.ArgumentTypeError(f"search seeds are 0..{SEARCH_SEEDS - 1}")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
-    parser.add_argument("--search-seeds", type=int, default=5)
-    parser.add_argument("--retest-seeds", type=int, default=10,
-                        help="fresh seeds the best of each search is re-tested on")  # fmt: skip
+    parser.add_argument("--seeds", type=parse_seeds, default=list(range(SEARCH_SEEDS)),
+                        help="comma-separated search seeds to run (default: all 5)")  # fmt: skip
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, default=_bench.OUT_DIR / "search_quality")
+    parser.add_argument("--workdir", type=Path, default=_bench.OUT_DIR / NAME)
+    parser.add_argument("--summarise", action="store_true",
+                        help="only combine the seed summaries already written")  # fmt: skip
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:
         if task not in TASKS:
             parser.error(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-
-    records, rows = [], []
-    for task in tasks:
-        record = run_task(task, args)
-        records.append(record)
-        for strategy, result in record["comparison"]["strategies"].items():
-            rows.append([
-                task, strategy, len(result["campaigns"]),
-                _fmt(result["best_retested_on_fresh_seeds"]), _fmt(result["best_found"]),
-                f"{(result['train_core_seconds']['mean'] or 0) / 60:.0f}",
-                TASKS[task][2],
-            ])  # fmt: skip
-        print(f"{task}: plot {record['plot']}", flush=True)
-    print(
-        _bench.table(
-            ["task", "strategy", "search seeds", "best re-tested (mean +- std)",
-             "best seen in search", "train core-min per search", "ARLBench SMAC BO"],
-            rows,
-        ),
-    )  # fmt: skip
-    name = NAME if args.search_seeds == 5 and len(tasks) == len(TASKS) else f"{NAME}_custom"
-    path = _bench.write_json(name, {"config": vars(args) | {"workdir": str(args.workdir)},
-                                    "results": records})  # fmt: skip
-    print(f"written {path}")
+    if not args.summarise:
+        for task in tasks:
+            for seed in args.seeds:
+                run_seed(task, seed, args)
+                summarise([task])
+    print_table(summarise(tasks), tasks)
+    print(f"written {RESULTS_DIR / f'{NAME}.yaml'}")
 
 
 if __name__ == "__main__":
