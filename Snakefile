@@ -25,6 +25,7 @@ localrules:
     init_population,
     collect_generation,
     evolve_population,
+    promote_rung,
     plan_retest,
     report,
     html_report,

@@ -20,7 +20,7 @@ from hpsrl.config import (
 )
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
-from hpsrl.storage import CorruptResultError, StorageError, quarantine
+from hpsrl.storage import CorruptResultError, StorageError, batch_generation, quarantine
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -69,9 +69,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from hpsrl.generation import collect
+    from hpsrl.generation import collect, combine_rungs
     from hpsrl.storage import read_generation, read_manifest, read_population, write_generation
 
+    previous = read_generation(args.previous) if args.previous else None
+    if args.rungs:
+        from hpsrl.train import remove_rung_checkpoints
+
+        records = [read_generation(path) for path in args.rungs]
+        generation = combine_rungs(records, previous)
+        config = generation.config
+        if not config["training"]["checkpoint"]["keep"]:
+            campaign_dir = Path(config["results_dir"]) / config["campaign"]
+            remove_rung_checkpoints(campaign_dir, batch_generation(generation.population.batch))
+        write_generation(args.out, generation)
+        return
     listed = {path: manifest for manifest in args.jobs for path in read_manifest(manifest)}
     for path, manifest in listed.items():
         if not path.exists():
@@ -80,7 +92,6 @@ def _cmd_collect(args: argparse.Namespace) -> None:
                 f"{path} is missing (listed by {manifest}, now removed); rerun snakemake to "
                 "train it again"
             )
-    previous = read_generation(args.previous) if args.previous else None
     try:
         generation = collect(read_population(args.population), list(listed), previous)
     except CorruptResultError as e:
@@ -90,6 +101,13 @@ def _cmd_collect(args: argparse.Namespace) -> None:
             listed[e.path].unlink(missing_ok=True)
         raise
     write_generation(args.out, generation)
+
+
+def _cmd_promote(args: argparse.Namespace) -> None:
+    from hpsrl.halving import promoted_population
+    from hpsrl.storage import read_generation, write_population
+
+    write_population(args.out, promoted_population(read_generation(args.rung)))
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
@@ -193,7 +211,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 # Commands that read results only the workflow made: a damaged input is moved aside, so that
 # rerunning snakemake regenerates it instead of failing on it again.
-WORKFLOW_STEPS = ("train", "collect", "evolve", "retest")
+WORKFLOW_STEPS = ("train", "collect", "promote", "evolve", "retest")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -282,7 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("collect", help="(workflow) stack a population's results into gen*.h5")
-    p.add_argument("--population", required=True, type=Path)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--population", type=Path, help="the batch's population (with jobs)")
+    source.add_argument(
+        "--rungs",
+        type=Path,
+        nargs="+",
+        help="the records of a generation's successive-halving rungs, in order, to combine "
+        "(their checkpoints are removed then, unless training.checkpoint.keep)",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(
         "--previous",
@@ -290,8 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the previous generation's record, whose evidence this one pools (search.evidence: "
         "pooled, from generation 1 on)",
     )
-    p.add_argument("jobs", nargs="+", type=Path, help="training jobs' manifests, in order")
+    p.add_argument("jobs", nargs="*", type=Path, help="training jobs' manifests, in order")
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser(
+        "promote", help="(workflow) write the next successive-halving rung's population"
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("rung", type=Path, help="the record of the rung before it")
+    p.set_defaults(func=_cmd_promote)
 
     p = sub.add_parser("evolve", help="(workflow) write generation g+1's population")
     p.add_argument("--out", required=True, type=Path)
@@ -323,6 +356,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "evaluate" and args.record and args.record.suffix.lower() != ".gif":
         parser.error(f"--record writes an animated GIF: give a path ending in .gif ({args.record})")
+    if args.command == "collect" and bool(args.population) != bool(args.jobs):
+        parser.error("collect takes training jobs' manifests with --population, none with --rungs")
     if args.command == "train" and len(args.individual) != len(args.out):
         parser.error(
             f"--individual names {len(args.individual)} individuals but --out "

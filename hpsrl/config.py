@@ -37,7 +37,10 @@ HASH_EXEMPT_KEYS = (
 
 # Keys added after campaigns had been run: hashed only where set to something other than their
 # default, so that a campaign whose stored config predates the key keeps its hash and continues.
-HASHED_UNLESS_DEFAULT: dict[str, Any] = {"ga.inherit_weights": False}
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {
+    "ga.inherit_weights": False,
+    "search.fidelity": {"rungs": 1, "eta": 3},
+}
 
 NATURAL_DIRECTIONS = {
     "return": "maximize",
@@ -221,21 +224,45 @@ def shared_first_generations(config: Mapping[str, Any]) -> dict[str, str]:
     """The campaigns of `snakemake compare` that copy their generation 0 from another, by name:
     every variant samples generation 0 alike from the search seed, so the first variant's
     campaign on each search seed trains it and the others' training jobs copy its results
-    (where they are the same training: see hpsrl.storage.is_same_training)."""
-    first, *others = compared_variants(config)
+    (where they are the same training: see hpsrl.storage.is_same_training). Variants with
+    successive-halving rungs train generation 0 otherwise (more configurations, fewer steps),
+    so they train their own and copy from none."""
+    campaigns = compared_campaigns(config)
+    k = range(config["compare"]["search_seeds"])
+    plain = [
+        variant
+        for variant in compared_variants(config)
+        if campaigns[_compared_name(config, variant, 0)]["search"]["fidelity"]["rungs"] == 1
+    ]
+    if not plain:
+        return {}
+    first, *others = plain
     return {
-        _compared_name(config, variant, k): _compared_name(config, first, k)
+        _compared_name(config, variant, seed): _compared_name(config, first, seed)
         for variant in others
-        for k in range(config["compare"]["search_seeds"])
+        for seed in k
     }
 
 
 def _check_racing(config: Mapping[str, Any]) -> None:
+    """Each generation needs room for new configurations, on every rung."""
+    from hpsrl.halving import check_fidelity
+
     share, population = config["search"]["racing"]["share"], config["ga"]["population"]
-    if round(share * population) >= population:
+    raced = round(share * population)
+    if raced >= population:
         raise ConfigError(
             f"config key 'search.racing.share': {share} of a population of {population} leaves "
             "no room for new configurations; use a smaller share"
+        )
+    problem = check_fidelity(config, population - raced)
+    if problem:
+        raise ConfigError(f"config key 'search.fidelity': {problem}")
+    if config["search"]["fidelity"]["rungs"] > 1 and config["ga"]["inherit_weights"]:
+        raise ConfigError(
+            "config keys 'search.fidelity' and 'ga.inherit_weights': rungs continue a training "
+            "from its checkpoint, inherited weights start one from a parent's; use one of them "
+            "(search.fidelity.rungs: 1, or ga.inherit_weights: false)"
         )
 
 

@@ -82,29 +82,40 @@ def pool(
     generation: int,
     per_seed: np.ndarray,
     train_seeds: np.ndarray,
-    previous: tuple[Sequence[Mapping[str, Any]], Evidence] | None,
+    previous: tuple[Sequence[Mapping[str, Any]], Evidence, np.ndarray] | None,
+    complete: np.ndarray | None = None,
 ) -> Evidence:
     """The evidence of each individual of ``generation``: the seeds of every copy of its
     configuration in this generation (``per_seed``: (n, seeds, objectives) values, NaN where
     failed) after the evidence its configuration had in the previous generation
-    (``previous``: that generation's individuals and evidence, which pooled everything before).
+    (``previous``: that generation's individuals, evidence and which of them trained in full;
+    it pooled everything before).
 
-    A configuration that skipped a generation starts afresh: evidence follows a configuration
-    while it stays in the population, as the raced top configurations do.
+    Only trainings of the whole of training.steps are evidence of what a configuration is worth:
+    an individual that stopped on an earlier successive-halving rung (``complete`` False) keeps
+    its own seeds, and pools with nothing. A configuration that skipped a generation starts
+    afresh: evidence follows a configuration while it stays in the population, as the raced top
+    configurations do.
     """
-    _, seeds, m = per_seed.shape
+    n, seeds, m = per_seed.shape
+    complete = np.ones(n, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)
     earlier: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if previous is not None:
-        old_individuals, old = previous
+        old_individuals, old, old_complete = previous
         for i, individual in enumerate(old_individuals):
-            rows = old.rows(i)
-            earlier.setdefault(
-                configuration_key(individual),
-                (old.values[rows], old.source[rows], old.train_seeds[rows]),
-            )
+            if old_complete[i]:
+                rows = old.rows(i)
+                earlier.setdefault(
+                    configuration_key(individual),
+                    (old.values[rows], old.source[rows], old.train_seeds[rows]),
+                )
+    keys = [
+        configuration_key(individual) if complete[i] else f"#{i}"  # a key no genes have
+        for i, individual in enumerate(individuals)
+    ]
     copies: dict[str, list[int]] = {}
-    for i, individual in enumerate(individuals):
-        copies.setdefault(configuration_key(individual), []).append(i)
+    for i, key in enumerate(keys):
+        copies.setdefault(key, []).append(i)
     by_key: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for key, members in copies.items():
         values, source, trained = [], [], []
@@ -121,7 +132,6 @@ def pool(
             np.concatenate(source).reshape(-1, 3),
             np.concatenate(trained),
         )
-    keys = [configuration_key(individual) for individual in individuals]
     counts = np.array([len(by_key[key][0]) for key in keys], dtype=np.int64)
     return Evidence(
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
@@ -158,7 +168,9 @@ def pooled_objectives(evidence: Evidence, aggregate: str) -> np.ndarray:
     return out
 
 
-def shrunk_estimates(evidence: Evidence, objectives: np.ndarray) -> np.ndarray:
+def shrunk_estimates(
+    evidence: Evidence, objectives: np.ndarray, among: np.ndarray | None = None
+) -> np.ndarray:
     """(n, objectives): the empirical-Bayes estimate of each configuration's objectives on fresh
     seeds, from its pooled ``objectives`` (see :func:`pooled_objectives`) and seed counts.
 
@@ -168,11 +180,15 @@ def shrunk_estimates(evidence: Evidence, objectives: np.ndarray) -> np.ndarray:
     what seed noise explains). A configuration with ``n`` seeds is estimated at
     ``mu + w * (value - mu)`` with ``w = n * tau2 / (n * tau2 + sigma2)``. Where nothing measures
     seed noise (no configuration has 2 seeds) or it is zero, the values are returned as they are.
-    NaN (failed) rows stay NaN.
+    NaN (failed) rows stay NaN. With ``among`` (a mask), only those rows are estimated, from their
+    own statistics (the others: trained on fewer steps, so another quantity, are left as given).
     """
     estimates = objectives.astype(float, copy=True)
     counts = evidence.seeds.astype(float)
-    valid = np.flatnonzero(~np.isnan(objectives).any(axis=1))
+    usable = ~np.isnan(objectives).any(axis=1)
+    if among is not None:
+        usable &= np.asarray(among, dtype=bool)
+    valid = np.flatnonzero(usable)
     distinct = _distinct(evidence, valid)
     if len(distinct) < 2:
         return estimates

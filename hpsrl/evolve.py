@@ -24,6 +24,7 @@ from hpsrl.config import (
     search_space,
 )
 from hpsrl.evidence import configuration_key
+from hpsrl.halving import new_configurations, rung_batch, rung_of, rung_steps, rungs
 from hpsrl.moo import nsga2_rank_key
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
 from hpsrl.storage import Generation, Population, batch_generation
@@ -42,23 +43,35 @@ def batch_name(generation: int) -> str:
     return f"gen{generation:03d}"
 
 
+def first_batch(config: Mapping[str, Any], generation: int) -> str:
+    """The batch a generation's population is proposed as: the generation itself, or its first
+    successive-halving rung (:mod:`hpsrl.halving`)."""
+    return rung_batch(generation, 0) if rungs(config) > 1 else batch_name(generation)
+
+
 def _seeded_population(
     config: Mapping[str, Any],
     generation: int,
     individuals: list[dict[str, Any]],
     parents: np.ndarray,
     operators: list[str],
+    raced: int = 0,
 ) -> Population:
+    """A generation's first batch with fresh seeds: the ``raced`` first individuals train on the
+    whole of training.steps, the new ones to the first rung's steps (all of it without rungs)."""
     plan = SeedPlan(config["seed"])
     n, seeds = len(individuals), config["training"]["seeds"]
+    steps = np.full(n, rung_steps(config)[0], dtype=np.int64)
+    steps[:raced] = config["training"]["steps"]
     return Population(
-        batch=batch_name(generation),
+        batch=first_batch(config, generation),
         config=dict(config),
         individuals=individuals,
         parents=parents,
         operators=operators,
         train_seeds=plan.seeds(STREAM_TRAIN, generation, n, seeds),
         eval_seeds=plan.seeds(STREAM_EVAL, generation, n, seeds),
+        steps=steps,
     )
 
 
@@ -76,11 +89,6 @@ def _random_individuals(config: Mapping[str, Any], generation: int, n: int) -> l
     rng = SeedPlan(config["seed"]).generator(STREAM_GA, generation)
     space = search_space(config)
     return [space.sample(rng) for _ in range(n)]
-
-
-def _random_population(config: Mapping[str, Any], generation: int) -> Population:
-    individuals = _random_individuals(config, generation, config["ga"]["population"])
-    return _unrelated_population(config, generation, individuals, "random")
 
 
 def racing_slots(config: Mapping[str, Any]) -> int:
@@ -115,7 +123,19 @@ def _raced(previous: Generation, config: Mapping[str, Any]) -> list[int]:
 
 def initial_population(config: Mapping[str, Any]) -> Population:
     """Generation 0, random for every search strategy."""
-    return _random_population(config, 0)
+    individuals = _random_individuals(config, 0, new_configurations(config, 0, 0)[0])
+    return _unrelated_population(config, 0, individuals, "random")
+
+
+def planned_size(config: Mapping[str, Any], batch: str) -> int:
+    """How many individuals a generation's batch (or one of its rungs) trains, known before
+    anything is trained: ga.population without rungs."""
+    generation = batch_generation(batch)
+    raced = racing_slots(config) if generation else 0
+    rung = rung_of(batch)
+    if rung is None:
+        return config["ga"]["population"]
+    return (raced if rung == 0 else 0) + new_configurations(config, generation, raced)[rung]
 
 
 def reads_whole_history(config: Mapping[str, Any]) -> bool:
@@ -135,7 +155,7 @@ def next_population(history: Sequence[Generation], config: Mapping[str, Any]) ->
     if strategy == "ga":
         return _bred_population(previous, config, generation)
     raced = _raced(previous, config)
-    n = config["ga"]["population"] - len(raced)
+    n = new_configurations(config, generation, len(raced))[0]
     if strategy == "random":
         individuals, operator = _random_individuals(config, generation, n), "random"
     else:
@@ -146,6 +166,7 @@ def next_population(history: Sequence[Generation], config: Mapping[str, Any]) ->
         [dict(previous.population.individuals[i]) for i in raced] + individuals,
         np.array([(i, -1) for i in raced] + [(-1, -1)] * n, dtype=np.int64).reshape(-1, 2),
         ["elite"] * len(raced) + [operator] * n,
+        raced=len(raced),
     )
 
 
@@ -181,11 +202,13 @@ def _bred_population(
     individuals: list[dict[str, Any]] = []
     parents: list[tuple[int, int]] = []
     operators: list[str] = []
-    for e in _raced(previous, config):
+    raced = _raced(previous, config)
+    for e in raced:
         individuals.append(dict(parents_pool[e]))
         parents.append((int(e), -1))
         operators.append("elite")
-    while len(individuals) < ga["population"]:
+    size = len(raced) + new_configurations(config, generation, len(raced))[0]
+    while len(individuals) < size:
         i, j = (int(x) for x in sel_tournament(key, 2, ga["tournament_size"], rng))
         if rng.random() < ga["crossover_prob"]:
             child, _ = cx_uniform(parents_pool[i], parents_pool[j], space, rng)
@@ -201,7 +224,12 @@ def _bred_population(
         parents.append(lineage)
         operators.append("+".join(made))
     return _seeded_population(
-        config, generation, individuals, np.array(parents, dtype=np.int64), operators
+        config,
+        generation,
+        individuals,
+        np.array(parents, dtype=np.int64),
+        operators,
+        raced=len(raced),
     )
 
 

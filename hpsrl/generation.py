@@ -17,6 +17,7 @@ from hpsrl.evidence import (
     pooled_objectives,
     shrunk_estimates,
 )
+from hpsrl.halving import combined_results, rung_of
 from hpsrl.moo import non_dominated_sort, nsga2_rank_key, to_losses
 from hpsrl.storage import (
     PER_SEED_DATASETS,
@@ -66,6 +67,14 @@ def collect(
     return generation_record(population, results, previous)
 
 
+def combine_rungs(records: Sequence[Generation], previous: Generation | None = None) -> Generation:
+    """A generation's record from the records of its successive-halving rungs, in order: every
+    individual of its first rung with the results of the last rung it reached
+    (:func:`hpsrl.halving.combined_results`); ``previous`` as for :func:`collect`."""
+    population, results = combined_results(records)
+    return generation_record(population, results, previous)
+
+
 def pools_evidence(config: Mapping[str, Any]) -> bool:
     """Whether a configuration's objectives cover all its seeds so far (``search.evidence``).
     Campaigns made before the key existed trained every copy afresh."""
@@ -80,13 +89,18 @@ def generation_record(
 
     With pooled evidence a generation pools with ``previous`` (the generation before it, needed
     from generation 1 on) and selection ranks the configurations' shrunk estimates; otherwise
-    (and for the re-test, which selects nothing) the estimates are the batch's own objectives.
+    (and for the re-test and the rungs of successive halving, whose records select nothing
+    across generations) the estimates are the batch's own objectives. Individuals that trained
+    on fewer than training.steps (an earlier rung) rank after all that trained in full, by the
+    steps they reached, then by their objectives there (:func:`staged_rank_key`).
     """
     config = population.config
     objectives = compute_objectives(results, config)
     per_seed = per_seed_objectives(results, config)
     generation = batch_generation(population.batch)
-    if generation is not None and pools_evidence(config):
+    complete = population.complete()
+    is_generation = generation is not None and rung_of(population.batch) is None
+    if is_generation and pools_evidence(config):
         if generation > 0 and (
             previous is None or batch_generation(previous.population.batch) != generation - 1
         ):
@@ -97,12 +111,16 @@ def generation_record(
             )
         earlier = None
         if previous is not None:
-            earlier = (previous.population.individuals, previous.evidence)
+            earlier = (
+                previous.population.individuals,
+                previous.evidence,
+                previous.population.complete(),
+            )
         evidence = pool(
-            population.individuals, generation, per_seed, population.train_seeds, earlier
+            population.individuals, generation, per_seed, population.train_seeds, earlier, complete
         )
         pooled = pooled_objectives(evidence, config["training"]["aggregate"])
-        estimate = shrunk_estimates(evidence, pooled)
+        estimate = shrunk_estimates(evidence, pooled, among=complete)
     else:
         evidence = own_evidence(
             -1 if generation is None else generation, per_seed, population.train_seeds
@@ -114,7 +132,22 @@ def generation_record(
         results=results,
         objectives=objectives,
         front=non_dominated_sort(to_losses(estimate, directions)),
-        rank_key=nsga2_rank_key(estimate, directions),
+        rank_key=staged_rank_key(estimate, population.steps, directions),
         evidence=evidence,
         estimate=estimate,
     )
+
+
+def staged_rank_key(values: np.ndarray, steps: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """NSGA-II rank keys (lower is better) within each group of individuals that trained for the
+    same number of steps, the groups that trained longer first: a configuration measured on the
+    whole budget outranks every one measured on part of it. One group: plain NSGA-II keys."""
+    key = np.full(len(values), np.inf)
+    offset = 0.0
+    for budget in sorted(set(np.asarray(steps).tolist()), reverse=True):
+        members = np.flatnonzero(steps == budget)
+        group = nsga2_rank_key(values[members], directions)
+        key[members] = group + offset
+        finite = group[np.isfinite(group)]
+        offset += (finite.max() + 1.0) if finite.size else 0.0
+    return key

@@ -146,9 +146,27 @@ class Population:
     operators: list[str]  # how each individual was made: random, elite, crossover, mutation, ...
     train_seeds: np.ndarray  # (n, seeds) uint32
     eval_seeds: np.ndarray  # (n, seeds) uint32
+    # (n,) int64: env steps each individual's training stops at: training.steps, or fewer on a
+    # successive-halving rung (search.fidelity); None: training.steps for all
+    steps: np.ndarray | None = None
+    # the result file (relative to the campaign folder) of the earlier rung whose checkpoints each
+    # individual's seeds continue from, "" where they start from scratch; None: "" for all
+    resumes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.individuals)
+        if self.steps is None:
+            self.steps = np.full(n, self.config["training"]["steps"], dtype=np.int64)
+        self.steps = np.asarray(self.steps, dtype=np.int64)
+        if self.resumes is None:
+            self.resumes = [""] * n
 
     def __len__(self) -> int:
         return len(self.individuals)
+
+    def complete(self) -> np.ndarray:
+        """(n,) bool: whether each individual trains for the whole of training.steps."""
+        return self.steps >= self.config["training"]["steps"]
 
     def hyperparameters(self, index: int) -> dict[str, Any]:
         """Genes of one individual on top of the fixed values."""
@@ -163,6 +181,8 @@ def _write_population_group(group: h5py.Group, pop: Population) -> None:
     group.create_dataset("operator", data=_strings(pop.operators), dtype=STR)
     group.create_dataset("train_seeds", data=pop.train_seeds.astype(np.uint32))
     group.create_dataset("eval_seeds", data=pop.eval_seeds.astype(np.uint32))
+    group.create_dataset("steps", data=pop.steps)
+    group.create_dataset("resumes", data=_strings(pop.resumes), dtype=STR)
 
 
 def _read_population_group(group: h5py.Group, config: dict[str, Any], batch: str) -> Population:
@@ -176,6 +196,9 @@ def _read_population_group(group: h5py.Group, config: dict[str, Any], batch: str
         operators=_read_strings(group["operator"]),
         train_seeds=group["train_seeds"][()],
         eval_seeds=group["eval_seeds"][()],
+        # populations written before successive halving trained every individual in full
+        steps=group["steps"][()] if "steps" in group else None,
+        resumes=_read_strings(group["resumes"]) if "resumes" in group else None,
     )
 
 
@@ -222,6 +245,7 @@ class IndividualResult:
     seeds: list[SeedResult]
     eval_episodes: int
     curve_points: int
+    steps: int  # where its training stopped (training.steps, or a rung's fewer)
     mpi_ranks: int = 1
     hostname: str = field(default_factory=socket.gethostname)
     slurm_job_id: str = field(default_factory=lambda: os.environ.get("SLURM_JOB_ID", ""))
@@ -248,6 +272,7 @@ def write_individual(path: str | Path, result: IndividualResult, config: Mapping
     with atomic_h5(path) as f:
         _write_metadata(f, config, result.batch)
         f.attrs["individual"] = result.individual
+        f.attrs["steps"] = result.steps
         f.attrs["status"] = result.status
         f.attrs["error"] = result.error
         f.attrs["hyperparameters"] = json.dumps(result.hyperparameters, sort_keys=True)
@@ -452,10 +477,13 @@ def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) 
 
 
 def _holds_individual(f: h5py.File, pop: Population, individual: int) -> bool:
-    """Whether the result file ``f`` is of this batch and individual, with its genes and seeds."""
+    """Whether the result file ``f`` is of this batch and individual, with its genes, seeds and
+    step budget."""
+    full = pop.config["training"]["steps"]  # files written before rungs trained in full
     return (
         str(f.attrs["batch"]) == pop.batch
         and int(f.attrs["individual"]) == individual
+        and int(f.attrs.get("steps", full)) == int(pop.steps[individual])
         and json.loads(f.attrs["hyperparameters"])
         == json.loads(json.dumps(pop.hyperparameters(individual)))
         and np.array_equal(f["train_seeds"][()], pop.train_seeds[individual])

@@ -8,6 +8,7 @@ crash: the individual is recorded as failed and the campaign goes on.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -53,12 +54,17 @@ def checkpoint_dir(out_path: str | Path) -> Path:
     return out_path.with_name(f"{out_path.stem}.ckpt")
 
 
-def _checkpointing(config: dict[str, Any], folder: Path, k: int) -> Checkpointing | None:
+def _checkpointing(
+    config: dict[str, Any], folder: Path, k: int, rung: bool
+) -> Checkpointing | None:
+    """Seed ``k``'s checkpoints: as training.checkpoint says, and always on a successive-halving
+    rung (``rung``), whose training saves where it stops for the next rung to continue, or
+    continues where the last rung stopped."""
     from hpsrl.agents.common import Checkpointing
 
     every = config["training"]["checkpoint"]
     minutes, steps = every["every_minutes"], every["every_steps"]
-    if not minutes and not steps:
+    if not minutes and not steps and not rung:
         return None
     return Checkpointing(
         path=folder / f"seed{k}.pt",
@@ -105,13 +111,33 @@ def _read_inheritance(pop: Population, individual: int, k: int) -> tuple[dict[st
     )
 
 
+def continue_from_rung(pop: Population, individual: int, k: int, checkpoints: Path) -> None:
+    """Where ``individual`` continues an earlier rung's training (``pop.resumes``), move that
+    training's checkpoint of seed ``k`` into ``checkpoints`` unless one is there already (a
+    resumed job's). Moved, not copied: nothing else needs it, and the rung's disk use stays that
+    of one training per individual. Without it (gone, or never written: a seed that failed) the
+    training starts from scratch and reaches the same result, a stopped and continued run being
+    bit-identical to one that never stopped."""
+    if not pop.resumes[individual]:
+        return
+    campaign_dir = Path(pop.config["results_dir"]) / pop.config["campaign"]
+    earlier = checkpoint_dir(campaign_dir / pop.resumes[individual]) / f"seed{k}.pt"
+    mine = checkpoints / f"seed{k}.pt"
+    if mine.exists() or not earlier.exists():
+        return
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    os.replace(earlier, mine)
+    log.info("%s individual %d seed %d continues %s", pop.batch, individual, k, earlier)
+
+
 def train_seed(
     pop: Population, individual: int, k: int, checkpoints: Path | None = None
 ) -> SeedResult:
     """Train and evaluate one seed of one individual, resuming from its checkpoint in
-    ``checkpoints`` if there is one, starting from inherited weights where :func:`inherited_from`
-    names a file; failures are returned, not raised, except for a parent's result file that is
-    missing or damaged (StorageError)."""
+    ``checkpoints`` if there is one (or continuing an earlier rung's: :func:`continue_from_rung`),
+    starting from inherited weights where :func:`inherited_from` names a file, and stopping at
+    the individual's step budget (``pop.steps``); failures are returned, not raised, except for a
+    parent's result file that is missing or damaged (StorageError)."""
     from hpsrl.agents import get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
 
@@ -122,7 +148,12 @@ def train_seed(
     # train's initial_weights, passed only when inheriting (config checks that train takes it)
     inherited: dict[str, Any] = {}
     inherited_steps = 0
+    total_steps = config["training"]["steps"]
+    stop_at = int(pop.steps[individual])
+    stops_early = stop_at < total_steps
     try:
+        if checkpoints is not None:
+            continue_from_rung(pop, individual, k, checkpoints)
         if weights_from:
             weights, inherited_steps = _read_inheritance(pop, individual, k)
             inherited["initial_weights"] = weights
@@ -140,14 +171,19 @@ def train_seed(
         result = algorithm.train(
             EnvSpec.from_config(config["env"]),
             hp,
-            total_steps=config["training"]["steps"],
+            total_steps=total_steps,
             seed=train_seed_,
             eval_seed=eval_seed,
             eval_episodes=config["training"]["eval_episodes"],
             curve_points=config["training"]["curve_points"],
             return_threshold=_return_threshold(config),
-            checkpoint=_checkpointing(config, checkpoints, k) if checkpoints else None,
+            checkpoint=(
+                _checkpointing(config, checkpoints, k, stops_early or bool(pop.resumes[individual]))
+                if checkpoints
+                else None
+            ),
             **inherited,
+            **({"stop_at": stop_at} if stops_early else {}),
         )
     except StorageError:  # a parent's result file is gone: see _read_inheritance
         raise
@@ -293,9 +329,19 @@ def write_result(
         seeds=[by_seed[k] for k in range(len(by_seed))],
         eval_episodes=pop.config["training"]["eval_episodes"],
         curve_points=pop.config["training"]["curve_points"],
+        steps=int(pop.steps[individual]),
         mpi_ranks=ranks,
     )
     write_individual(out_path, result, pop.config)
-    if not pop.config["training"]["checkpoint"]["keep"]:
+    # an early rung's checkpoints stay for the next rung (see remove_rung_checkpoints)
+    if pop.complete()[individual] and not pop.config["training"]["checkpoint"]["keep"]:
         shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)
     log.info("%s individual %d: %s, written to %s", pop.batch, individual, result.status, out_path)
+
+
+def remove_rung_checkpoints(campaign_dir: str | Path, generation: int) -> None:
+    """Delete the checkpoints a generation's successive-halving rungs kept for their next rung,
+    once the generation is combined (unless training.checkpoint.keep): those of the
+    configurations that were not promoted, which nothing continues."""
+    for folder in Path(campaign_dir).glob(f"gen{generation:03d}/rung*/ind*.ckpt"):
+        shutil.rmtree(folder, ignore_errors=True)

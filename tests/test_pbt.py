@@ -238,6 +238,7 @@ def _write_parent(config: dict[str, Any], seeds: list[SeedResult]) -> Path:
         seeds=seeds,
         eval_episodes=config["training"]["eval_episodes"],
         curve_points=config["training"]["curve_points"],
+        steps=config["training"]["steps"],
     )
     write_individual(path, result, config)
     return path

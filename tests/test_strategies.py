@@ -57,8 +57,16 @@ def generation_record(config, generation, individuals, returns, steps=None, fail
     """Generation ``generation`` with the given returns (and steps to threshold), no training."""
     n, s = len(individuals), config["training"]["seeds"]
     e, p = config["training"]["eval_episodes"], config["training"]["curve_points"]
+    first = initial_population(config)
+    assert n <= len(first)
     population = dataclasses.replace(
-        initial_population(config), batch=batch_name(generation), individuals=individuals
+        first,
+        batch=batch_name(generation),
+        individuals=individuals,
+        train_seeds=first.train_seeds[:n],
+        eval_seeds=first.eval_seeds[:n],
+        steps=None,
+        resumes=None,
     )
     per_seed = np.ones((n, s))
     steps = np.full(n, config["training"]["steps"]) if steps is None else steps

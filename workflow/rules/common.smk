@@ -15,8 +15,9 @@ from hpsrl.config import (
     load_config,
     shared_first_generations,
 )
-from hpsrl.evolve import best_candidates, reads_whole_history
+from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
 from hpsrl.generation import pools_evidence
+from hpsrl.halving import rung_batch, rung_of, rungs
 from hpsrl.storage import (
     StorageError,
     batch_generation,
@@ -46,7 +47,7 @@ RESULTS = f"{RESULTS_DIR}/{{campaign}}"
 
 wildcard_constraints:
     campaign="|".join(re.escape(name) for name in CAMPAIGNS),
-    batch=r"gen\d{3}|retest",
+    batch=r"gen\d{3}(/rung\d)?|retest",
     gen=r"\d{3}",
     first=r"\d{3}",
     last=r"\d{3}",
@@ -77,10 +78,55 @@ def retest_files(campaign):
 
 
 def batch_size(wildcards):
-    """Individuals in a batch: the population, or the one re-tested best individual."""
+    """Individuals in a batch: the population (its first rung's, and each later rung's, with
+    successive halving: hpsrl.halving), or the one re-tested best individual."""
+    if wildcards.batch == "retest":
+        return 1
+    return planned_size(campaign_of(wildcards), wildcards.batch)
+
+
+def combines_rungs(wildcards):
+    """Whether a generation's record is made from its rungs' records (search.fidelity), not
+    from a batch of its own."""
+    rung = rung_of(wildcards.batch)
     return (
-        1 if wildcards.batch == "retest" else campaign_of(wildcards)["ga"]["population"]
+        rung is None
+        and wildcards.batch != "retest"
+        and rungs(campaign_of(wildcards)) > 1
     )
+
+
+def batch_population(wildcards):
+    """The population file a record collects, where it collects a batch."""
+    if combines_rungs(wildcards):
+        return []
+    return [f"{RESULTS_DIR}/{wildcards.campaign}/{wildcards.batch}/population.h5"]
+
+
+def rung_records(wildcards):
+    """The records of a generation's rungs, where its record combines them."""
+    if not combines_rungs(wildcards):
+        return []
+    generation = batch_generation(wildcards.batch)
+    return [
+        f"{RESULTS_DIR}/{wildcards.campaign}/{rung_batch(generation, r)}.h5"
+        for r in range(rungs(campaign_of(wildcards)))
+    ]
+
+
+def collect_sources(wildcards):
+    """hpsrl collect's arguments naming what it collects: a batch's population, or rungs."""
+    records = rung_records(wildcards)
+    if records:
+        return f"--rungs {' '.join(records)}"
+    return f"--population {batch_population(wildcards)[0]}"
+
+
+def previous_rung(wildcards):
+    """The record of the rung before a rung's population (wildcards gen and rung), which
+    promotes into it."""
+    previous = rung_batch(int(wildcards.gen), int(wildcards.rung) - 1)
+    return f"{RESULTS_DIR}/{wildcards.campaign}/{previous}.h5"
 
 
 def seeds_of(wildcards):
@@ -96,6 +142,8 @@ def training_jobs(wildcards):
     Named by their individuals, so that changing individuals_per_job on a running campaign makes
     new jobs (which keep the results already trained) instead of reusing ones that mean others.
     """
+    if combines_rungs(wildcards):
+        return []
     n = batch_size(wildcards)
     k = (
         1
@@ -142,10 +190,15 @@ def same_training_option(wildcards):
 
 
 def pooled_generation(wildcards):
-    """The generation record a batch pools its evidence with (search.evidence: pooled): that of
-    the previous generation, from generation 1 on; none for generation 0 and the re-test."""
+    """The generation record a generation's record pools its evidence with (search.evidence:
+    pooled): that of the previous generation, from generation 1 on; none for generation 0, the
+    re-test and the records of rungs."""
     generation = batch_generation(wildcards.batch)
-    if not generation or not pools_evidence(campaign_of(wildcards)):
+    if (
+        not generation
+        or rung_of(wildcards.batch) is not None
+        or not pools_evidence(campaign_of(wildcards))
+    ):
         return []
     return [generation_file(wildcards.campaign, generation - 1)]
 
@@ -158,7 +211,7 @@ def previous_option(wildcards):
 def search_history(wildcards):
     """The generation files that proposing generation gen reads: every earlier one where the
     search strategy refits a model on them all (bo), else the previous one."""
-    gen = int(wildcards.gen)
+    gen = batch_generation(wildcards.batch)
     first = 0 if reads_whole_history(campaign_of(wildcards)) else gen - 1
     return [generation_file(wildcards.campaign, g) for g in range(first, gen)]
 

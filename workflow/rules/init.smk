@@ -1,11 +1,13 @@
-# Generation 0: individuals sampled from the gene space.
+# Generation 0: individuals sampled from the gene space (its first rung, with successive halving).
 
 
 rule init_population:
     output:
-        f"{RESULTS}/gen000/population.h5",
+        f"{RESULTS}/{{batch}}/population.h5",
     log:
-        f"{RESULTS}/logs/gen000/population.log",
+        f"{RESULTS}/logs/{{batch}}/population.log",
+    wildcard_constraints:
+        batch=r"gen000(/rung0)?",
     conda:
         "../envs/hpsrl.yaml"
     params:
