@@ -34,7 +34,7 @@ from hpsrl.evolve import RETEST_BATCH, best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.moo import non_dominated_sort, to_losses
 from hpsrl.storage import Generation, read_generation, write_text_atomic
-from hpsrl.summary import best_yaml, generation_files, status_table
+from hpsrl.summary import best_summary, best_yaml, generation_files, status_table
 
 CURVE_X_LABEL = "environment steps"
 CURVE_Y_LABEL = "training return (mean of recent episodes)"
@@ -406,6 +406,32 @@ def _pre(text: str) -> str:
     return f"<pre>{_escape(text)}</pre>"
 
 
+def headline(folder: Path) -> str:
+    """What the campaign found, held-out test first: the answer trained again on fresh seeds
+    that nothing selected on, then what the search saw of it."""
+    best = best_summary(folder)
+    if best["individual"] is None:
+        return f"<p><strong>{_escape(best['note'])}</strong></p>"
+    objectives = best["objectives"]
+    primary = next(iter(objectives))
+    seen = (
+        f"in the search it scored {primary} {objectives[primary]:.4g} over the "
+        f"{best['evidence_seeds']} seeds it was trained on"
+    )
+    answer = f"{best['generation']}, individual {best['individual']}"
+    retest = best.get("retest")
+    if retest is None:
+        return (
+            f"<p><strong>Best configuration</strong> ({_escape(answer)}): {_escape(seen)}; "
+            "no held-out test yet.</p>"
+        )
+    return (
+        f"<p><strong>Held-out test: mean return {retest['mean_return']:.4g}</strong> on "
+        f"{len(retest['returns_per_seed'])} fresh seeds ({_escape(retest['status'])}) for the "
+        f"configuration the search returns ({_escape(answer)}); {_escape(seen)}.</p>"
+    )
+
+
 def summary_section(campaign: Campaign) -> str:
     config = campaign.config
     training, ga = config["training"], config["ga"]
@@ -435,10 +461,21 @@ def summary_section(campaign: Campaign) -> str:
             "environment steps trained so far",
             f"{sum(int(gen.results['env_steps'].sum()) for gen in campaign.generations):,}",
         ),
-        ("re-test", f"{config['report']['retest_seeds']} fresh seeds"),
+        ("held-out test", f"{config['report']['retest_seeds']} fresh seeds"),
     ]
+    search = config.get("search", {})
+    if "racing" in search:
+        rows.insert(
+            5,
+            (
+                "how configurations are judged",
+                f"evidence {search['evidence']}, racing {json.dumps(search['racing'])}, "
+                f"fidelity {json.dumps(search.get('fidelity', {'rungs': 1}))}",
+            ),
+        )
     return (
-        _table(["", ""], rows)
+        headline(campaign.folder)
+        + _table(["", ""], rows)
         + "<h3>Per generation (<code>hpsrl status</code>)</h3>"
         + _pre(status_table(campaign.folder))
         + "<h3>Best individual (<code>hpsrl best</code>)</h3>"
@@ -524,6 +561,8 @@ def build_report(campaign_dir: str | Path) -> str:
     """The HTML report of the campaign in ``campaign_dir`` (RESULTS_DIR/CAMPAIGN)."""
     campaign = Campaign.read(campaign_dir)
     sections = [("summary", "Summary", summary_section)]
+    if campaign.retest is not None:
+        sections.append(("retest", "Held-out test on fresh seeds", retest_section))
     sections.append(("objectives", "Objectives per generation", objectives_section))
     if len(campaign.objectives) > 1:
         sections.append(("pareto", "Pareto front", pareto_section))
@@ -531,8 +570,6 @@ def build_report(campaign_dir: str | Path) -> str:
         ("genes", "Gene distributions", genes_section),
         ("curves", "Learning curves of the best individuals", curves_section),
     ]
-    if campaign.retest is not None:
-        sections.append(("retest", "Re-test on fresh seeds", retest_section))
     sections += [
         ("failures", "Failures", failures_section),
         ("config", "Campaign config", lambda c: _pre(yaml.safe_dump(c.config, sort_keys=False))),

@@ -39,10 +39,15 @@ def _fmt(value: float) -> str:
 
 
 def status_table(campaign_dir: str | Path) -> str:
-    """Per generation: individuals ok/failed and each objective's best and median."""
+    """Per generation: individuals ok/failed, each objective's best and median over the
+    individuals' own seeds, and (pooled evidence) the leader: the best estimate of the primary
+    objective, with the seeds behind it."""
     gens = [read_generation(p) for p in generation_files(campaign_dir)]
     objectives = gens[0].config["objectives"]
+    pooled = pools_evidence(gens[-1].config)
     header = ["gen", "ok", "failed"]
+    if pooled:
+        header.append(f"leader: estimated {objectives[0]['name']} (seeds)")
     for o in objectives:
         arrow = "max" if o["direction"] == "maximize" else "min"
         header += [f"best {o['name']} ({arrow})", f"median {o['name']}"]
@@ -50,6 +55,13 @@ def status_table(campaign_dir: str | Path) -> str:
     for gen in gens:
         ok = gen.ok
         row = [gen.population.batch, str(int(ok.sum())), str(int((~ok).sum()))]
+        if pooled:
+            found = best_individual([gen])
+            row.append(
+                "-"
+                if found is None
+                else f"{_fmt(gen.estimate[found[1], 0])} ({gen.evidence.seeds[found[1]]})"
+            )
         for j, o in enumerate(objectives):
             values = gen.objectives[ok, j]
             if values.size:

@@ -28,11 +28,11 @@ GENES = len(search_space(load_config(TINY)))
 
 EVERY_SECTION = (
     "summary",
+    "retest",  # the held-out test, what people quote first
     "objectives",
     "pareto",
     "genes",
     "curves",
-    "retest",
     "failures",
     "config",
 )
@@ -80,6 +80,9 @@ def test_workflow_writes_a_report_with_every_section(campaign):
     assert_pictures_show_something(text, 1 + 1 + GENES + 1 + 1)
     for shown in ("CartPole-v1", "best return (max)", "hidden_sizes", "No individual failed."):
         assert shown in text
+    # the held-out test is the first number the report gives
+    first = re.search(r"<p><strong>(.*?)</strong>", text).group(1)
+    assert first.startswith("Held-out test: mean return ")
     assert "2 of 2 finished" in text
 
 
