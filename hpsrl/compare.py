@@ -21,7 +21,7 @@ import yaml
 
 from hpsrl.config import ConfigError, changed_keys
 from hpsrl.evidence import pooled_objectives
-from hpsrl.evolve import best_candidates, best_individual
+from hpsrl.evolve import campaign_answer
 from hpsrl.storage import read_generation, write_text_atomic
 from hpsrl.summary import best_summary, generation_files
 
@@ -43,12 +43,12 @@ class SearchTrace:
 
 def search_trace(campaign_dir: str | Path) -> SearchTrace:
     """One search: after each generation, the configuration it would return (see
-    hpsrl.evolve.best_individual) and its primary objective over all the seeds behind it."""
+    hpsrl.evolve.campaign_answer) and its primary objective over all the seeds behind it."""
     generations = [read_generation(path) for path in generation_files(campaign_dir)]
     config = generations[-1].config
     answers = []
     for g in range(len(generations)):
-        found = best_individual(best_candidates(config, generations[: g + 1]))
+        found = campaign_answer(config, generations[: g + 1])
         if found is None:
             answers.append(np.nan)
         else:

@@ -29,6 +29,12 @@ import numpy as np
 AGGREGATES = {"mean": np.mean, "median": np.median, "min": np.min}
 
 
+def pools_evidence(config: Mapping[str, Any]) -> bool:
+    """Whether a configuration's objectives cover all its seeds so far (``search.evidence``).
+    Campaigns made before the key existed trained every copy afresh."""
+    return config.get("search", {}).get("evidence", "fresh") == "pooled"
+
+
 def per_seed_objectives(results: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> np.ndarray:
     """(individuals, seeds, objectives) values of each seed; NaN for every seed of a failed
     individual (an individual fails when any of its seeds does).

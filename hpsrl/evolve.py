@@ -23,7 +23,7 @@ from hpsrl.config import (
     SeedPlan,
     search_space,
 )
-from hpsrl.evidence import configuration_key
+from hpsrl.evidence import configuration_key, pools_evidence
 from hpsrl.halving import new_configurations, rung_batch, rung_of, rung_steps, rungs
 from hpsrl.moo import nsga2_rank_key
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
@@ -246,16 +246,23 @@ def best_candidates(config: Mapping[str, Any], generations: Sequence[T]) -> Sequ
     return generations[-1:] if racing_slots(config) > 0 else generations
 
 
-def best_individual(generations: Sequence[Generation]) -> tuple[Generation, int] | None:
-    """The valid individual of ``generations`` with the best estimate of its primary (first)
-    objective (see :mod:`hpsrl.evidence`; its own objective where evidence is not pooled), as
-    (its generation, its index there); None if all failed.
+def best_individual(
+    generations: Sequence[Generation], eligible: Sequence[np.ndarray] | None = None
+) -> tuple[Generation, int] | None:
+    """The valid individual of ``generations`` trained on the whole of training.steps (not
+    stopped on an earlier rung) with the best estimate of its primary (first) objective (see
+    :mod:`hpsrl.evidence`; its own objective where evidence is not pooled), as (its generation,
+    its index there); None if there is none. ``eligible`` (a mask per generation) narrows the
+    choice further.
 
     Ties are broken by the NSGA-II rank key over all the individuals, then by generation order
     and index.
     """
     objectives = np.concatenate([g.estimate for g in generations])
-    ok = np.flatnonzero(np.concatenate([g.ok for g in generations]))
+    usable = np.concatenate([g.ok & g.population.complete() for g in generations])
+    if eligible is not None:
+        usable &= np.concatenate(eligible)
+    ok = np.flatnonzero(usable)
     if ok.size == 0:
         return None
     config = generations[-1].config
@@ -267,11 +274,33 @@ def best_individual(generations: Sequence[Generation]) -> tuple[Generation, int]
     return where[int(ok[order[0]])]
 
 
-def retest_population(generations: Sequence[Generation], config: Mapping[str, Any]) -> Population:
-    """The campaign's best individual (of :func:`best_candidates` of its generations, given in
-    order), to be trained again on fresh seeds."""
+def campaign_answer(
+    config: Mapping[str, Any], generations: Sequence[Generation]
+) -> tuple[Generation, int] | None:
+    """The configuration a campaign returns after ``generations`` (all so far, in order), as
+    (its generation, its index there): the best of :func:`best_candidates`.
+
+    With pooled evidence and racing, the best of the final generation's raced copies: the top
+    configurations so far, re-trained on fresh seeds in it, so that the answer was good on many
+    seeds. A new configuration of the final generation has only its first seeds, and no later
+    generation to race it: it cannot be the answer (unless no raced copy is valid). SMAC's
+    incumbent is kept the same way, until a challenger has been run as often.
+    """
     candidates = best_candidates(config, generations)
-    found = best_individual(candidates)
+    final = candidates[-1]
+    if pools_evidence(config) and racing_slots(config) > 0:
+        raced = np.array([op == "elite" for op in final.population.operators])
+        found = best_individual([final], [raced])
+        if found is not None:
+            return found
+    return best_individual(candidates)
+
+
+def retest_population(generations: Sequence[Generation], config: Mapping[str, Any]) -> Population:
+    """The campaign's answer (:func:`campaign_answer` of its generations, given in order), to be
+    trained again on fresh seeds that nothing selected on."""
+    candidates = best_candidates(config, generations)
+    found = campaign_answer(config, generations)
     if found is None:
         batches = ", ".join(g.population.batch for g in candidates)
         raise NothingToRetest(

@@ -15,6 +15,7 @@ from hpsrl.evidence import (
     per_seed_objectives,
     pool,
     pooled_objectives,
+    pools_evidence,
     shrunk_estimates,
 )
 from hpsrl.halving import combined_results, rung_of
@@ -73,12 +74,6 @@ def combine_rungs(records: Sequence[Generation], previous: Generation | None = N
     (:func:`hpsrl.halving.combined_results`); ``previous`` as for :func:`collect`."""
     population, results = combined_results(records)
     return generation_record(population, results, previous)
-
-
-def pools_evidence(config: Mapping[str, Any]) -> bool:
-    """Whether a configuration's objectives cover all its seeds so far (``search.evidence``).
-    Campaigns made before the key existed trained every copy afresh."""
-    return config.get("search", {}).get("evidence", "fresh") == "pooled"
 
 
 def generation_record(

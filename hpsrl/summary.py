@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hpsrl.evidence import pooled_objectives
-from hpsrl.evolve import RETEST_BATCH, best_candidates, best_individual
-from hpsrl.generation import pools_evidence
+from hpsrl.evidence import pooled_objectives, pools_evidence
+from hpsrl.evolve import RETEST_BATCH, best_candidates, best_individual, campaign_answer
 from hpsrl.storage import Generation, read_generation, read_population
 
 GENERATION_FILE = re.compile(r"^gen(\d{3})\.h5$")
@@ -94,7 +93,7 @@ def _plain(value: Any) -> Any:
 
 
 def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
-    """The campaign's best individual (see hpsrl.evolve.best_candidates and best_individual):
+    """The campaign's answer (hpsrl.evolve.campaign_answer):
     first its held-out re-test on fresh seeds when the campaign has one, then its
     hyperparameters, objectives over all the seeds it was trained on (their number), the
     estimate selection ranked it by (pooled evidence), and its own per-seed returns."""
@@ -102,7 +101,7 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
     files = generation_files(campaign_dir)
     config = read_population(files[-1]).config
     candidates = [read_generation(path) for path in best_candidates(config, files)]
-    found = best_individual(candidates)
+    found = campaign_answer(config, candidates)
     summary: dict[str, Any] = {
         "campaign": config["campaign"],
         "env": config["env"]["id"],

@@ -12,6 +12,7 @@ from hpsrl.evidence import Evidence, pooled_objectives, shrunk_estimates
 from hpsrl.evolve import (
     batch_name,
     best_individual,
+    campaign_answer,
     initial_population,
     next_population,
     racing_slots,
@@ -228,3 +229,21 @@ def test_racing_copies_the_top_configurations_in_turn(tiny_config, strategy, sha
     assert len(pop1) == 8
     # every copy trains on fresh seeds
     assert not np.isin(pop1.train_seeds, gen0.population.train_seeds).any()
+
+
+def test_the_answer_is_a_raced_configuration_not_a_new_one_with_few_seeds(config):
+    gen0 = record(config, initial_population(config), [[470] * 3, [1] * 3, [2] * 3, [3] * 3])
+    pop1 = next_population([gen0], config)
+    assert pop1.operators[0] == "elite"
+    # a new configuration of the final generation scores 500 on its 3 seeds
+    gen1 = record(config, pop1, [[470] * 3, [500] * 3, [2] * 3, [3] * 3], previous=gen0)
+    assert best_individual([gen1])[1] == 1, "it leads the generation by its estimate"
+    source, answer = campaign_answer(config, [gen0, gen1])
+    assert (source, answer) == (gen1, 0), "the answer is the raced configuration, 6 seeds"
+    # the GA before pooling answers with the final generation's best on its own seeds
+    fresh = load_config({**config, "search": {**config["search"], "evidence": "fresh"}})
+    fresh_gen0 = record(fresh, initial_population(fresh), [[470] * 3, [1] * 3, [2] * 3, [3] * 3])
+    fresh_gen1 = record(
+        fresh, next_population([fresh_gen0], fresh), [[470] * 3, [500] * 3, [2] * 3, [3] * 3]
+    )
+    assert campaign_answer(fresh, [fresh_gen0, fresh_gen1])[1] == 1

@@ -16,7 +16,7 @@ from hpsrl.config import (
     shared_first_generations,
 )
 from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
-from hpsrl.generation import pools_evidence
+from hpsrl.evidence import pools_evidence
 from hpsrl.halving import rung_batch, rung_of, rungs
 from hpsrl.storage import (
     StorageError,
