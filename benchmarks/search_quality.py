@@ -154,6 +154,10 @@ def seed_file(task: str, seed: int) -> Path:
     return RESULTS_DIR / NAME / task / f"seed{seed}.yaml"
 
 
+def plot_file(task: str) -> Path:
+    return RESULTS_DIR.parent / "plots" / f"{NAME}_{task}.png"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.exists() else {}
 
@@ -314,7 +318,7 @@ def summarise(tasks: list[str]) -> dict[str, Any]:
                 )
         combined["tasks"][task] = {"arlbench_smac_in_search": TASKS[task][2], **entries}
         if traces:
-            plot(traces, _bench.BENCH_DIR / "plots" / f"{NAME}_{task}.png")
+            plot(traces, plot_file(task))
     write_yaml(RESULTS_DIR / f"{NAME}.yaml", combined)
     return combined
 
@@ -348,6 +352,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global RESULTS_DIR
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(SEARCH_SEEDS)),
@@ -356,7 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=_bench.OUT_DIR / NAME)
     parser.add_argument("--summarise", action="store_true",
                         help="only combine the seed summaries already written")  # fmt: skip
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
+                        help="where the summaries go (plots: beside it, in plots/), e.g. "
+                        "another checkout's, to run a frozen copy of the code")  # fmt: skip
     args = parser.parse_args(argv)
+    RESULTS_DIR = args.results.resolve()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:
         if task not in TASKS:
