@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import h5py
@@ -268,3 +269,36 @@ def test_dry_run_shows_each_rung_as_a_batch(workdir):
         "hpsrl collect --rungs results/tiny/gen001/rung0.h5 results/tiny/gen001/rung1.h5 "
         "--out results/tiny/gen001.h5 --previous results/tiny/gen000.h5" in out
     )
+
+
+@pytest.mark.parametrize("strategy", ["ga", "random", "bo"])
+@pytest.mark.parametrize(
+    "search",
+    [
+        {"racing": {"share": 0}},
+        {},  # racing a quarter of each generation
+        {"fidelity": {"rungs": 2, "eta": 2}},
+        {"fidelity": {"rungs": 3, "eta": 2}, "racing": {"share": 0.5, "top": 1}},
+    ],
+)
+def test_every_strategy_is_charged_at_most_a_generation_of_full_trainings(strategy, search):
+    raw = halving_config(population=8)
+    raw["search"] = {"strategy": strategy, **search}
+    config = load_config(raw)
+    budget = config["ga"]["population"] * config["training"]["steps"]  # per seed
+    gen0 = initial_population(config)
+    returns = [[float(i)] * 2 for i in range(len(gen0))]
+    first = record(config, gen0, returns)
+    if len(rung_steps(config)) > 1:  # as if combined: every individual in full
+        full = np.full(len(gen0), config["training"]["steps"])
+        combined = dataclasses.replace(gen0, batch="gen000", steps=full)
+        first = generation_record(combined, first.results)
+    pop1 = next_population([first], config)
+    for pop, generation in ((gen0, 0), (pop1, 1)):
+        spent = env_steps_planned(config, generation)
+        if len(rung_steps(config)) == 1:
+            assert spent == budget, "without rungs, exactly ga.population full trainings"
+            assert int(pop.steps.sum()) == budget
+        else:
+            assert budget * 0.75 < spent <= budget
+            assert int(pop.steps.sum()) <= budget
