@@ -26,6 +26,7 @@ import numpy as np
 import optuna
 from optuna.trial import BaseTrial, FixedTrial, FrozenTrial, TrialState, create_trial
 
+from hpsrl.campaign import batch_name
 from hpsrl.config import search_space
 from hpsrl.genes import CategoricalGene, FloatGene, IntGene, ListGene, ScalarGene, SearchSpace
 from hpsrl.storage import Generation
@@ -120,7 +121,7 @@ def history_study(
     order) as a finished trial, with the campaign's objectives and directions and a sampler
     seeded with ``seed``."""
     batches = [g.population.batch for g in history]
-    expected = [f"gen{g:03d}" for g in range(len(history))]
+    expected = [batch_name(g) for g in range(len(history))]
     if batches != expected:
         raise ValueError(
             f"search.strategy bo proposes from the whole history: got generations {batches}, "

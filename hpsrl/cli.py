@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpsrl.campaign import batch_generation
 from hpsrl.config import (
     ConfigError,
     check_environment,
@@ -20,7 +21,7 @@ from hpsrl.config import (
 )
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
-from hpsrl.storage import CorruptResultError, StorageError, batch_generation, quarantine
+from hpsrl.storage import CorruptResultError, StorageError, quarantine
 
 
 def _cmd_check(args: argparse.Namespace) -> None:

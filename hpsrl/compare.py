@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hpsrl.campaign import generation_files
 from hpsrl.config import ConfigError, changed_keys
 from hpsrl.evidence import pooled_objectives
 from hpsrl.evolve import campaign_answer
 from hpsrl.storage import read_generation, write_text_atomic
-from hpsrl.summary import best_summary, generation_files
+from hpsrl.summary import best_summary
 
 # What must be equal for searches to be compared on the same problem and budget (keys that do not
 # change what results mean, such as training.individuals_per_job, may differ).

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hpsrl.campaign import result_path
 from hpsrl.storage import StorageError, open_h5, read_weights
 from hpsrl.summary import best_summary
 
@@ -55,7 +56,7 @@ def result_file(campaign_dir: str | Path, generation: str | None, individual: in
             raise StorageError(f"{campaign_dir}: {best['note']}")
         generation = best["generation"] if generation is None else generation
         individual = best["individual"] if individual is None else individual
-    path = campaign_dir / generation / f"ind{individual:03d}.h5"
+    path = campaign_dir / result_path(generation, individual)
     if not path.exists():
         raise StorageError(
             f"{path} does not exist: no result for individual {individual} of {generation} "

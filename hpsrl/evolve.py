@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from hpsrl.campaign import RETEST_BATCH, batch_generation, batch_name, rung_batch, rung_of
 from hpsrl.config import (
     STREAM_EVAL,
     STREAM_GA,
@@ -24,23 +25,16 @@ from hpsrl.config import (
     search_space,
 )
 from hpsrl.evidence import configuration_key, pools_evidence
-from hpsrl.halving import new_configurations, rung_batch, rung_of, rung_steps, rungs
+from hpsrl.halving import new_configurations, rung_steps, rungs
 from hpsrl.moo import nsga2_rank_key
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
-from hpsrl.storage import Generation, Population, batch_generation
-
-RETEST_BATCH = "retest"
-
+from hpsrl.storage import Generation, Population
 
 T = TypeVar("T")
 
 
 class NothingToRetest(RuntimeError):
     """Every individual the best is chosen from failed."""
-
-
-def batch_name(generation: int) -> str:
-    return f"gen{generation:03d}"
 
 
 def first_batch(config: Mapping[str, Any], generation: int) -> str:

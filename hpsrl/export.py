@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hpsrl.campaign import result_path
 from hpsrl.config import STREAM_RETEST_EVAL, STREAM_RETEST_TRAIN, ConfigError, SeedPlan, load_yaml
 from hpsrl.storage import Generation, read_generation, read_weights
 from hpsrl.summary import best_summary
@@ -220,7 +221,7 @@ def export_best(campaign_dir: str | Path, out_dir: str | Path) -> list[Path]:
 
     campaign_dir, out_dir = Path(campaign_dir), Path(out_dir)
     source, best = best_of_campaign(campaign_dir)
-    result_file = campaign_dir / source.population.batch / f"ind{best:03d}.h5"
+    result_file = campaign_dir / result_path(source.population.batch, best)
     if not result_file.exists():
         raise ExportError(
             f"{result_file} (the best individual's weights) is missing; rerun snakemake in the "

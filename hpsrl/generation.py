@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from hpsrl.campaign import batch_generation, rung_of
 from hpsrl.config import config_hash
 from hpsrl.evidence import (
     AGGREGATES,
@@ -18,14 +19,13 @@ from hpsrl.evidence import (
     pools_evidence,
     shrunk_estimates,
 )
-from hpsrl.halving import combined_results, rung_of
+from hpsrl.halving import combined_results
 from hpsrl.moo import non_dominated_sort, nsga2_rank_key, to_losses
 from hpsrl.storage import (
     PER_SEED_DATASETS,
     CorruptResultError,
     Generation,
     Population,
-    batch_generation,
     read_individual_arrays,
 )
 

@@ -8,10 +8,10 @@ with: a configuration promoted to the last rung has cost what one full training 
 result is bit-identical to a training that never stopped (``train(..., stop_at=...)``).
 
 Each rung is a batch of its own (``genGGG/rungR/``: population, results and its record
-``genGGG/rungR.h5``), so it shows in the DAG and resumes after a kill like any batch. The
-generation's record ``genGGG.h5`` combines them: every configuration of rung 0 with the results
-of the last rung it reached. The raced copies of the best configurations so far
-(``search.racing``) train in full on rung 0.
+``genGGG/rungR.h5``; :mod:`hpsrl.campaign` names them), so it shows in the DAG and resumes after a
+kill like any batch. The generation's record ``genGGG.h5`` combines them: every configuration of
+rung 0 with the results of the last rung it reached. The raced copies of the best configurations
+so far (``search.racing``) train in full on rung 0.
 
 Budget: a generation spends no more env steps than ``ga.population`` full trainings (of
 ``training.seeds`` seeds each), as without rungs; rung 0 holds as many new configurations as that
@@ -27,23 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from hpsrl.storage import Generation, Population, batch_generation
+from hpsrl.campaign import batch_generation, batch_name, result_path, rung_batch, rung_of
+from hpsrl.storage import Generation, Population
 
 
 def rungs(config: Mapping[str, Any]) -> int:
     """Rungs per generation; 1: no successive halving (configs made before it existed too)."""
     return int(config.get("search", {}).get("fidelity", {}).get("rungs", 1))
-
-
-def rung_batch(generation: int, rung: int) -> str:
-    """The batch (and folder) of a rung: ``gen003/rung1``."""
-    return f"gen{generation:03d}/rung{rung}"
-
-
-def rung_of(batch: str) -> int | None:
-    """The rung of a rung batch (``gen003/rung1`` -> 1); None for any other batch."""
-    _, _, rung = batch.partition("/rung")
-    return int(rung) if rung else None
 
 
 def rung_steps(config: Mapping[str, Any]) -> list[int]:
@@ -141,7 +131,7 @@ def promoted_population(record: Generation) -> Population:
         train_seeds=pop.train_seeds[chosen],
         eval_seeds=pop.eval_seeds[chosen],
         steps=np.full(len(chosen), steps, dtype=np.int64),
-        resumes=[f"{pop.batch}/ind{i:03d}.h5" for i in chosen],
+        resumes=[result_path(pop.batch, i) for i in chosen],
     )
 
 
@@ -168,7 +158,7 @@ def combined_results(records: Sequence[Generation]) -> tuple[Population, dict[st
         results[name] = np.stack([records[r].results[name][i] for r, i in where])
     pop = first.population
     population = Population(
-        batch=f"gen{batch_generation(pop.batch):03d}",
+        batch=batch_name(batch_generation(pop.batch)),
         config=pop.config,
         individuals=pop.individuals,
         parents=pop.parents,

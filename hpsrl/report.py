@@ -29,12 +29,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from hpsrl.campaign import RETEST_BATCH, generation_files
 from hpsrl.config import search_space
-from hpsrl.evolve import RETEST_BATCH, best_individual
+from hpsrl.evolve import best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.moo import non_dominated_sort, to_losses
 from hpsrl.storage import Generation, read_generation, write_text_atomic
-from hpsrl.summary import best_summary, best_yaml, generation_files, status_table
+from hpsrl.summary import best_summary, best_yaml, status_table
 
 CURVE_X_LABEL = "environment steps"
 CURVE_Y_LABEL = "training return (mean of recent episodes)"

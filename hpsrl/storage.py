@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 import hpsrl
+from hpsrl.campaign import batch_generation
 from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
 
@@ -123,13 +124,6 @@ def _strings(values: Sequence[str]) -> np.ndarray:
 
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[()]]
-
-
-def batch_generation(batch: str) -> int | None:
-    """The generation a batch belongs to (``gen003`` -> 3), or None (the re-test)."""
-    if batch.startswith("gen"):
-        return int(batch[3:6])
-    return None
 
 
 # -- populations --------------------------------------------------------------------------------

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from hpsrl.campaign import RETEST_BATCH, generation_files
 from hpsrl.evidence import pooled_objectives, pools_evidence
-from hpsrl.evolve import RETEST_BATCH, best_candidates, best_individual, campaign_answer
+from hpsrl.evolve import best_candidates, best_individual, campaign_answer
 from hpsrl.storage import Generation, read_generation, read_population
-
-GENERATION_FILE = re.compile(r"^gen(\d{3})\.h5$")
-
-
-def generation_files(campaign_dir: str | Path) -> list[Path]:
-    campaign_dir = Path(campaign_dir)
-    if not campaign_dir.is_dir():
-        raise FileNotFoundError(
-            f"{campaign_dir} is not a campaign folder (expected RESULTS_DIR/CAMPAIGN, e.g. "
-            "results/cartpole-ppo)"
-        )
-    files = sorted(p for p in campaign_dir.iterdir() if GENERATION_FILE.match(p.name))
-    if not files:
-        raise FileNotFoundError(
-            f"{campaign_dir} holds no finished generation (gen000.h5, ...) yet; run snakemake first"
-        )
-    return files
 
 
 def _fmt(value: float) -> str:

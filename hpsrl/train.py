@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsrl.evolve import batch_name
+from hpsrl.campaign import batch_generation, batch_name, result_path
 from hpsrl.mpi import TaskCounter, arrived, limit_threads, next_arrival, send_to_root, world
 from hpsrl.storage import (
     CorruptResultError,
@@ -24,7 +24,6 @@ from hpsrl.storage import (
     Population,
     SeedResult,
     StorageError,
-    batch_generation,
     copy_result,
     is_result_of,
     is_same_training,
@@ -84,7 +83,7 @@ def inherited_from(pop: Population, individual: int) -> str:
     parent = int(pop.parents[individual, 0])
     if generation == 0 or parent < 0:  # the ga gives every later individual a first parent
         return ""
-    return f"{batch_name(generation - 1)}/ind{parent:03d}.h5"
+    return result_path(batch_name(generation - 1), parent)
 
 
 def _read_inheritance(pop: Population, individual: int, k: int) -> tuple[dict[str, Any], int]:
@@ -343,5 +342,5 @@ def remove_rung_checkpoints(campaign_dir: str | Path, generation: int) -> None:
     """Delete the checkpoints a generation's successive-halving rungs kept for their next rung,
     once the generation is combined (unless training.checkpoint.keep): those of the
     configurations that were not promoted, which nothing continues."""
-    for folder in Path(campaign_dir).glob(f"gen{generation:03d}/rung*/ind*.ckpt"):
+    for folder in Path(campaign_dir).glob(f"{batch_name(generation)}/rung*/ind*.ckpt"):
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from hpsrl.campaign import batch_name
 from hpsrl.config import load_config, search_space
 from hpsrl.evidence import Evidence, pooled_objectives, shrunk_estimates
 from hpsrl.evolve import (
-    batch_name,
     best_individual,
     campaign_answer,
     initial_population,

@@ -16,10 +16,10 @@ import yaml
 
 from hpsrl import generation as hpsrl_generation
 from hpsrl.bayesopt import history_study
+from hpsrl.campaign import batch_name
 from hpsrl.cli import main
 from hpsrl.config import ConfigError, config_hash, load_config, search_space
 from hpsrl.evolve import (
-    batch_name,
     best_individual,
     initial_population,
     next_population,

@@ -17,12 +17,17 @@ from hpsrl.config import (
 )
 from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
 from hpsrl.evidence import pools_evidence
-from hpsrl.halving import rung_batch, rung_of, rungs
-from hpsrl.storage import (
-    StorageError,
+from hpsrl.halving import rungs
+from hpsrl.storage import StorageError, check_campaign_matches, check_writable
+from hpsrl import campaign as naming
+from hpsrl.campaign import (
     batch_generation,
-    check_campaign_matches,
-    check_writable,
+    batch_name,
+    manifest_path,
+    record_path,
+    result_path,
+    rung_batch,
+    rung_of,
 )
 
 # The validated configs with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
@@ -47,10 +52,10 @@ RESULTS = f"{RESULTS_DIR}/{{campaign}}"
 
 wildcard_constraints:
     campaign="|".join(re.escape(name) for name in CAMPAIGNS),
-    batch=r"gen\d{3}(/rung\d)?|retest",
-    gen=r"\d{3}",
-    first=r"\d{3}",
-    last=r"\d{3}",
+    batch=naming.BATCH_PATTERN,
+    gen=naming.NUMBER_PATTERN,
+    first=naming.NUMBER_PATTERN,
+    last=naming.NUMBER_PATTERN,
 
 
 def campaign_of(wildcards):
@@ -62,7 +67,7 @@ def config_json(wildcards):
 
 
 def generation_file(campaign, gen):
-    return f"{RESULTS_DIR}/{campaign}/gen{gen:03d}.h5"
+    return f"{RESULTS_DIR}/{campaign}/{record_path(batch_name(gen))}"
 
 
 def generation_files(campaign):
@@ -109,7 +114,7 @@ def rung_records(wildcards):
         return []
     generation = batch_generation(wildcards.batch)
     return [
-        f"{RESULTS_DIR}/{wildcards.campaign}/{rung_batch(generation, r)}.h5"
+        f"{RESULTS_DIR}/{wildcards.campaign}/{record_path(rung_batch(generation, r))}"
         for r in range(rungs(campaign_of(wildcards)))
     ]
 
@@ -126,7 +131,7 @@ def previous_rung(wildcards):
     """The record of the rung before a rung's population (wildcards gen and rung), which
     promotes into it."""
     previous = rung_batch(int(wildcards.gen), int(wildcards.rung) - 1)
-    return f"{RESULTS_DIR}/{wildcards.campaign}/{previous}.h5"
+    return f"{RESULTS_DIR}/{wildcards.campaign}/{record_path(previous)}"
 
 
 def seeds_of(wildcards):
@@ -150,9 +155,9 @@ def training_jobs(wildcards):
         if wildcards.batch == "retest"
         else campaign_of(wildcards)["training"]["individuals_per_job"]
     )
-    folder = f"{RESULTS_DIR}/{wildcards.campaign}/{wildcards.batch}"
+    folder = f"{RESULTS_DIR}/{wildcards.campaign}"
     return [
-        f"{folder}/ind{first:03d}-{min(first + k, n) - 1:03d}.txt"
+        f"{folder}/{manifest_path(wildcards.batch, first, min(first + k, n) - 1)}"
         for first in range(0, n, k)
     ]
 
@@ -162,7 +167,7 @@ def job_individuals(wildcards):
 
 
 def result_files(campaign, batch, individuals):
-    return [f"{RESULTS_DIR}/{campaign}/{batch}/ind{i:03d}.h5" for i in individuals]
+    return [f"{RESULTS_DIR}/{campaign}/{result_path(batch, i)}" for i in individuals]
 
 
 def job_results(wildcards):
@@ -175,9 +180,10 @@ def same_training_jobs(wildcards):
     (see hpsrl.config.shared_first_generations), that campaign's job of the same individuals.
     """
     twin = FIRST_GENERATION_FROM.get(wildcards.campaign)
-    if twin is None or wildcards.batch != "gen000":
+    if twin is None or wildcards.batch != batch_name(0):
         return []
-    return [f"{RESULTS_DIR}/{twin}/gen000/ind{wildcards.first}-{wildcards.last}.txt"]
+    first, last = int(wildcards.first), int(wildcards.last)
+    return [f"{RESULTS_DIR}/{twin}/{manifest_path(batch_name(0), first, last)}"]
 
 
 def same_training_option(wildcards):
@@ -185,7 +191,7 @@ def same_training_option(wildcards):
     if not same_training_jobs(wildcards):
         return ""
     twin = FIRST_GENERATION_FROM[wildcards.campaign]
-    files = result_files(twin, "gen000", job_individuals(wildcards))
+    files = result_files(twin, batch_name(0), job_individuals(wildcards))
     return " --same-training-as " + " ".join(files)
 
 

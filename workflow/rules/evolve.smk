@@ -49,7 +49,7 @@ rule evolve_population:
     log:
         f"{RESULTS}/logs/{{batch}}/population.log",
     wildcard_constraints:
-        batch=r"gen(?!000)\d{3}(/rung0)?",
+        batch=naming.LATER_GENERATION_PATTERN,
     conda:
         "../envs/hpsrl.yaml"
     shell:

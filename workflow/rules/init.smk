@@ -7,7 +7,7 @@ rule init_population:
     log:
         f"{RESULTS}/logs/{{batch}}/population.log",
     wildcard_constraints:
-        batch=r"gen000(/rung0)?",
+        batch=naming.FIRST_GENERATION_PATTERN,
     conda:
         "../envs/hpsrl.yaml"
     params:

@@ -1,0 +1,90 @@
+"""Where a campaign's files are: the one naming scheme of batches, results and generation records.
+
+``RESULTS_DIR/CAMPAIGN/`` holds a batch folder per generation (``gen003/``: its population, one
+result file per individual ``ind005.h5``, a manifest per training job ``ind004-007.txt``), or per
+successive-halving rung of it (``gen003/rung1/``), the re-test's (``retest/``), and a record per
+batch beside its folder (``gen003.h5``, ``gen003/rung1.h5``, ``retest.h5``). Numbers have at least
+three digits and as many more as they need (``gen1000``, ``ind1023``), so populations and
+generations of any size are named; sort them with :func:`generation_files`, not by name.
+
+The Snakemake rules (workflow/rules/common.smk) and the package both name files through this
+module; its patterns are the rules' wildcard constraints.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+RETEST_BATCH = "retest"
+
+#: Wildcard constraints of the rules (regular expressions). "At least three digits" is spelt
+#: ``\d{3}\d*``: Snakemake reads the comma of ``\d{3,}`` inside a constraint as a separator.
+BATCH_PATTERN = r"gen\d{3}\d*(/rung\d)?|retest"
+NUMBER_PATTERN = r"\d{3}\d*"
+#: The first batch of generation 0 / of any later generation (what init / evolve write).
+FIRST_GENERATION_PATTERN = r"gen000(/rung0)?"
+LATER_GENERATION_PATTERN = r"gen(?!000(?:/|$))\d{3}\d*(/rung0)?"
+
+_GENERATION = re.compile(r"gen(\d{3}\d*)")
+_GENERATION_FILE = re.compile(r"^gen(\d{3}\d*)\.h5$")
+
+
+def batch_name(generation: int) -> str:
+    """A generation's batch (and folder): ``gen003``."""
+    return f"gen{generation:03d}"
+
+
+def rung_batch(generation: int, rung: int) -> str:
+    """A successive-halving rung's batch (and folder): ``gen003/rung1``."""
+    return f"{batch_name(generation)}/rung{rung}"
+
+
+def batch_generation(batch: str) -> int | None:
+    """The generation a batch belongs to (``gen003``, ``gen003/rung1`` -> 3); None for the
+    re-test."""
+    found = _GENERATION.match(batch)
+    return int(found.group(1)) if found else None
+
+
+def rung_of(batch: str) -> int | None:
+    """The rung of a rung batch (``gen003/rung1`` -> 1); None for any other batch."""
+    _, _, rung = batch.partition("/rung")
+    return int(rung) if rung else None
+
+
+def result_path(batch: str, individual: int) -> str:
+    """An individual's result file, relative to the campaign folder: ``gen003/ind005.h5``."""
+    return f"{batch}/ind{individual:03d}.h5"
+
+
+def manifest_path(batch: str, first: int, last: int) -> str:
+    """The manifest of the training job of individuals ``first`` to ``last``, relative to the
+    campaign folder: ``gen003/ind004-007.txt``."""
+    return f"{batch}/ind{first:03d}-{last:03d}.txt"
+
+
+def record_path(batch: str) -> str:
+    """A batch's record, relative to the campaign folder: ``gen003.h5``, ``gen003/rung1.h5``."""
+    return f"{batch}.h5"
+
+
+def generation_files(campaign_dir: str | Path) -> list[Path]:
+    """The campaign's finished generation records, in generation order. FileNotFoundError (with
+    what to do) for a folder that is no campaign or holds none yet."""
+    campaign_dir = Path(campaign_dir)
+    if not campaign_dir.is_dir():
+        raise FileNotFoundError(
+            f"{campaign_dir} is not a campaign folder (expected RESULTS_DIR/CAMPAIGN, e.g. "
+            "results/cartpole-ppo)"
+        )
+    numbered = [
+        (int(found.group(1)), path)
+        for path in campaign_dir.iterdir()
+        if (found := _GENERATION_FILE.match(path.name))
+    ]
+    if not numbered:
+        raise FileNotFoundError(
+            f"{campaign_dir} holds no finished generation (gen000.h5, ...) yet; run snakemake first"
+        )
+    return [path for _, path in sorted(numbered)]
