@@ -21,6 +21,7 @@ from hpsrl.halving import rungs
 from hpsrl.storage import StorageError, check_campaign_matches, check_writable
 from hpsrl import campaign as naming
 from hpsrl.campaign import (
+    individuals_per_job,
     batch_generation,
     batch_name,
     manifest_path,
@@ -153,7 +154,7 @@ def training_jobs(wildcards):
     k = (
         1
         if wildcards.batch == "retest"
-        else campaign_of(wildcards)["training"]["individuals_per_job"]
+        else individuals_per_job(campaign_of(wildcards), n)
     )
     folder = f"{RESULTS_DIR}/{wildcards.campaign}"
     return [
