@@ -122,24 +122,31 @@ def generation_record(
         )
         estimate = objectives
     directions = [o["direction"] for o in config["objectives"]]
+    front = non_dominated_sort(to_losses(estimate, directions))
     return Generation(
         population=population,
         results=results,
         objectives=objectives,
-        front=non_dominated_sort(to_losses(estimate, directions)),
-        rank_key=staged_rank_key(estimate, population.steps, directions),
+        front=front,
+        rank_key=staged_rank_key(estimate, population.steps, directions, front),
         evidence=evidence,
         estimate=estimate,
     )
 
 
-def staged_rank_key(values: np.ndarray, steps: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+def staged_rank_key(
+    values: np.ndarray, steps: np.ndarray, directions: Sequence[str], fronts: np.ndarray
+) -> np.ndarray:
     """NSGA-II rank keys (lower is better) within each group of individuals that trained for the
     same number of steps, the groups that trained longer first: a configuration measured on the
-    whole budget outranks every one measured on part of it. One group: plain NSGA-II keys."""
+    whole budget outranks every one measured on part of it. One group: plain NSGA-II keys
+    (``fronts``: the values' non-dominated fronts, used then)."""
+    budgets = sorted(set(np.asarray(steps).tolist()), reverse=True)
+    if len(budgets) == 1:
+        return nsga2_rank_key(values, directions, fronts)
     key = np.full(len(values), np.inf)
     offset = 0.0
-    for budget in sorted(set(np.asarray(steps).tolist()), reverse=True):
+    for budget in budgets:
         members = np.flatnonzero(steps == budget)
         group = nsga2_rank_key(values[members], directions)
         key[members] = group + offset

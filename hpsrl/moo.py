@@ -80,6 +80,11 @@ def non_dominated_sort(losses: np.ndarray) -> np.ndarray:
     failed = _failed(loss)
     valid = np.flatnonzero(~failed)
     v = loss[valid]
+    if loss.shape[1] == 1:  # one objective: the fronts are its distinct values, in order
+        distinct, rank = np.unique(v[:, 0], return_inverse=True)
+        fronts[valid] = rank
+        fronts[failed] = distinct.size
+        return fronts
     # dominates[i, j]: valid row i dominates valid row j (comparisons only: no inf - inf).
     le = (v[:, None, :] <= v[None, :, :]).all(axis=2)
     lt = (v[:, None, :] < v[None, :, :]).any(axis=2)
@@ -151,17 +156,22 @@ def crowding_distance(losses: np.ndarray, fronts: np.ndarray) -> np.ndarray:
     return dist
 
 
-def nsga2_rank_key(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+def nsga2_rank_key(
+    values: np.ndarray, directions: Sequence[str], fronts: np.ndarray | None = None
+) -> np.ndarray:
     """A float key per individual, lower is better, for :mod:`hpsrl.operators` selection.
 
     Orders by non-dominated front, then by larger crowding distance within a front. The key
     is the dense rank of (front, -crowding) starting at 0, so equally good individuals get
     equal keys (and selection breaks their ties at random). With one objective the fronts
     are the distinct values in order, so the key is the dense rank of the objective.
-    Failed individuals (any NaN objective) get ``+inf``.
+    Failed individuals (any NaN objective) get ``+inf``. ``fronts``: their
+    :func:`non_dominated_sort`, where the caller has it already (it costs O(n^2) for several
+    objectives).
     """
     losses = to_losses(values, directions)
-    fronts = non_dominated_sort(losses)
+    if fronts is None:
+        fronts = non_dominated_sort(losses)
     crowd = crowding_distance(losses, fronts)
     failed = _failed(losses)
     key = np.full(losses.shape[0], np.inf)

@@ -221,3 +221,16 @@ def test_nsga2_rank_key_properties(values: np.ndarray) -> None:
             if fronts[i] == fronts[j] and crowd[i] == crowd[j]:
                 assert key[i] == key[j]
     np.testing.assert_array_equal(key, nsga2_rank_key(values, ["minimize"] * m))
+
+
+def test_one_objective_fronts_are_those_of_the_general_sort():
+    """One objective takes a shortcut (its distinct values in order); the general sort of the
+    same column twice must agree, with ties, infinities and failed rows."""
+    rng = np.random.default_rng(3)
+    column = rng.integers(0, 6, 200).astype(float)
+    column[rng.choice(200, 10, replace=False)] = np.inf
+    column[rng.choice(200, 10, replace=False)] = -np.inf
+    column[rng.choice(200, 10, replace=False)] = np.nan
+    one = non_dominated_sort(column[:, None])
+    two = non_dominated_sort(np.stack([column, column], axis=1))
+    np.testing.assert_array_equal(one, two)
