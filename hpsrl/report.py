@@ -297,9 +297,15 @@ def _curves_panel(ax: Axes, steps: np.ndarray, curves: np.ndarray, seeds: np.nda
         ax.legend(fontsize="small")
 
 
+#: Generations whose learning curves the report draws (the last ones): a panel each, and drawing
+#: 100 panels took most of a 100-generation campaign's report.
+CURVE_GENERATIONS = 12
+
+
 def curves_figure(campaign: Campaign) -> Figure:
-    """Each generation's best individual: its learning curve on each training seed."""
-    gens = campaign.generations
+    """Each of the last CURVE_GENERATIONS generations' leader: its learning curve on each
+    training seed."""
+    gens = campaign.generations[-CURVE_GENERATIONS:]
     ncols = min(4, len(gens))
     nrows = -(-len(gens) // ncols)
     fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
@@ -511,8 +517,9 @@ def genes_section(campaign: Campaign) -> str:
 def curves_section(campaign: Campaign) -> str:
     return _figure(
         curves_figure(campaign),
-        "Learning curves of each generation's best individual (by the first objective), one line "
-        "per training seed (its seed in brackets).",
+        "Learning curves of each generation's leader (the best estimate of the first objective; "
+        f"the last {CURVE_GENERATIONS} generations), one line per training seed (its seed in "
+        "brackets).",
     )
 
 
