@@ -19,6 +19,7 @@ from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
 from hpsrl.evidence import pools_evidence
 from hpsrl.halving import rungs
 from hpsrl.storage import StorageError, check_campaign_matches, check_writable
+from hpsrl import locks as run_locks
 from hpsrl import campaign as naming
 from hpsrl.campaign import (
     individuals_per_job,
@@ -40,6 +41,10 @@ try:
     FIRST_GENERATION_FROM = shared_first_generations(CAMPAIGN)
     RESULTS_DIR = CAMPAIGN["results_dir"]
     if workflow.is_main_process:  # not again inside each cluster job
+        # a run killed before it could remove its locks would stop this one (see hooks.smk)
+        for line in run_locks.remove_dead_runs_locks():
+            print(line, file=sys.stderr)
+        LOCKS_BEFORE = run_locks.lock_files()
         check_environment(CAMPAIGN)
         for name, campaign in CAMPAIGNS.items():
             check_campaign_matches(campaign, f"{RESULTS_DIR}/{name}")

@@ -45,7 +45,8 @@ def pool_size():
     return min(workflow.cores, seeds)
 
 
-onstart:
+def start_warm_workers():
+    """Start this run's pool, where its training jobs go to warm workers (onstart: hooks.smk)."""
     training = [
         job
         for job in workflow.dag.needrun_jobs()
@@ -59,11 +60,3 @@ onstart:
             sorted({c["algorithm"] for c in CAMPAIGNS.values()}),
             Path(RESULTS_DIR) / campaign / "logs" / "workers.log",
         )
-
-
-onsuccess:
-    warm_workers.stop_pool(POOL.get("process"))
-
-
-onerror:
-    warm_workers.stop_pool(POOL.get("process"))
