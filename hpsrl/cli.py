@@ -130,9 +130,19 @@ def _cmd_retest(args: argparse.Namespace) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from hpsrl.summary import status_table
+    from hpsrl.summary import status_data, status_table
 
-    sys.stdout.write(status_table(args.campaign_dir))
+    if args.json:
+        sys.stdout.write(json.dumps(status_data(args.campaign_dir), indent=2) + "\n")
+    else:
+        sys.stdout.write(status_table(args.campaign_dir))
+
+
+def _cmd_table(args: argparse.Namespace) -> None:
+    from hpsrl.summary import individual_rows, rows_csv, rows_json
+
+    rows = individual_rows(args.campaign_dir)
+    sys.stdout.write(rows_json(rows) if args.format == "json" else rows_csv(rows))
 
 
 def _cmd_best(args: argparse.Namespace) -> None:
@@ -295,10 +305,33 @@ def build_parser() -> argparse.ArgumentParser:
         "Per finished generation of a campaign: individuals trained and failed, the leader (the "
         "best estimate of the primary objective, with the seeds behind it) and each objective's "
         "best and median over the individuals' own seeds; then every failure with its error.",
-        "hpsrl status results/cartpole-ppo",
+        "hpsrl status results/cartpole-ppo\nhpsrl status results/cartpole-ppo --json > status.json",
     )
     p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="the table, the campaign's answer and its held-out test as JSON",
+    )
     p.set_defaults(func=_cmd_status)
+
+    p = _user_command(
+        sub,
+        "table",
+        "every individual of every generation, as CSV or JSON",
+        "One row per individual of every finished generation: generation, individual, "
+        "operator, parents, env steps it trained to, each gene, each objective over its own "
+        "seeds, the estimate selection ranked it by and the seeds of evidence behind it, its "
+        "NSGA-II front, status and error, and per training seed its return, training seed, env "
+        "steps and training seconds. CSV flattens names as pandas.json_normalize does "
+        "(genes.gamma, objectives.return, returns.seed0); empty cells (JSON: null) are values "
+        "a failed individual does not have.",
+        "hpsrl table results/cartpole-ppo > individuals.csv\n"
+        "hpsrl table results/cartpole-ppo --format json | jq '.[] | select(.generation == 3)'",
+    )
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="(default: csv)")
+    p.set_defaults(func=_cmd_table)
 
     p = _user_command(
         sub,

@@ -17,6 +17,7 @@ USER_COMMANDS = [
     "check",
     "genes",
     "status",
+    "table",
     "best",
     "report",
     "export",

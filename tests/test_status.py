@@ -1,0 +1,223 @@
+"""What people and their scripts read of a campaign: hpsrl status (text and --json) and hpsrl
+table (one row per individual, CSV or JSON), on made-up generations and on a real campaign."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hpsrl.config import load_config, search_space
+from hpsrl.evolve import initial_population
+from hpsrl.generation import generation_record
+from hpsrl.storage import Generation, read_generation, write_generation
+from hpsrl.summary import plain_number
+from tests.conftest import TINY, copy_workflow
+from tests.test_workflow import BIN, snakemake, write_config
+
+
+def hpsrl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "hpsrl"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def made_up_generation(
+    config: dict, generation: int, previous: Generation | None = None, failed: tuple = ()
+) -> Generation:
+    """A generation of ``config`` with made-up results: returns that rise with the individual's
+    index, steps to the threshold in the tens of thousands, ``failed`` individuals failed."""
+    population = initial_population(config)
+    population.batch = f"gen{generation:03d}"
+    n, seeds = len(population), config["training"]["seeds"]
+    returns = 10.0 * np.arange(1, n + 1)[:, None] + np.arange(seeds)[None, :] + generation
+    steps_to = 31283.0 + 2.0 * np.arange(n)[:, None].repeat(seeds, axis=1)
+    status = np.array(["ok"] * n, dtype=object)
+    error = np.array([""] * n, dtype=object)
+    for i in failed:
+        returns[i], steps_to[i] = np.nan, np.inf
+        status[i], error[i] = "failed", "seed 1: TrainingDiverged: PPO loss is nan at step 512"
+    results = {
+        "returns": returns,
+        "episode_returns": returns[..., None].repeat(3, axis=2),
+        "steps_to_threshold": steps_to,
+        "env_steps": np.full((n, seeds), config["training"]["steps"]),
+        "train_seconds": np.full((n, seeds), 1.25),
+        "eval_seconds": np.ones((n, seeds)),
+        "curve_returns": np.zeros((n, seeds, 4)),
+        "curve_steps": np.arange(1, 5) * 256,
+        "status": status,
+        "error": error,
+    }
+    return generation_record(population, results, previous)
+
+
+@pytest.fixture
+def made_up_campaign(tmp_path) -> Path:
+    """Two generations of 4 made-up individuals of 40k steps, individual 2 of gen001 failed."""
+    config = copy.deepcopy(TINY)
+    config["training"]["steps"] = 40000
+    config = load_config(config)
+    folder = tmp_path / "results" / "tiny"
+    first = made_up_generation(config, 0)
+    write_generation(folder / "gen000.h5", first)
+    write_generation(folder / "gen001.h5", made_up_generation(config, 1, first, failed=(2,)))
+    return folder
+
+
+def test_numbers_print_plainly():
+    assert plain_number(np.int64(31280)) == 31280 and isinstance(plain_number(31280.0), int)
+    assert plain_number(np.float64(0.25)) == 0.25
+    assert plain_number(np.nan) is None and plain_number(np.inf) is None
+    assert plain_number(np.True_) is True and plain_number("relu") == "relu"
+
+
+def test_status_table_prints_step_counts_as_integers(made_up_campaign):
+    done = hpsrl("status", str(made_up_campaign))
+    assert done.returncode == 0, done.stderr
+    assert "e+" not in done.stdout, done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["gen", "ok", "failed"]
+    # gen000: steps to the threshold 31283, 31285, 31287, 31289: best 31283, median 31286
+    assert lines[1].split()[-2:] == ["31283", "31286"]
+    assert lines[2].split()[:3] == ["gen001", "3", "1"]
+    assert lines[-2:] == [
+        "failures:",
+        "gen001 individual 2: seed 1: TrainingDiverged: PPO loss is nan at step 512",
+    ]
+
+
+def test_status_json_is_the_table_and_the_answer(made_up_campaign):
+    done = hpsrl("status", str(made_up_campaign), "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["campaign"] == "tiny" and status["generations_planned"] == 2
+    assert [o["name"] for o in status["objectives"]] == ["return", "steps_to_threshold"]
+    first, second = status["generations"]
+    assert (first["generation"], first["ok"], first["failed"]) == (0, 4, 0)
+    assert first["objectives"]["steps_to_threshold"] == {
+        "direction": "minimize",
+        "best": 31283,
+        "median": 31286,
+    }
+    assert first["objectives"]["return"]["best"] == 40.5  # individual 3: seeds 40 and 41
+    assert (second["ok"], second["failed"]) == (3, 1)
+    assert second["failures"] == [
+        {"individual": 2, "error": "seed 1: TrainingDiverged: PPO loss is nan at step 512"}
+    ]
+    assert second["leader"]["evidence_seeds"] >= 2
+    answer = status["answer"]
+    assert answer["generation"] == "gen001" and "retest" not in answer
+    # what hpsrl best says, as JSON
+    best = yaml.safe_load(hpsrl("best", str(made_up_campaign)).stdout)
+    assert answer == json.loads(json.dumps(best))
+
+
+def test_table_has_a_row_per_individual_in_csv_and_json(made_up_campaign):
+    config = load_config(TINY)
+    genes = list(search_space(config).names)
+    done = hpsrl("table", str(made_up_campaign), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["generation"], r["individual"]) for r in rows] == [
+        (g, i) for g in (0, 1) for i in range(4)
+    ]
+    done = hpsrl("table", str(made_up_campaign))  # CSV by default
+    assert done.returncode == 0, done.stderr
+    assert "e+" not in done.stdout
+    table = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(table) == len(rows) == 8
+    columns = list(table[0])
+    assert columns[:5] == ["generation", "individual", "operator", "parents", "steps"]
+    assert [c for c in columns if c.startswith("genes.")] == [f"genes.{g}" for g in genes]
+    for expected in (
+        "objectives.return",
+        "objectives.steps_to_threshold",
+        "estimate.return",
+        "evidence_seeds",
+        "front",
+        "status",
+        "error",
+        "returns.seed0",
+        "returns.seed1",
+        "train_seeds.seed1",
+        "env_steps.seed0",
+        "train_seconds.seed1",
+    ):
+        assert expected in columns, expected
+
+    for folder_row, row in zip(table, rows, strict=True):
+        gen = read_generation(made_up_campaign / f"gen{row['generation']:03d}.h5")
+        i = row["individual"]
+        assert row["operator"] == folder_row["operator"] == gen.population.operators[i]
+        assert row["parents"] == [p for p in gen.population.parents[i].tolist() if p >= 0]
+        assert json.loads(folder_row["parents"]) == row["parents"]
+        assert row["genes"] == json.loads(json.dumps(gen.population.individuals[i]))
+        assert row["evidence_seeds"] == int(gen.evidence.seeds[i])
+        assert row["train_seeds"] == gen.population.train_seeds[i].tolist()
+        assert row["env_steps"] == [40000, 40000] and folder_row["env_steps.seed1"] == "40000"
+        assert row["train_seconds"] == [1.25, 1.25]
+        assert folder_row["steps"] == "40000"
+        if gen.ok[i]:
+            assert row["status"] == "ok" and row["error"] == ""
+            assert row["objectives"]["return"] == pytest.approx(gen.objectives[i, 0])
+            assert row["estimate"]["return"] == pytest.approx(gen.estimate[i, 0])
+            assert float(folder_row["estimate.return"]) == pytest.approx(gen.estimate[i, 0])
+            assert row["returns"] == gen.results["returns"][i].tolist()
+        else:  # what a failed individual does not have is null in JSON, empty in CSV
+            assert row["status"] == "failed" and "TrainingDiverged" in row["error"]
+            assert row["objectives"] == {"return": None, "steps_to_threshold": None}
+            assert row["returns"] == [None, None]
+            assert folder_row["objectives.return"] == folder_row["returns.seed0"] == ""
+
+
+def test_table_of_a_folder_without_generations_says_so(tmp_path):
+    done = hpsrl("table", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.startswith("hpsrl: error: ") and "no finished generation" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory) -> Path:
+    """The tiny campaign, run to its end by snakemake: its campaign folder."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("status"))
+    write_config(workdir, copy.deepcopy(TINY))
+    done = snakemake(workdir, "-j2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir / "results" / "tiny"
+
+
+@pytest.mark.slow
+def test_status_json_and_table_of_a_real_campaign(campaign):
+    status = json.loads(hpsrl("status", str(campaign), "--json").stdout)
+    assert [g["generation"] for g in status["generations"]] == [0, 1]
+    answer = status["answer"]
+    assert answer == json.loads(json.dumps(yaml.safe_load((campaign / "best.yaml").read_text())))
+    assert answer["retest"]["status"] == "ok" and len(answer["retest"]["returns_per_seed"]) == 2
+
+    rows = json.loads(hpsrl("table", str(campaign), "--format", "json").stdout)
+    assert len(rows) == 8
+    table = list(csv.DictReader(io.StringIO(hpsrl("table", str(campaign)).stdout)))
+    gen1 = read_generation(campaign / "gen001.h5")
+    raced = [r for r in rows if r["generation"] == 1 and r["operator"] == "elite"]
+    assert raced and all(r["evidence_seeds"] > 2 for r in raced)  # pooled with generation 0
+    for row, line in zip(rows[4:], table[4:], strict=True):
+        i = row["individual"]
+        assert row["env_steps"] == gen1.results["env_steps"][i].tolist() == [1024, 1024]
+        assert line["env_steps.seed0"] == "1024"
+        assert row["returns"] == pytest.approx(gen1.results["returns"][i].tolist())
+        assert float(line["returns.seed1"]) == pytest.approx(gen1.results["returns"][i, 1])
+        assert row["objectives"]["return"] == pytest.approx(gen1.objectives[i, 0])
