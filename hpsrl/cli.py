@@ -130,9 +130,11 @@ def _cmd_retest(args: argparse.Namespace) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from hpsrl.summary import status_data, status_table
+    from hpsrl.summary import status_data, status_table, watch_status
 
-    if args.json:
+    if args.watch is not None:
+        watch_status(args.campaign_dir, args.watch, as_json=args.json)
+    elif args.json:
         sys.stdout.write(json.dumps(status_data(args.campaign_dir), indent=2) + "\n")
     else:
         sys.stdout.write(status_table(args.campaign_dir))
@@ -237,6 +239,7 @@ RUNTIME_ERROR = 1
 USAGE_ERROR = 2
 
 CAMPAIGN_DIR_HELP = "RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo"
+WATCH_SECONDS = 5.0  # hpsrl status --watch's default refresh
 
 
 def _user_command(
@@ -301,17 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = _user_command(
         sub,
         "status",
-        "per generation: best and median objectives, failures",
+        "objectives and failures per generation, the batch in progress",
         "Per finished generation of a campaign: individuals trained and failed, the leader (the "
         "best estimate of the primary objective, with the seeds behind it) and each objective's "
-        "best and median over the individuals' own seeds; then every failure with its error.",
-        "hpsrl status results/cartpole-ppo\nhpsrl status results/cartpole-ppo --json > status.json",
+        "best and median over the individuals' own seeds; then every failure with its error, "
+        "and the batch in progress: its individuals trained, failed and queued, read from its "
+        "result files and training jobs' manifests.",
+        "hpsrl status results/cartpole-ppo --watch     # while snakemake runs\n"
+        "hpsrl status results/cartpole-ppo --json > status.json",
     )
     p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
     p.add_argument(
         "--json",
         action="store_true",
-        help="the table, the campaign's answer and its held-out test as JSON",
+        help="the table, the campaign's answer, its held-out test and the batch in progress as "
+        "JSON (with --watch: one JSON document per line)",
+    )
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=WATCH_SECONDS,
+        metavar="SECONDS",
+        help=f"refresh every SECONDS (default {WATCH_SECONDS:g}) until the campaign is finished "
+        "or Ctrl-C",
     )
     p.set_defaults(func=_cmd_status)
 
@@ -503,6 +519,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"--record writes an animated GIF or an MP4 video: give a path ending in .gif or "
             f".mp4 ({args.record})"
         )
+    if args.command == "status" and args.watch is not None and not args.watch > 0:
+        parser.error(f"--watch takes a number of seconds above 0, not {args.watch:g}")
     if args.command == "collect" and bool(args.population) != bool(args.jobs):
         parser.error("collect takes training jobs' manifests with --population, none with --rungs")
     if args.command == "train" and len(args.individual) != len(args.out):

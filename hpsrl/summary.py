@@ -6,15 +6,25 @@ import csv
 import io
 import json
 import re
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import yaml
 
 from hpsrl.evidence import pooled_objectives, pools_evidence
 from hpsrl.evolve import RETEST_BATCH, best_candidates, best_individual, campaign_answer
-from hpsrl.storage import Generation, batch_generation, read_generation, read_population
+from hpsrl.progress import campaign_progress, latest_config, progress_line
+from hpsrl.storage import (
+    Generation,
+    StorageError,
+    batch_generation,
+    read_generation,
+    read_population,
+)
 
 GENERATION_FILE = re.compile(r"^gen(\d{3})\.h5$")
 
@@ -114,9 +124,29 @@ def generation_summary(gen: Generation) -> dict[str, Any]:
 def status_table(campaign_dir: str | Path) -> str:
     """Per generation: individuals ok/failed, each objective's best and median over the
     individuals' own seeds, and (pooled evidence) the leader: the best estimate of the primary
-    objective, with the seeds behind it."""
-    gens = [read_generation(p) for p in generation_files(campaign_dir)]
-    return _status_text(gens[-1].config, [generation_summary(gen) for gen in gens])
+    objective, with the seeds behind it; then where the campaign is (:mod:`hpsrl.progress`)."""
+    gens, progress = _finished_and_progress(campaign_dir)
+    lines = [_status_text(gens[-1].config, [generation_summary(g) for g in gens])] if gens else []
+    if not gens:
+        lines.append("no finished generation yet\n")
+    if progress is not None:
+        lines.append(f"\n{progress_line(progress)}\n")
+    return "".join(lines)
+
+
+def _finished_and_progress(
+    campaign_dir: str | Path,
+) -> tuple[list[Generation], dict[str, Any] | None]:
+    """The finished generations' records, and where the campaign is; a folder with neither
+    raises FileNotFoundError (see :func:`generation_files`)."""
+    progress = campaign_progress(campaign_dir)
+    try:
+        files = generation_files(campaign_dir)
+    except FileNotFoundError:
+        if progress is None:
+            raise
+        files = []
+    return [read_generation(p) for p in files], progress
 
 
 def _status_text(config: dict[str, Any], summaries: list[dict[str, Any]]) -> str:
@@ -160,23 +190,83 @@ def _cell(value: float | None) -> str:
 
 
 def status_data(campaign_dir: str | Path) -> dict[str, Any]:
-    """``hpsrl status --json``: the campaign, its table per generation, and its answer (with
-    its held-out test where there is one: see :func:`best_summary`)."""
-    files = generation_files(campaign_dir)
-    gens = [read_generation(p) for p in files]
-    config = gens[-1].config
+    """``hpsrl status --json``: the campaign, its table per generation, its answer so far (with
+    its held-out test where there is one: see :func:`best_summary`; None before the first
+    generation is finished) and where it is (:func:`hpsrl.progress.campaign_progress`)."""
+    gens, progress = _finished_and_progress(campaign_dir)
+    config = gens[-1].config if gens else latest_config(campaign_dir)
+    assert config is not None  # a folder with neither generations nor progress raised
+    progress = progress or {}
     return {
         "campaign": config["campaign"],
         "env": config["env"]["id"],
         "algorithm": config["algorithm"],
         "strategy": config.get("search", {}).get("strategy", "ga"),
-        "generations_planned": config["ga"]["generations"],
+        "generations_planned": progress.get("generations", config["ga"]["generations"]),
         "objectives": [
             {"name": o["name"], "direction": o["direction"]} for o in config["objectives"]
         ],
         "generations": [generation_summary(gen) for gen in gens],
-        "answer": _plain_all(best_summary(campaign_dir)),
+        "answer": _plain_all(best_summary(campaign_dir)) if gens else None,
+        "finished": bool(progress.get("finished", False)),
+        "in_progress": progress.get("in_progress"),
     }
+
+
+def watch_status(
+    campaign_dir: str | Path,
+    every: float,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
+) -> None:
+    """Print the status every ``every`` seconds until the campaign is finished (then once more,
+    final) or Ctrl-C. On a terminal the screen is redrawn; otherwise (a file, a pipe) a
+    snapshot is printed each time it changes, and with ``as_json`` one JSON document per line.
+    A folder that holds no campaign yet is waited for (snakemake may be starting); a damaged
+    file ends the watch on the first look, later it is shown and looked at again."""
+    terminal = out.isatty() and not as_json
+    shown, first = None, True
+    try:
+        while True:
+            try:
+                if as_json:
+                    data = status_data(campaign_dir)
+                    text, done = json.dumps(data) + "\n", data["finished"]
+                else:  # finished first: files are only ever added, so the text is final then
+                    done = _finished(campaign_dir)
+                    text = status_table(campaign_dir)
+            except FileNotFoundError as e:  # snakemake has not written the campaign yet
+                text, done = _watch_note("waiting", str(e), as_json), False
+            except StorageError as e:
+                if first:
+                    raise
+                text, done = _watch_note("error", str(e), as_json), False
+            first = False
+            if terminal:
+                footer = "finished" if done else f"every {every:g} s, Ctrl-C to stop"
+                out.write(f"\x1b[H\x1b[2J{campaign_dir} at {clock()} ({footer})\n\n{text}")
+            elif text != shown:
+                out.write(text if as_json or shown is None else f"\n{text}")
+            out.flush()
+            shown = text
+            if done:
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:  # how a watch is meant to end
+        if terminal:
+            out.write("\n")
+
+
+def _watch_note(kind: str, message: str, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({kind: message}) + "\n"
+    return f"{'hpsrl: error' if kind == 'error' else kind}: {message}\n"
+
+
+def _finished(campaign_dir: str | Path) -> bool:
+    progress = campaign_progress(campaign_dir)
+    return progress is not None and progress["finished"]
 
 
 # -- one row per individual ---------------------------------------------------------------------

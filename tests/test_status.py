@@ -7,17 +7,27 @@ import copy
 import csv
 import io
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
 
 from hpsrl.config import load_config, search_space
-from hpsrl.evolve import initial_population
+from hpsrl.evolve import initial_population, next_population
 from hpsrl.generation import generation_record
-from hpsrl.storage import Generation, read_generation, write_generation
+from hpsrl.storage import (
+    Generation,
+    read_generation,
+    write_generation,
+    write_population,
+)
 from hpsrl.summary import plain_number
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
@@ -93,9 +103,11 @@ def test_status_table_prints_step_counts_as_integers(made_up_campaign):
     # gen000: steps to the threshold 31283, 31285, 31287, 31289: best 31283, median 31286
     assert lines[1].split()[-2:] == ["31283", "31286"]
     assert lines[2].split()[:3] == ["gen001", "3", "1"]
-    assert lines[-2:] == [
+    assert lines[-4:] == [
         "failures:",
         "gen001 individual 2: seed 1: TrainingDiverged: PPO loss is nan at step 512",
+        "",
+        "in progress: retest (the held-out test of the answer): its population is not written yet",
     ]
 
 
@@ -221,3 +233,152 @@ def test_status_json_and_table_of_a_real_campaign(campaign):
         assert row["returns"] == pytest.approx(gen1.results["returns"][i].tolist())
         assert float(line["returns.seed1"]) == pytest.approx(gen1.results["returns"][i, 1])
         assert row["objectives"]["return"] == pytest.approx(gen1.objectives[i, 0])
+
+
+# -- the batch in progress, and --watch ---------------------------------------------------------
+
+
+def test_status_shows_a_generation_being_planned_then_trained(made_up_campaign):
+    (made_up_campaign / "gen001.h5").unlink()
+    (made_up_campaign / "gen001").mkdir()  # evolve has not written its population yet
+    done = hpsrl("status", str(made_up_campaign))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:2]] == ["gen000"]
+    assert lines[-1] == "in progress: gen001 (generation 2 of 2): its population is not written yet"
+
+    first = read_generation(made_up_campaign / "gen000.h5")
+    write_population(
+        made_up_campaign / "gen001" / "population.h5", next_population([first], first.config)
+    )
+    done = hpsrl("status", str(made_up_campaign), "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["finished"] is False
+    assert status["in_progress"] == {
+        "batch": "gen001",
+        "generation": 1,
+        "rung": None,
+        "rungs": 1,
+        "individuals": 4,
+        "trained": 0,
+        "failed": 0,
+        "queued": 4,
+        "jobs_done": 0,
+        "stage": "training",
+    }
+    assert status["answer"]["generation"] == "gen000"  # the answer so far
+
+
+def test_status_of_a_campaign_before_its_first_generation(made_up_campaign):
+    config = read_generation(made_up_campaign / "gen000.h5").config
+    for path in made_up_campaign.glob("gen*.h5"):
+        path.unlink()
+    population = initial_population(config)
+    write_population(made_up_campaign / "gen000" / "population.h5", population)
+    done = hpsrl("status", str(made_up_campaign))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "no finished generation yet"
+    assert done.stdout.splitlines()[-1].startswith(
+        "in progress: gen000 (generation 1 of 2): 0 trained"
+    )
+    status = json.loads(hpsrl("status", str(made_up_campaign), "--json").stdout)
+    assert status["generations"] == [] and status["answer"] is None
+
+
+def test_watch_ends_quietly_on_ctrl_c(made_up_campaign):
+    # Not finished (its held-out test was never run), so the watch goes on until interrupted.
+    watch = subprocess.Popen(
+        [str(BIN / "hpsrl"), "status", str(made_up_campaign), "--watch", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watch.stdout.readline().split()[:3] == ["gen", "ok", "failed"]
+    while not (line := watch.stdout.readline()).startswith("in progress: "):
+        assert line, "the snapshot ended without its progress line"
+    assert line.startswith("in progress: retest (the held-out test of the answer)")
+    watch.send_signal(signal.SIGINT)
+    _, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    assert err == ""
+
+
+def test_watch_needs_a_positive_interval(made_up_campaign):
+    done = hpsrl("status", str(made_up_campaign), "--watch", "0")
+    assert done.returncode == 2 and "above 0" in done.stderr
+
+
+@pytest.mark.slow
+def test_status_shows_a_half_written_generation_and_never_fails_on_it(campaign, tmp_path):
+    half = shutil.copytree(campaign, tmp_path / "tiny")
+    for name in ("gen001.h5", "retest.h5", "status.txt", "best.yaml", "report.html"):
+        (half / name).unlink()
+    shutil.rmtree(half / "retest")
+    batch = half / "gen001"
+    (batch / "ind003.h5").unlink()  # not trained yet
+    (batch / "ind003-003.txt").unlink()
+    (batch / "ind002-002.txt").unlink()  # trained, its job not done yet
+    # a writer at work (its temporary file), and a result file cut short
+    (batch / f".ind003.h5.{socket.gethostname()}.{os.getpid()}.x.tmp").write_bytes(b"\x89HDF")
+    (batch / "ind001.h5").write_bytes((batch / "ind001.h5").read_bytes()[:500])
+    with h5py.File(batch / "ind000.h5", "r+") as f:  # one that failed
+        f.attrs["status"] = "failed"
+
+    done = hpsrl("status", str(half))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("gen000 ") and not any(line.startswith("gen001 ") for line in lines)
+    assert lines[-1] == (
+        "in progress: gen001 (generation 2 of 2): 1 trained, 1 failed, 2 queued of 4 "
+        "individuals; 2 training jobs done"
+    )
+    status = json.loads(hpsrl("status", str(half), "--json").stdout)
+    progress = status["in_progress"]
+    assert (progress["trained"], progress["failed"], progress["queued"]) == (1, 1, 2)
+    assert status["answer"]["generation"] == "gen000"
+    assert len(json.loads(hpsrl("table", str(half), "--format", "json").stdout)) == 4
+
+    # A finished campaign: --watch prints it once and ends.
+    done = hpsrl("status", str(campaign), "--watch", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == hpsrl("status", str(campaign)).stdout
+    assert done.stdout.splitlines()[-1] == "finished: 2 of 2 generations and the held-out test"
+
+
+# The order batches are trained in, for a campaign of 2 generations of 2 rungs each.
+BATCH_ORDER = ["gen000/rung0", "gen000/rung1", "gen000", "gen001/rung0", "gen001/rung1", "gen001"]
+
+
+@pytest.mark.slow
+def test_watch_follows_a_running_campaign_to_its_end(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    config = copy.deepcopy(TINY)
+    config["search"] = {"fidelity": {"rungs": 2, "eta": 3}}
+    write_config(workdir, config)
+    results = workdir / "results" / "tiny"
+    command = [str(BIN / "hpsrl"), "status", str(results), "--watch", "0.3", "--json"]
+    # started before snakemake: it waits for the campaign to appear
+    watch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run = snakemake(workdir, "-j2")
+        assert run.returncode == 0, run.stderr[-3000:]
+        out, err = watch.communicate(timeout=120)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0 and err == "", err
+    documents = [json.loads(line) for line in out.splitlines()]
+    assert "waiting" in documents[0]
+    statuses = [d for d in documents if "campaign" in d]
+    assert statuses[-1]["finished"] and statuses[-1]["in_progress"] is None
+    assert statuses[-1]["answer"]["retest"]["status"] == "ok"
+    # Progress only goes forward: batches in order, and in a batch, individuals trained.
+    order = [*BATCH_ORDER, "retest"]
+    seen = [
+        (order.index(s["in_progress"]["batch"]), s["in_progress"].get("trained", 0)
+         + s["in_progress"].get("failed", 0))
+        for s in statuses[:-1]
+    ]  # fmt: skip
+    assert seen == sorted(seen), seen
+    assert any(s["in_progress"]["stage"] == "training" for s in statuses[:-1])
+    assert {s["in_progress"]["rung"] for s in statuses[:-1]} >= {0, 1}
