@@ -161,6 +161,19 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    if args.optuna:
+        from hpsrl.optuna_export import export_study
+
+        written = export_study(args.campaign_dir, args.optuna)
+        states = ", ".join(f"{n} {state}" for state, n in written["states"].items())
+        print(f"wrote {args.optuna}: Optuna study {written['study']!r}, {written['trials']} "
+              f"trials ({states})")  # fmt: skip
+        print(
+            f"load it with: optuna.load_study(study_name={written['study']!r}, "
+            f"storage=JournalStorage(JournalFileBackend({str(args.optuna)!r})))"
+        )
+        if not args.out:
+            return
     from hpsrl.export import export_best
 
     for path in export_best(args.campaign_dir, args.out or Path(args.campaign_dir) / "export"):
@@ -377,14 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = _user_command(
         sub,
         "export",
-        "the answer's hyperparameters, RL Zoo file and trained weights",
+        "the answer's hyperparameters and weights, or an Optuna study",
         "Write the campaign's answer for use elsewhere: hyperparameters.yaml (for hpsrl "
         "retrain), rl-zoo.yml (Stable-Baselines3's RL Zoo format) and weights_seedK.pt (a "
-        "state dict per training seed).",
-        "hpsrl export results/cartpole-ppo --out best",
+        "state dict per training seed). With --optuna, write the whole campaign as an Optuna "
+        "study instead (and the answer too where --out is given): a trial per individual, "
+        "in Optuna's journal storage, for optuna.visualization and other Optuna tools.",
+        "hpsrl export results/cartpole-ppo --out best\n"
+        "hpsrl export results/cartpole-ppo --optuna cartpole-ppo.journal",
     )
     p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
     p.add_argument("--out", type=Path, help="the folder (default: CAMPAIGN_DIR/export)")
+    p.add_argument(
+        "--optuna",
+        type=Path,
+        metavar="FILE",
+        help="write the campaign as an Optuna study (journal storage, named after the "
+        "campaign) to FILE, replacing what it held",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = _user_command(

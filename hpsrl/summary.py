@@ -69,14 +69,14 @@ def plain_number(value: Any) -> Any:
     return value
 
 
-def _plain_all(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
     """:func:`plain_number` through lists, tuples, dicts and numpy arrays."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if isinstance(value, (list, tuple)):
-        return [_plain_all(v) for v in value]
+        return [plain_values(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain_all(v) for k, v in value.items()}
+        return {k: plain_values(v) for k, v in value.items()}
     return plain_number(value)
 
 
@@ -207,7 +207,7 @@ def status_data(campaign_dir: str | Path) -> dict[str, Any]:
             {"name": o["name"], "direction": o["direction"]} for o in config["objectives"]
         ],
         "generations": [generation_summary(gen) for gen in gens],
-        "answer": _plain_all(best_summary(campaign_dir)) if gens else None,
+        "answer": plain_values(best_summary(campaign_dir)) if gens else None,
         "finished": bool(progress.get("finished", False)),
         "in_progress": progress.get("in_progress"),
     }
@@ -290,17 +290,17 @@ def individual_rows(campaign_dir: str | Path) -> list[dict[str, Any]]:
                     "operator": pop.operators[i],
                     "parents": [int(p) for p in pop.parents[i] if p >= 0],
                     "steps": int(pop.steps[i]),
-                    "genes": _plain_all(dict(individual)),
-                    "objectives": dict(zip(names, _plain_all(gen.objectives[i]), strict=True)),
-                    "estimate": dict(zip(names, _plain_all(gen.estimate[i]), strict=True)),
+                    "genes": plain_values(dict(individual)),
+                    "objectives": dict(zip(names, plain_values(gen.objectives[i]), strict=True)),
+                    "estimate": dict(zip(names, plain_values(gen.estimate[i]), strict=True)),
                     "evidence_seeds": int(gen.evidence.seeds[i]),
                     "front": int(gen.front[i]),
                     "status": str(results["status"][i]),
                     "error": str(results["error"][i]),
-                    "returns": _plain_all(results["returns"][i]),
-                    "train_seeds": _plain_all(pop.train_seeds[i]),
-                    "env_steps": _plain_all(results["env_steps"][i]),
-                    "train_seconds": _plain_all(results["train_seconds"][i]),
+                    "returns": plain_values(results["returns"][i]),
+                    "train_seeds": plain_values(pop.train_seeds[i]),
+                    "env_steps": plain_values(results["env_steps"][i]),
+                    "train_seconds": plain_values(results["train_seconds"][i]),
                 }
             )
     return rows

@@ -74,17 +74,21 @@ def made_up_generation(
     return generation_record(population, results, previous)
 
 
-@pytest.fixture
-def made_up_campaign(tmp_path) -> Path:
-    """Two generations of 4 made-up individuals of 40k steps, individual 2 of gen001 failed."""
+def write_made_up_campaign(folder: Path) -> Path:
+    """Two generations of 4 made-up individuals of 40k steps in ``folder``, individual 2 of
+    gen001 failed; no held-out test (so the campaign is not finished)."""
     config = copy.deepcopy(TINY)
     config["training"]["steps"] = 40000
     config = load_config(config)
-    folder = tmp_path / "results" / "tiny"
     first = made_up_generation(config, 0)
     write_generation(folder / "gen000.h5", first)
     write_generation(folder / "gen001.h5", made_up_generation(config, 1, first, failed=(2,)))
     return folder
+
+
+@pytest.fixture
+def made_up_campaign(tmp_path) -> Path:
+    return write_made_up_campaign(tmp_path / "results" / "tiny")
 
 
 def test_numbers_print_plainly():
