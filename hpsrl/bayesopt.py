@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import BaseTrial, FixedTrial, FrozenTrial, TrialState, create_trial
 
 from hpsrl.campaign import batch_name
@@ -74,23 +75,28 @@ def _parameters(space: SearchSpace, individual: Mapping[str, Any]) -> dict[str, 
     return params
 
 
+def individual_parameters(
+    space: SearchSpace, individual: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
+    """An individual's Optuna parameters and their distributions, as a trial that suggested it
+    would record them (also what ``hpsrl export --optuna`` writes)."""
+    # Replaying the individual through suggest_individual records each parameter's distribution,
+    # so the history is described exactly as the proposals are.
+    replay = FixedTrial(_parameters(space, individual))
+    suggest_individual(replay, space)
+    return replay.params, replay.distributions
+
+
 def _evaluated_trial(
     space: SearchSpace, individual: Mapping[str, Any], objectives: np.ndarray
 ) -> FrozenTrial:
     """A finished trial: COMPLETE with the objective values, or FAIL where any is NaN (a failed
     individual, see hpsrl.moo)."""
-    # Replaying the individual through suggest_individual records each parameter's distribution,
-    # so the history is described exactly as the proposals are.
-    replay = FixedTrial(_parameters(space, individual))
-    suggest_individual(replay, space)
+    params, distributions = individual_parameters(space, individual)
     if np.isnan(objectives).any():
-        return create_trial(
-            state=TrialState.FAIL, params=replay.params, distributions=replay.distributions
-        )
+        return create_trial(state=TrialState.FAIL, params=params, distributions=distributions)
     return create_trial(
-        params=replay.params,
-        distributions=replay.distributions,
-        values=[float(v) for v in objectives],
+        params=params, distributions=distributions, values=[float(v) for v in objectives]
     )
 
 

@@ -31,6 +31,7 @@ LATER_GENERATION_PATTERN = r"gen(?!000(?:/|$))\d{3}\d*(/rung0)?"
 
 _GENERATION = re.compile(r"gen(\d{3}\d*)")
 _GENERATION_FILE = re.compile(r"^gen(\d{3}\d*)\.h5$")
+_MANIFEST = re.compile(r"^ind(\d{3}\d*)-(\d{3}\d*)\.txt$")
 
 
 def batch_name(generation: int) -> str:
@@ -65,6 +66,13 @@ def manifest_path(batch: str, first: int, last: int) -> str:
     """The manifest of the training job of individuals ``first`` to ``last``, relative to the
     campaign folder: ``gen003/ind004-007.txt``."""
     return f"{batch}/ind{first:03d}-{last:03d}.txt"
+
+
+def manifest_individuals(name: str) -> range | None:
+    """The individuals a manifest's file name covers (``ind004-007.txt`` -> 4..7), or None for a
+    name that is no manifest's."""
+    found = _MANIFEST.match(name)
+    return range(int(found.group(1)), int(found.group(2)) + 1) if found else None
 
 
 def record_path(batch: str) -> str:

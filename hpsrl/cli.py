@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import hpsrl
 from hpsrl.campaign import batch_generation
 from hpsrl.config import (
     ConfigError,
@@ -19,6 +21,7 @@ from hpsrl.config import (
     load_yaml,
     search_space,
 )
+from hpsrl.evaluate import RECORDING_FORMATS
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
 from hpsrl.storage import CorruptResultError, StorageError, quarantine
@@ -128,9 +131,21 @@ def _cmd_retest(args: argparse.Namespace) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from hpsrl.summary import status_table
+    from hpsrl.summary import status_data, status_table, watch_status
 
-    sys.stdout.write(status_table(args.campaign_dir))
+    if args.watch is not None:
+        watch_status(args.campaign_dir, args.watch, as_json=args.json)
+    elif args.json:
+        sys.stdout.write(json.dumps(status_data(args.campaign_dir), indent=2) + "\n")
+    else:
+        sys.stdout.write(status_table(args.campaign_dir))
+
+
+def _cmd_table(args: argparse.Namespace) -> None:
+    from hpsrl.summary import individual_rows, rows_csv, rows_json
+
+    rows = individual_rows(args.campaign_dir)
+    sys.stdout.write(rows_json(rows) if args.format == "json" else rows_csv(rows))
 
 
 def _cmd_best(args: argparse.Namespace) -> None:
@@ -147,6 +162,19 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    if args.optuna:
+        from hpsrl.optuna_export import export_study
+
+        written = export_study(args.campaign_dir, args.optuna)
+        states = ", ".join(f"{n} {state}" for state, n in written["states"].items())
+        print(f"wrote {args.optuna}: Optuna study {written['study']!r}, {written['trials']} "
+              f"trials ({states})")  # fmt: skip
+        print(
+            f"load it with: optuna.load_study(study_name={written['study']!r}, "
+            f"storage=JournalStorage(JournalFileBackend({str(args.optuna)!r})))"
+        )
+        if not args.out:
+            return
     from hpsrl.export import export_best
 
     for path in export_best(args.campaign_dir, args.out or Path(args.campaign_dir) / "export"):
@@ -158,14 +186,9 @@ def _cmd_retrain(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from hpsrl.export import UntrainableExportError, load_exported, retrain
+    from hpsrl.export import load_exported, retrain
 
-    try:
-        exported = load_exported(args.hyperparameters)
-    except UntrainableExportError as e:
-        # One line, status 1 (the other handled errors of main keep status 2).
-        print(f"hpsrl: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    exported = load_exported(args.hyperparameters)
     root_seed = secrets.randbelow(2**32) if args.seed is None else args.seed
     print(
         f"{exported['algorithm']} on {exported['env']['id']}, {args.seeds} fresh seeds from root "
@@ -185,8 +208,16 @@ def _cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from hpsrl.evaluate import evaluate_agent, load_agent, record_episode, result_file
+    from hpsrl.evaluate import (
+        check_recording,
+        evaluate_agent,
+        load_agent,
+        record_episode,
+        result_file,
+    )
 
+    if args.record:
+        check_recording(args.record)  # before any episode runs
     path = result_file(args.campaign_dir, args.generation, args.individual)
     agent = load_agent(path, args.seed_index)
     episodes = args.episodes or len(agent.stored_returns)
@@ -215,78 +246,227 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 WORKFLOW_STEPS = ("train", "collect", "promote", "evolve", "retest")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Exit statuses, as Unix tools (and argparse) give them: 1 when a command could not do its work
+# (a missing or damaged file, a campaign with nothing to show, ...), 2 when it was called wrongly
+# (argparse's usage errors). A bug ends with its traceback and status 1.
+RUNTIME_ERROR = 1
+USAGE_ERROR = 2
+
+CAMPAIGN_DIR_HELP = "RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo"
+WATCH_SECONDS = 5.0  # hpsrl status --watch's default refresh
+
+
+def _user_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str, example: str
+) -> argparse.ArgumentParser:
+    """A command people run: listed in ``hpsrl --help`` with ``summary``; its own ``--help``
+    gives ``description`` and ``example`` (one or more command lines)."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, 92),
+        epilog="example:\n" + textwrap.indent(example, "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _workflow_step(
+    sub: argparse._SubParsersAction, name: str, description: str
+) -> argparse.ArgumentParser:
+    """A step the Snakemake rules call: left out of ``hpsrl --help`` (no ``help``), described in
+    its own ``--help``."""
+    return sub.add_parser(
+        name, description=f"Workflow step, called by the Snakemake rules: {description}."
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpsrl",
-        description="Genetic-algorithm hyperparameter search for deep RL. Campaigns run with "
-        "snakemake; these commands are what its rules call and what you read results with.",
+        description="Tune deep-RL hyperparameters with a genetic algorithm. A campaign runs with "
+        "snakemake (snakemake --cores all; see README.md); these commands check its config and "
+        "read its results.",
+        epilog="The workflow's own steps (init, train, collect, promote, evolve, retest) are "
+        "called by its Snakemake rules and left out of this list; each has --help.",
     )
+    parser.add_argument("--version", action="version", version=f"hpsrl {hpsrl.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate a campaign config without running anything")
+    p = _user_command(
+        sub,
+        "check",
+        "validate a campaign config without running anything",
+        "Validate a campaign config against the schema, import what env.imports names and make "
+        "the environment once, without training anything.",
+        "hpsrl check config/examples/acrobot-dqn.yaml",
+    )
     p.add_argument("config", nargs="?", default="config/config.yaml", help="YAML config file")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("genes", help="an algorithm's default genes, as YAML for a config")
+    p = _user_command(
+        sub,
+        "genes",
+        "an algorithm's default genes, as YAML for a config",
+        "Print the genes a config searches for an algorithm unless it says otherwise, as YAML "
+        "to paste under `genes:`, and the hyperparameters left at their defaults.",
+        "hpsrl genes dqn",
+    )
     p.add_argument("algorithm", help="e.g. ppo, dqn, sac, td3, ddpg")
     p.set_defaults(func=_cmd_genes)
 
-    p = sub.add_parser("status", help="per generation: best and median objectives, failures")
-    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p = _user_command(
+        sub,
+        "status",
+        "objectives and failures per generation, the batch in progress",
+        "Per finished generation of a campaign: individuals trained and failed, the leader (the "
+        "best estimate of the primary objective, with the seeds behind it) and each objective's "
+        "best and median over the individuals' own seeds; then every failure with its error, "
+        "and the batch in progress: its individuals trained, failed and queued, read from its "
+        "result files and training jobs' manifests.",
+        "hpsrl status results/cartpole-ppo --watch     # while snakemake runs\n"
+        "hpsrl status results/cartpole-ppo --json > status.json",
+    )
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="the table, the campaign's answer, its held-out test and the batch in progress as "
+        "JSON (with --watch: one JSON document per line)",
+    )
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=WATCH_SECONDS,
+        metavar="SECONDS",
+        help=f"refresh every SECONDS (default {WATCH_SECONDS:g}) until the campaign is finished "
+        "or Ctrl-C",
+    )
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser(
-        "best", help="the best individual as YAML (ga: of the final generation; random, bo: of all)"
+    p = _user_command(
+        sub,
+        "table",
+        "every individual of every generation, as CSV or JSON",
+        "One row per individual of every finished generation: generation, individual, "
+        "operator, parents, env steps it trained to, each gene, each objective over its own "
+        "seeds, the estimate selection ranked it by and the seeds of evidence behind it, its "
+        "NSGA-II front, status and error, and per training seed its return, training seed, env "
+        "steps and training seconds. CSV flattens names as pandas.json_normalize does "
+        "(genes.gamma, objectives.return, returns.seed0); empty cells (JSON: null) are values "
+        "a failed individual does not have.",
+        "hpsrl table results/cartpole-ppo > individuals.csv\n"
+        "hpsrl table results/cartpole-ppo --format json | jq '.[] | select(.generation == 3)'",
     )
-    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="(default: csv)")
+    p.set_defaults(func=_cmd_table)
+
+    p = _user_command(
+        sub,
+        "best",
+        "the campaign's answer and its held-out test, as YAML",
+        "The configuration the campaign returns, as YAML: its held-out test on fresh seeds "
+        "first (where the campaign has one), then its hyperparameters, its objectives over all "
+        "the seeds behind it, the estimate selection ranked it by and its per-seed returns.",
+        "hpsrl best results/cartpole-ppo > best.yaml",
+    )
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
     p.set_defaults(func=_cmd_best)
 
-    p = sub.add_parser("report", help="a self-contained HTML report of a campaign, with plots")
-    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p = _user_command(
+        sub,
+        "report",
+        "a self-contained HTML report of a campaign, with plots",
+        "Write one HTML file with its plots embedded: summary, held-out test, objectives and "
+        "genes per generation, learning curves, failures and the config. Works on a running "
+        "campaign too.",
+        "hpsrl report results/cartpole-ppo --out report.html",
+    )
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
     p.add_argument("--out", type=Path, help="the HTML file (default: CAMPAIGN_DIR/report.html)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser(
-        "export", help="the best individual's hyperparameters, RL Zoo file and trained weights"
+    p = _user_command(
+        sub,
+        "export",
+        "the answer's hyperparameters and weights, or an Optuna study",
+        "Write the campaign's answer for use elsewhere: hyperparameters.yaml (for hpsrl "
+        "retrain), rl-zoo.yml (Stable-Baselines3's RL Zoo format) and weights_seedK.pt (a "
+        "state dict per training seed). With --optuna, write the whole campaign as an Optuna "
+        "study instead (and the answer too where --out is given): a trial per individual, "
+        "in Optuna's journal storage, for optuna.visualization and other Optuna tools.",
+        "hpsrl export results/cartpole-ppo --out best\n"
+        "hpsrl export results/cartpole-ppo --optuna cartpole-ppo.journal",
     )
-    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
     p.add_argument("--out", type=Path, help="the folder (default: CAMPAIGN_DIR/export)")
+    p.add_argument(
+        "--optuna",
+        type=Path,
+        metavar="FILE",
+        help="write the campaign as an Optuna study (journal storage, named after the "
+        "campaign) to FILE, replacing what it held",
+    )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("retrain", help="train exported hyperparameters on fresh seeds")
+    p = _user_command(
+        sub,
+        "evaluate",
+        "run a trained agent again; --record an episode as GIF or MP4",
+        "Rebuild a trained agent from its result file and run greedy episodes: by default the "
+        "campaign's answer, training seed 0, on the campaign's own evaluation seed, which "
+        "reproduces its evaluation returns. --record renders one episode into a GIF or an MP4.",
+        "hpsrl evaluate results/cartpole-ppo --episodes 20 --record best.gif",
+    )
+    p.add_argument("campaign_dir", help=CAMPAIGN_DIR_HELP)
+    p.add_argument("--generation", help="gen000, gen001, ... or retest (default: the best's)")
+    p.add_argument("--individual", type=int, help="index in that batch (default: the best)")
+    p.add_argument("--seed-index", type=int, default=0, help="which training seed's agent (0)")
+    p.add_argument("--episodes", type=int, help="default: as many as the campaign evaluated")
+    p.add_argument("--seed", type=int, help="default: the campaign's evaluation seed")
+    p.add_argument(
+        "--record", type=Path, help="also write one episode to this .gif or .mp4 (hpsrl[video])"
+    )
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = _user_command(
+        sub,
+        "retrain",
+        "train exported hyperparameters on fresh seeds",
+        "Train the hyperparameters.yaml that hpsrl export wrote on fresh seeds, derived from "
+        "--seed (a random root by default, printed so that a run can be repeated), and print "
+        "each seed's evaluation returns.",
+        "hpsrl retrain best/hyperparameters.yaml --seeds 5",
+    )
     p.add_argument("hyperparameters", type=Path, help="a hyperparameters.yaml of hpsrl export")
     p.add_argument("--seeds", type=int, default=3, help="fresh training seeds (default 3)")
     p.add_argument("--seed", type=int, help="root of the derived seeds (default: a random one)")
     p.add_argument("--steps", type=int, help="env steps per seed (default: the campaign's)")
     p.set_defaults(func=_cmd_retrain)
 
-    p = sub.add_parser("evaluate", help="run a trained agent again; --record an episode as a GIF")
-    p.add_argument("campaign_dir", help="RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo")
-    p.add_argument("--generation", help="gen000, gen001, ... or retest (default: the best's)")
-    p.add_argument("--individual", type=int, help="index in that batch (default: the best)")
-    p.add_argument("--seed-index", type=int, default=0, help="which training seed's agent (0)")
-    p.add_argument("--episodes", type=int, help="default: as many as the campaign evaluated")
-    p.add_argument("--seed", type=int, help="default: the campaign's evaluation seed")
-    p.add_argument("--record", type=Path, help="also write one episode to this .gif")
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser(
-        "compare", help="searches of one problem compared: best found vs individuals trained"
+    p = _user_command(
+        sub,
+        "compare",
+        "campaigns of one problem compared: best found vs env steps",
+        "Compare campaigns of the same problem and budget (snakemake compare runs them): each "
+        "search's best against the env steps it trained, and its answer's held-out test.",
+        "hpsrl compare results/cartpole-ppo-ga-s0 results/cartpole-ppo-random-s0 \\\n"
+        "    --plot comparison.png --summary comparison.yaml",
     )
     p.add_argument("campaign_dirs", nargs="+", type=Path, help="RESULTS_DIR/CAMPAIGN folders")
     p.add_argument("--plot", type=Path, default=Path("comparison.png"), help="the plot (PNG)")
     p.add_argument("--summary", type=Path, default=Path("comparison.yaml"), help="the numbers")
     p.set_defaults(func=_cmd_compare)
 
-    # The workflow's steps (called by the Snakemake rules).
-    p = sub.add_parser("init", help="(workflow) write generation 0's population")
+    # The workflow's steps (called by the Snakemake rules), hidden from `hpsrl --help`.
+    p = _workflow_step(sub, "init", "write generation 0's population")
     p.add_argument("--config-json", required=True, help="the validated config as JSON")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_cmd_init)
 
-    p = sub.add_parser("train", help="(workflow) train individuals on their seeds (MPI job)")
+    p = _workflow_step(sub, "train", "train individuals on their seeds (an MPI job)")
     p.add_argument("--population", required=True, type=Path)
     p.add_argument("--individual", required=True, type=int, nargs="+", help="indices, in order")
     p.add_argument("--out", required=True, type=Path, nargs="+", help="a result file for each")
@@ -300,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("collect", help="(workflow) stack a population's results into gen*.h5")
+    p = _workflow_step(sub, "collect", "stack a batch's results into its record, genGGG.h5")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--population", type=Path, help="the batch's population (with jobs)")
     source.add_argument(
@@ -320,14 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", nargs="*", type=Path, help="training jobs' manifests, in order")
     p.set_defaults(func=_cmd_collect)
 
-    p = sub.add_parser(
-        "promote", help="(workflow) write the next successive-halving rung's population"
-    )
+    p = _workflow_step(sub, "promote", "write the next successive-halving rung's population")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("rung", type=Path, help="the record of the rung before it")
     p.set_defaults(func=_cmd_promote)
 
-    p = sub.add_parser("evolve", help="(workflow) write generation g+1's population")
+    p = _workflow_step(sub, "evolve", "write generation g+1's population")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(
         "generations",
@@ -338,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_evolve)
 
-    p = sub.add_parser("retest", help="(workflow) plan the best individual's fresh-seed re-test")
+    p = _workflow_step(sub, "retest", "plan the campaign's answer's re-test on fresh seeds")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(
         "generations",
@@ -352,11 +530,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line's arguments, checked; a bad one exits with usage (status 2)."""
+    """The command line's arguments, checked; a bad one exits with usage (status 2,
+    USAGE_ERROR)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "evaluate" and args.record and args.record.suffix.lower() != ".gif":
-        parser.error(f"--record writes an animated GIF: give a path ending in .gif ({args.record})")
+    if (
+        args.command == "evaluate"
+        and args.record
+        and args.record.suffix.lower() not in RECORDING_FORMATS
+    ):
+        parser.error(
+            f"--record writes an animated GIF or an MP4 video: give a path ending in .gif or "
+            f".mp4 ({args.record})"
+        )
+    if args.command == "status" and args.watch is not None and not args.watch > 0:
+        parser.error(f"--watch takes a number of seconds above 0, not {args.watch:g}")
     if args.command == "collect" and bool(args.population) != bool(args.jobs):
         parser.error("collect takes training jobs' manifests with --population, none with --rungs")
     if args.command == "train" and len(args.individual) != len(args.out):
@@ -412,5 +600,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is None:
             raise
         print(message, file=sys.stderr)
-        return 2
+        return RUNTIME_ERROR
     return 0

@@ -4,11 +4,18 @@ The agent is rebuilt from what its result file holds (``/weights/seedK``, the hy
 the config), so nothing but plain arrays and attributes is read. By default it is evaluated on the
 evaluation seed its campaign used, which reproduces the stored evaluation returns; ``--seed`` runs
 other episodes.
+
+Recording renders offscreen (``rgb_array``): SDL, which gymnasium's classic-control and Box2D
+renderers draw through (pygame), is told to use its dummy video and audio drivers, so that a
+machine without a display or sound card records without probing them (SDL's Wayland probe printed
+"error: XDG_RUNTIME_DIR is invalid or not set in the environment" on headless machines).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,16 +99,59 @@ def evaluate_agent(agent: TrainedAgent, episodes: int, seed: int | None = None) 
     return evaluate(agent.policy(), env, episodes, agent.eval_seed if seed is None else seed)
 
 
+# What --record writes, by file extension.
+RECORDING_FORMATS = (".gif", ".mp4")
+VIDEO_INSTALL = "pip install 'hpsrl[video]' (imageio and imageio-ffmpeg), or record a .gif"
+
+
+class RecordingError(StorageError):
+    """An episode that cannot be written in the asked format; the message says what to install."""
+
+
+def mp4_writer_problem() -> str | None:
+    """Why MP4 cannot be written here (imageio or its ffmpeg plugin missing, no ffmpeg to run)
+    and what to do, or None when it can."""
+    try:
+        import imageio.v2  # noqa: F401
+        import imageio_ffmpeg
+    except ImportError as e:
+        return f"writing MP4 needs imageio with its ffmpeg plugin ({e}): {VIDEO_INSTALL}"
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        return f"writing MP4 needs an ffmpeg executable, and none was found: {VIDEO_INSTALL}"
+    if shutil.which(exe) is None:  # imageio-ffmpeg takes IMAGEIO_FFMPEG_EXE on trust
+        return (
+            f"IMAGEIO_FFMPEG_EXE names {exe}, which cannot be run: point it at an ffmpeg "
+            "executable, or unset it to use the one imageio-ffmpeg installs"
+        )
+    return None
+
+
+def check_recording(out: str | Path) -> None:
+    """Fail before anything runs when ``out`` cannot be written (RecordingError)."""
+    if Path(out).suffix.lower() == ".mp4" and (problem := mp4_writer_problem()):
+        raise RecordingError(f"cannot record {out}: {problem}")
+
+
+def offscreen_rendering() -> None:
+    """Have SDL (pygame) render without a display or a sound device; a driver the user chose
+    through the environment is kept."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
 def record_episode(
     agent: TrainedAgent, out: str | Path, seed: int | None = None, max_frames: int = 2000
 ) -> tuple[float, int]:
-    """Render one greedy episode (rgb_array) into an animated GIF; its return and frame count."""
-    from PIL import Image
-
+    """Render one greedy episode (rgb_array) into an animated GIF or an MP4 (H.264), by the
+    extension of ``out``; its return and frame count."""
     from hpsrl.envs import EnvSpec
 
     out = Path(out)
+    check_recording(out)
     policy = agent.policy()
+    offscreen_rendering()
     env = EnvSpec.from_config(agent.config["env"]).make(render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=agent.eval_seed if seed is None else seed)
@@ -115,7 +165,48 @@ def record_episode(
         fps = env.metadata.get("render_fps") or 30
     finally:
         env.close()
-    images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    images = [np.asarray(frame, dtype=np.uint8) for frame in frames]
+    # under a temporary name first, so that a failed write leaves no half a video behind
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".mp4":
+            _write_mp4(tmp, images, fps)
+        else:
+            _write_gif(tmp, images, fps)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise RecordingError(f"cannot write {out}: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
     return episode_return, len(images)
+
+
+def _write_gif(out: Path, frames: list[np.ndarray], fps: float) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+
+
+def _write_mp4(out: Path, frames: list[np.ndarray], fps: float) -> None:
+    """H.264 in yuv420p, which every player reads; that needs even sizes, so odd ones get a
+    black row or column (rather than imageio's resizing)."""
+    import imageio.v2 as imageio
+
+    height, width = frames[0].shape[:2]
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+    writer = imageio.get_writer(
+        out,
+        format="FFMPEG",
+        fps=fps,
+        codec="libx264",
+        pixelformat="yuv420p",
+        macro_block_size=1,
+        ffmpeg_log_level="error",
+    )
+    try:
+        for frame in frames:
+            writer.append_data(np.pad(frame[..., :3], pad))
+    finally:
+        writer.close()

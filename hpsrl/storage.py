@@ -497,6 +497,22 @@ def is_result_of(path: str | Path, pop: Population, individual: int) -> bool:
         return False
 
 
+def result_status(path: str | Path, pop: Population, individual: int) -> str | None:
+    """The status (``ok`` or ``failed``) of this individual of ``pop`` if ``path`` holds its
+    finished training; None if it does not (yet): missing, another training's, unreadable."""
+    if not Path(path).exists():
+        return None
+    try:
+        with open_h5(path) as f:
+            if str(f.attrs["config_hash"]) != config_hash(pop.config) or not _holds_individual(
+                f, pop, individual
+            ):
+                return None
+            return str(f.attrs["status"])
+    except (CorruptResultError, KeyError, ValueError):
+        return None
+
+
 # Config sections that say how a campaign searches, not how it trains one individual: campaigns
 # that differ only in these train an individual of the same genes and seeds alike.
 SEARCH_ONLY_SECTIONS = ("campaign", "results_dir", "search", "ga", "report")

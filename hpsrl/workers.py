@@ -231,7 +231,7 @@ def _work(conn: Connection, algorithms: list[str]) -> None:
     """A worker: import once, then train the seeds the coordinator sends until it sends None."""
     import importlib
 
-    from hpsrl.cli import LOG_FORMAT, explain_failure
+    from hpsrl.cli import LOG_FORMAT, RUNTIME_ERROR, explain_failure
     from hpsrl.mpi import limit_threads
     from hpsrl.train import train_seed
 
@@ -248,7 +248,7 @@ def _work(conn: Connection, algorithms: list[str]) -> None:
             conn.send(("seed", train_seed(pop, individual, k, checkpoints)))
         except Exception as e:  # train_seed records training failures; this is the job's
             message = explain_failure("train", e)
-            conn.send(("error", 2, message) if message else ("error", 1, traceback.format_exc()))
+            conn.send(("error", RUNTIME_ERROR, message or traceback.format_exc()))
     os._exit(0)  # nothing to flush or clean up: skip tearing torch down
 
 
@@ -350,7 +350,7 @@ class _Coordinator:
             self._plan(job, argv)
 
     def _plan(self, job: _Job, argv: list[str]) -> None:
-        from hpsrl.cli import parse_args
+        from hpsrl.cli import USAGE_ERROR, parse_args
         from hpsrl.train import plan_job
 
         usage = io.StringIO()
@@ -358,7 +358,7 @@ class _Coordinator:
             with contextlib.redirect_stderr(usage):
                 args = parse_args(["train", *argv])
         except SystemExit:
-            self._finish(job, 2, usage.getvalue().strip())
+            self._finish(job, USAGE_ERROR, usage.getvalue().strip())
             return
         try:
             job.results, job.manifest = args.out, args.manifest
@@ -415,10 +415,10 @@ class _Coordinator:
         self._finish(job, 0)
 
     def _fail(self, job: _Job, error: Exception) -> None:
-        from hpsrl.cli import explain_failure
+        from hpsrl.cli import RUNTIME_ERROR, explain_failure
 
         message = explain_failure("train", error)
-        self._finish(job, 2 if message else 1, message or _message(error))
+        self._finish(job, RUNTIME_ERROR, message or _message(error))
 
     def _finish(self, job: _Job, status: int, message: str = "") -> None:
         if job.over:

@@ -23,6 +23,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch first and pinned: the CPU build; an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install --quiet "torch==${HPSRL_TORCH_VERSION:-2.13.0}"
-  .venv/bin/python -m pip install --quiet -e ".[mpi,box2d,slurm,test]"
+  .venv/bin/python -m pip install --quiet -e ".[mpi,box2d,slurm,test,video]"
   echo "$want" > "$stamp"
 fi

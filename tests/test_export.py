@@ -167,7 +167,7 @@ def test_retrain_refuses_a_file_that_is_not_an_export(tmp_path):
     path = tmp_path / "hyperparameters.yaml"
     path.write_text(yaml.safe_dump({"algorithm": "ppo", "hyperparameters": {}}))
     done = hpsrl("retrain", str(path))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "lacks ['env', 'training']" in done.stderr and "hpsrl export" in done.stderr
 
 
@@ -201,5 +201,5 @@ def test_retrain_of_hyperparameters_hpsrl_cannot_train_is_one_line_and_status_1(
 
 def test_export_of_a_folder_without_generations_says_so(tmp_path):
     done = hpsrl("export", str(tmp_path))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "holds no finished generation" in done.stderr

@@ -160,6 +160,6 @@ def test_report_with_one_objective_and_failed_individuals(tmp_path):
 
 def test_report_of_a_folder_without_generations_says_so(tmp_path):
     done = hpsrl("report", str(tmp_path))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "holds no finished generation" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -305,7 +305,7 @@ def test_evolve_command_reads_every_generation_given_and_sets_damaged_ones_aside
         assert (f["population/parents"][()] == -1).all()
 
     files[0].write_bytes(files[0].read_bytes()[:300])
-    assert main(["evolve", "--out", str(out), *map(str, files)]) == 2
+    assert main(["evolve", "--out", str(out), *map(str, files)]) == 1
     assert "moved it aside" in capsys.readouterr().err
     assert files[0].with_name("gen000.h5.corrupt").exists()
 
@@ -389,13 +389,14 @@ def test_ga_plan_reads_only_the_previous_and_the_final_generation(workdir, tiny_
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy, operator", [("bo", "bo-tpe"), ("random", "random")])
 def test_tiny_campaign_with_another_strategy(workdir, tiny_config, strategy, operator):
+    """The strategy proposes what racing leaves (by default a quarter of the population: one of
+    the tiny 4 re-trains the best so far), and the answer is that raced configuration."""
     tiny_config["search"] = {"strategy": strategy}
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
     results = workdir / "results" / "tiny"
 
-    generations = []
     for g in range(2):
         with h5py.File(results / f"gen00{g}.h5") as f:
             assert f["results/returns"].shape == (4, 2)
@@ -403,15 +404,18 @@ def test_tiny_campaign_with_another_strategy(workdir, tiny_config, strategy, ope
             # its own genes and ppo's default ones
             assert set(f["population/genes"]) == set(search_space(load_config(tiny_config)).names)
             assert f["population/genes/hidden_sizes"].shape == (4, 2)
-            assert (f["population/parents"][()] == -1).all()
-            expected = "random" if g == 0 else operator
-            assert list(f["population/operator"].asstr()[()]) == [expected] * 4
+            operators = list(f["population/operator"].asstr()[()])
+            parents = f["population/parents"][()]
+            if g == 0:
+                assert operators == ["random"] * 4 and (parents == -1).all()
+            else:
+                assert operators == ["elite"] + [operator] * 3
+                assert parents[0, 0] >= 0 and (parents[1:] == -1).all()
             assert (f["results/status"].asstr()[()] == "ok").all()
             assert json.loads(f.attrs["config"])["search"]["strategy"] == strategy
-            generations.append(f["results/objectives"][:, 0])
     best = yaml.safe_load((results / "best.yaml").read_text())
-    returns = np.concatenate(generations)
-    assert best["objectives"]["return"] == pytest.approx(returns.max(), abs=1e-6)
+    assert (best["generation"], best["individual"]) == ("gen001", 0), "the raced configuration"
+    assert best["evidence_seeds"] == 4, "its 2 seeds of generation 0 and 2 fresh ones"
     assert len(best["retest"]["returns_per_seed"]) == 2
     with h5py.File(results / "retest.h5") as f:
         assert list(f["population/operator"].asstr()[()]) == ["retest"]
