@@ -36,7 +36,7 @@ import numpy as np
 from hpsrl.campaign import batch_generation, generation_files, result_path
 from hpsrl.config import search_space
 from hpsrl.storage import Generation, StorageError, read_generation
-from hpsrl.summary import best_summary, plain_values
+from hpsrl.summary import best_summary, individual_row, plain_values
 
 
 def _finished_at(campaign_dir: Path, gen: Generation, individual: int) -> datetime.datetime:
@@ -59,30 +59,15 @@ def campaign_trials(campaign_dir: str | Path) -> tuple[dict[str, Any], list[Any]
     gens = [read_generation(path) for path in generation_files(campaign_dir)]
     config = gens[-1].config
     space = search_space(config)
-    names = [o["name"] for o in config["objectives"]]
     trials = []
     for gen in gens:
         pop, results = gen.population, gen.results
         complete = pop.complete()
         for i, individual in enumerate(pop.individuals):
             params, distributions = individual_parameters(space, individual)
-            attrs = {
-                "generation": batch_generation(pop.batch),
-                "individual": i,
-                "operator": pop.operators[i],
-                "parents": [int(p) for p in pop.parents[i] if p >= 0],
-                "steps": int(pop.steps[i]),
-                "genes": plain_values(dict(individual)),
-                "estimate": dict(zip(names, plain_values(gen.estimate[i]), strict=True)),
-                "evidence_seeds": int(gen.evidence.seeds[i]),
-                "returns": plain_values(results["returns"][i]),
-                "train_seeds": plain_values(pop.train_seeds[i]),
-                "env_steps": plain_values(results["env_steps"][i]),
-                "train_seconds": plain_values(results["train_seconds"][i]),
-            }
+            attrs = individual_row(gen, i)
             objectives = [float(v) for v in gen.objectives[i]]
             if not gen.ok[i]:
-                attrs["error"] = str(results["error"][i])
                 trial = create_trial(
                     state=TrialState.FAIL,
                     params=params,
@@ -94,7 +79,7 @@ def campaign_trials(campaign_dir: str | Path) -> tuple[dict[str, Any], list[Any]
                     state=TrialState.PRUNED,
                     params=params,
                     distributions=distributions,
-                    user_attrs={**attrs, "objectives": dict(zip(names, objectives, strict=True))},
+                    user_attrs=attrs,
                     intermediate_values={int(pop.steps[i]): objectives[0]},
                 )
             else:

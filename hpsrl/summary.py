@@ -257,30 +257,32 @@ def individual_rows(campaign_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for path in generation_files(campaign_dir):
         gen = read_generation(path)
-        pop, results = gen.population, gen.results
-        names = [o["name"] for o in gen.config["objectives"]]
-        for i, individual in enumerate(pop.individuals):
-            rows.append(
-                {
-                    "generation": batch_generation(pop.batch),
-                    "individual": i,
-                    "operator": pop.operators[i],
-                    "parents": [int(p) for p in pop.parents[i] if p >= 0],
-                    "steps": int(pop.steps[i]),
-                    "genes": plain_values(dict(individual)),
-                    "objectives": dict(zip(names, plain_values(gen.objectives[i]), strict=True)),
-                    "estimate": dict(zip(names, plain_values(gen.estimate[i]), strict=True)),
-                    "evidence_seeds": int(gen.evidence.seeds[i]),
-                    "front": int(gen.front[i]),
-                    "status": str(results["status"][i]),
-                    "error": str(results["error"][i]),
-                    "returns": plain_values(results["returns"][i]),
-                    "train_seeds": plain_values(pop.train_seeds[i]),
-                    "env_steps": plain_values(results["env_steps"][i]),
-                    "train_seconds": plain_values(results["train_seconds"][i]),
-                }
-            )
+        rows += [individual_row(gen, i) for i in range(len(gen.population))]
     return rows
+
+
+def individual_row(gen: Generation, i: int) -> dict[str, Any]:
+    """Individual ``i`` of a generation record, as plain data (see :func:`individual_rows`)."""
+    pop, results = gen.population, gen.results
+    names = [o["name"] for o in gen.config["objectives"]]
+    return {
+        "generation": batch_generation(pop.batch),
+        "individual": i,
+        "operator": pop.operators[i],
+        "parents": [int(p) for p in pop.parents[i] if p >= 0],
+        "steps": int(pop.steps[i]),
+        "genes": plain_values(dict(pop.individuals[i])),
+        "objectives": dict(zip(names, plain_values(gen.objectives[i]), strict=True)),
+        "estimate": dict(zip(names, plain_values(gen.estimate[i]), strict=True)),
+        "evidence_seeds": int(gen.evidence.seeds[i]),
+        "front": int(gen.front[i]),
+        "status": str(results["status"][i]),
+        "error": str(results["error"][i]),
+        "returns": plain_values(results["returns"][i]),
+        "train_seeds": plain_values(pop.train_seeds[i]),
+        "env_steps": plain_values(results["env_steps"][i]),
+        "train_seconds": plain_values(results["train_seconds"][i]),
+    }
 
 
 PER_SEED_COLUMNS = ("returns", "train_seeds", "env_steps", "train_seconds")
