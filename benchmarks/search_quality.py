@@ -323,25 +323,33 @@ def summarise(tasks: list[str]) -> dict[str, Any]:
     return combined
 
 
-def print_table(combined: dict[str, Any], tasks: list[str]) -> None:
+def print_table(combined: dict[str, Any], tasks: list[str], markdown: bool = False) -> None:
+    """The combined figures of ``tasks``, as a plain table or (``markdown``) one for
+    RESULTS.md with each search seed's held-out score."""
+    headers = ["task", "variant", "search seeds", "held-out (mean +- std)", "in search",
+               "env steps", "train core-min"]  # fmt: skip
     rows = []
     for task in tasks:
         for variant, e in combined["tasks"].get(task, {}).items():
             if not isinstance(e, dict):
                 continue
+            heldout = f"{e['heldout_mean']:.1f} +- {e['heldout_std']:.1f}"
+            if markdown:
+                per_seed = ", ".join(f"{v:.1f}" for v in e["heldout_per_seed"])
+                heldout = f"**{heldout}** ({per_seed})"
             rows.append([
-                task, variant + (" (default)" if e["default"] else ""), len(e["search_seeds"]),
-                f"{e['heldout_mean']} +- {e['heldout_std']}",
-                f"{e['insearch_mean']} +- {e['insearch_std']}", e["env_steps"],
-                e["train_core_minutes_mean"],
+                task, variant + (" (default)" if e["default"] else ""),
+                ",".join(map(str, e["search_seeds"])), heldout,
+                f"{e['insearch_mean']:.1f} +- {e['insearch_std']:.1f}",
+                f"{e['env_steps'] / 1e6:.2f}M", e["train_core_minutes_mean"],
             ])  # fmt: skip
-    print(
-        _bench.table(
-            ["task", "variant", "seeds", "held-out (mean +- std)", "in search",
-             "env steps", "train core-min"],
-            rows,
-        )
-    )  # fmt: skip
+    if markdown:
+        print("| " + " | ".join(headers) + " |")
+        print("|" + "---|" * len(headers))
+        for row in rows:
+            print("| " + " | ".join(str(cell) for cell in row) + " |")
+    else:
+        print(_bench.table(headers, rows))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -361,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=_bench.OUT_DIR / NAME)
     parser.add_argument("--summarise", action="store_true",
                         help="only combine the seed summaries already written")  # fmt: skip
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table as Markdown, for RESULTS.md")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
                         help="where the summaries go (plots: beside it, in plots/), e.g. "
                         "another checkout's, to run a frozen copy of the code")  # fmt: skip
@@ -375,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 run_seed(task, seed, args)
                 summarise([task])
-    print_table(summarise(tasks), tasks)
+    print_table(summarise(tasks), tasks, args.markdown)
     print(f"written {RESULTS_DIR / f'{NAME}.yaml'}")
 
 
