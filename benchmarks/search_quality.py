@@ -196,7 +196,8 @@ def variant_summary(campaign_dir: Path, campaign: dict[str, Any]) -> dict[str, A
 
 
 def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
-    """Run the variants of one search seed that have no summary yet, and write its summary."""
+    """Run the variants (of ``args.variants``) of one search seed that have no summary yet, and
+    write its summary."""
     config = task_config(task)
     campaigns = compared_campaigns(load_config(config))
     path = seed_file(task, seed)
@@ -204,7 +205,7 @@ def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
     done = summary.get("variants", {})
     todo = [
         name
-        for name in VARIANTS
+        for name in args.variants
         if done.get(name, {}).get("config_hash")
         != config_hash(campaigns[f"{config['campaign']}-{name}-s{seed}"])
     ]
@@ -369,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=_bench.OUT_DIR / NAME)
     parser.add_argument("--summarise", action="store_true",
                         help="only combine the seed summaries already written")  # fmt: skip
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated variants to run (default: all); the others' "
+                        "summaries are kept")  # fmt: skip
     parser.add_argument("--markdown", action="store_true",
                         help="print the table as Markdown, for RESULTS.md")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
@@ -377,6 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     RESULTS_DIR = args.results.resolve()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for variant in args.variants:
+        if variant not in VARIANTS:
+            parser.error(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     for task in tasks:
         if task not in TASKS:
             parser.error(f"unknown task {task!r}; known: {', '.join(TASKS)}")
