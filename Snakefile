@@ -36,11 +36,20 @@ localrules:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/workers.smk"
+include: "workflow/rules/slurm.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evolve.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/compare.smk"
+
+
+# A run that fails or is interrupted (Ctrl-C) stops its warm workers and, on a Slurm cluster,
+# cancels every job it submitted that is still pending or running. One hook for both: a second
+# onerror would replace the first.
+onerror:
+    warm_workers.stop_pool(POOL.get("process"))
+    cancel_slurm_jobs(log)
 
 
 rule all:

@@ -65,5 +65,4 @@ onsuccess:
     warm_workers.stop_pool(POOL.get("process"))
 
 
-onerror:
-    warm_workers.stop_pool(POOL.get("process"))
+# A run that fails or is interrupted stops the pool too: the onerror hook in the Snakefile.
