@@ -188,15 +188,21 @@ def _run_states(run_id: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.splitlines())
 
 
-def _run_ended(run_id: str) -> dict[str, str]:
-    """The states of a run's jobs once none is pending or running any more."""
+def _run_ended(run_id: str, jobs: int) -> dict[str, str]:
+    """The states of a run's jobs once Slurm's accounting has all ``jobs`` of them (it records a
+    job a moment after its submission) and none is pending or running any more."""
+
+    seen: dict[str, str] = {}
 
     def ended():
-        states = _run_states(run_id)
+        seen.update(states := _run_states(run_id))
         busy = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED"}
-        return states if states and not busy & set(states.values()) else None
+        return states if len(states) >= jobs and not busy & set(states.values()) else None
 
-    return _wait(ended, timeout=120.0)
+    try:
+        return _wait(ended, timeout=120.0)
+    except AssertionError:
+        raise AssertionError(f"run {run_id}: {jobs} jobs did not all end: {seen}") from None
 
 
 def _running_training_jobs(run_id: str) -> list[str]:
@@ -284,7 +290,7 @@ def test_ctrl_c_cancels_every_slurm_job_of_the_run(workdir, tiny_config, tmp_pat
     finally:
         proc.kill()
         abandon.touch()
-    states = _run_ended(run_id)
+    states = _run_ended(run_id, 4)
     assert len(states) == 4, states
     assert all(state.startswith("CANCELLED") for state in states.values()), states
 
@@ -306,7 +312,7 @@ def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_
     readme = (REPO / "README.md").read_text()
     cleanup = next(line for line in readme.splitlines() if line.startswith("scancel --name"))
     subprocess.run(["bash", "-c", cleanup], cwd=workdir, check=True, timeout=60)
-    states = _run_ended(run_id)
+    states = _run_ended(run_id, len(jobs))
     assert sorted(states) == sorted(jobs), states
     assert all(state.startswith("CANCELLED") for state in states.values()), states
     unlock = snakemake(
@@ -342,7 +348,7 @@ def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config
         assert proc.wait(timeout=300) == 0
     finally:
         proc.kill()
-    states = _run_states(run_id)
+    states = _run_ended(run_id, 4)
     assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "TIMEOUT", "TIMEOUT"], states
     for i in range(2):
         log = (results / "logs" / "gen000" / f"ind{i:03d}-{i:03d}.log").read_text()
