@@ -36,6 +36,7 @@ localrules:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/workers.smk"
+include: "workflow/rules/slurm.smk"
 include: "workflow/rules/hooks.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"

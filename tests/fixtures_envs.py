@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -38,6 +42,30 @@ class MatchEnv(gymnasium.Env):
         self._t += 1
         self._target = int(self.np_random.integers(2))
         return self._obs(), reward, self._t >= self.length, False, {}
+
+
+class HeldEnv(MatchEnv):
+    """MatchEnv that a test holds still: from its ``after``-th step on, each step waits as long as
+    the file ``hold`` exists, and says so first with an empty file named after its host and process
+    in the folder ``waiting``. A training on it is surely still running until the test deletes
+    ``hold`` (or it is killed), however slow or fast the machine; without ``hold`` it is MatchEnv.
+    """
+
+    def __init__(self, hold: str, waiting: str, after: int = 0, length: int = 10) -> None:
+        super().__init__(length)
+        self.hold = Path(hold)
+        self.waiting = Path(waiting)
+        self.after = after
+        self._steps = 0
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._steps += 1
+        if self._steps > self.after and self.hold.exists():
+            self.waiting.mkdir(parents=True, exist_ok=True)
+            (self.waiting / f"{socket.gethostname()}-{os.getpid()}").touch()
+            while self.hold.exists():
+                time.sleep(0.1)
+        return super().step(action)
 
 
 class NeedsMissingPackageEnv(gymnasium.Env):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from hpsrl.slurm import run_ids
 from tests.conftest import wait_until
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -49,6 +50,30 @@ def _slurm_campaign(workdir: Path, config: dict) -> Path:
     done = snakemake(workdir, "--profile", "slurm-profile", timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return workdir / "results" / config["campaign"]
+
+
+@pytest.fixture(autouse=True)
+def _no_slurm_jobs_left_behind(workdir):
+    """After each test, cancel every Slurm job of the runs it started (named after the run IDs
+    their snakemake logs hold) and wait until the queue has none of them: a test that fails, or a
+    job that snakemake missed, leaves no job holding the cluster's cores for the next tests."""
+    yield
+    names = ",".join(_run_ids(workdir))
+    if not names:
+        return
+    subprocess.run(["scancel", "--name", names], capture_output=True, timeout=60)
+    _wait(
+        lambda: (
+            not subprocess.run(
+                ["squeue", "-h", "-n", names, "-o", "%i %T"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+        ),
+        timeout=120.0,
+    )
 
 
 def _sacct_states(job_ids: list[str]) -> dict[str, str]:
@@ -107,10 +132,25 @@ def test_failed_training_inside_slurm_is_recorded_and_campaign_completes(workdir
     assert yaml.safe_load((results / "best.yaml").read_text())["individual"] is None
 
 
-def _start_slurm_campaign(workdir: Path, config: dict, *args: str) -> subprocess.Popen:
+# The environment that makes the tests' modules importable to snakemake and its jobs.
+_TESTS_IMPORTABLE = {
+    "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+}
+
+
+def _start_slurm_campaign(
+    workdir: Path, config: dict, *args: str, path: str = ""
+) -> subprocess.Popen:
+    """snakemake --profile slurm-profile ARGS in workdir, in the background; ``path`` goes before
+    PATH (a folder of wrappers). The tests' own modules are importable, in the Slurm jobs too
+    (sbatch passes the environment on), for the test environments of tests/fixtures_envs.py."""
     shutil.copytree(REPO / "tests" / "slurm" / "profile", workdir / "slurm-profile")
     write_config(workdir, config)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join(p for p in (path, str(BIN), os.environ["PATH"]) if p),
+        **_TESTS_IMPORTABLE,
+    }
     return subprocess.Popen(
         [str(BIN / "snakemake"), "--profile", "slurm-profile", *args],
         cwd=workdir,
@@ -125,22 +165,50 @@ def _start_slurm_campaign(workdir: Path, config: dict, *args: str) -> subprocess
 
 def _run_ids(workdir: Path) -> list[str]:
     """The Slurm run IDs snakemake logged in workdir; its jobs are named after them."""
-    logs = sorted((workdir / ".snakemake" / "log").glob("*.log"))
-    return [
-        line.split()[-1]
-        for log in logs
-        for line in log.read_text().splitlines()
-        if "SLURM run ID" in line
-    ]
+    return run_ids(sorted((workdir / ".snakemake" / "log").glob("*.log")))
 
 
-def _running_training_jobs(workdir: Path) -> list[str]:
-    """IDs of the last run's training jobs that Slurm is running."""
-    run_ids = _run_ids(workdir)
-    if not run_ids:
-        return []
+def _run_id(workdir: Path) -> str:
+    """The one Slurm run ID that snakemake logged in workdir, once it has."""
+    ids = _wait(lambda: _run_ids(workdir), timeout=120.0)
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def _run_states(run_id: str) -> dict[str, str]:
+    """The state of every job of a run, by job ID: all that the run submitted, as Slurm's
+    accounting knows them, whatever snakemake saw."""
     out = subprocess.run(
-        ["squeue", "-h", "-t", "RUNNING", "-n", run_ids[-1], "-o", "%i %k"],
+        ["sacct", "-n", "-X", "-P", "-S", "now-1days", "--name", run_id, "-o", "JobID,State"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return dict(line.split("|", 1) for line in out.splitlines())
+
+
+def _run_ended(run_id: str, jobs: int) -> dict[str, str]:
+    """The states of a run's jobs once Slurm's accounting has all ``jobs`` of them (it records a
+    job a moment after its submission) and none is pending or running any more."""
+
+    seen: dict[str, str] = {}
+
+    def ended():
+        seen.update(states := _run_states(run_id))
+        busy = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED"}
+        return states if len(states) >= jobs and not busy & set(states.values()) else None
+
+    try:
+        return _wait(ended, timeout=120.0)
+    except AssertionError:
+        raise AssertionError(f"run {run_id}: {jobs} jobs did not all end: {seen}") from None
+
+
+def _running_training_jobs(run_id: str) -> list[str]:
+    """IDs of a run's training jobs that Slurm is running."""
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "RUNNING", "-n", run_id, "-o", "%i %k"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -152,65 +220,139 @@ def _running_training_jobs(workdir: Path) -> list[str]:
 _wait = functools.partial(wait_until, timeout=300.0, poll=1.0)
 
 
-def _long_campaign(config: dict) -> dict:
-    # Long enough that the jobs are surely still running when the test cancels them: 400k steps
-    # once finished first on a fast CPU (both jobs COMPLETED, not CANCELLED); 4M take minutes.
-    config["training"]["steps"] = 4_000_000
+def _held_campaign(config: dict, folder: Path, after: int = 0) -> tuple[Path, Path]:
+    """The campaign on tests.fixtures_envs:HeldEnv, held: each training waits at its env step
+    ``after`` for as long as the returned file ``hold`` exists, with a file per waiting rank in the
+    returned folder. No test then depends on a training being slow enough to outlast a signal."""
+    hold, waiting = folder / "hold", folder / "waiting"
+    hold.touch()
+    config["env"] = {
+        "id": "hpsrl-test/Held-v0",
+        "entry_point": "tests.fixtures_envs:HeldEnv",
+        "kwargs": {"hold": str(hold), "waiting": str(waiting), "after": after},
+    }
+    config["objectives"][1]["threshold"] = 8  # MatchEnv scores 10 at most
     config["ga"].update(generations=1)
     config["report"]["retest_seeds"] = 0
-    return config
+    return hold, waiting
 
 
-def test_ctrl_c_cancels_the_slurm_jobs(workdir, tiny_config):
-    proc = _start_slurm_campaign(workdir, _long_campaign(tiny_config))
+def _waiting_ranks(waiting: Path) -> int:
+    return len(list(waiting.glob("*"))) if waiting.is_dir() else 0
+
+
+def _gated_sbatch(folder: Path) -> tuple[Path, Path, Path]:
+    """A folder with an `sbatch` that submits the first job at once and holds every later one
+    until the file ``release`` exists, then submits it: the jobs of a run that snakemake is still
+    submitting when it is interrupted. Held ones give up, submitting nothing, once the file
+    ``abandon`` exists (a test that failed before releasing them). Returns the folder, release
+    and abandon."""
+    folder.mkdir()
+    release, abandon = folder / "release", folder / "abandon"
+    real = shutil.which("sbatch")
+    assert real, "no sbatch"
+    wrapper = folder / "sbatch"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if ! mkdir '{folder}/first' 2>/dev/null; then\n"
+        f"  while [ ! -e '{release}' ]; do\n"
+        f"    if [ -e '{abandon}' ]; then exit 1; fi\n"
+        "    sleep 0.1\n"
+        "  done\n"
+        "fi\n"
+        f"exec '{real}' \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    return folder, release, abandon
+
+
+def test_ctrl_c_cancels_every_slurm_job_of_the_run(workdir, tiny_config, tmp_path):
+    # 4 training jobs: the first trains (held), the other 3 are still being submitted when
+    # snakemake is interrupted and only reach Slurm after the executor plugin has cancelled the
+    # jobs it knew of; the workflow's onerror hook must cancel them too.
+    _hold, waiting = _held_campaign(tiny_config, tmp_path)
+    wrappers, release, abandon = _gated_sbatch(tmp_path / "wrappers")
+    proc = _start_slurm_campaign(workdir, tiny_config, path=str(wrappers))
     try:
-        jobs = _wait(lambda: _running_training_jobs(workdir))
+        run_id = _run_id(workdir)
+        _wait(lambda: _waiting_ranks(waiting))  # a training is surely running
+        (first,) = _wait(lambda: _run_states(run_id))  # the other 3 are held in sbatch
         proc.send_signal(signal.SIGINT)
+        # Once the plugin has cancelled what it knew of, the held submissions go through (after
+        # at most 60 s: where the plugin missed the first job too, the hook must cancel it).
+        deadline = time.monotonic() + 60
+        while not _run_states(run_id)[first].startswith("CANCELLED"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        release.touch()
         assert proc.wait(timeout=120) != 0
     finally:
         proc.kill()
-    states = _wait(lambda: (s := _sacct_states(jobs)) and "RUNNING" not in s.values() and s)
+        abandon.touch()
+    states = _run_ended(run_id, 4)
+    assert len(states) == 4, states
     assert all(state.startswith("CANCELLED") for state in states.values()), states
 
 
-def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_config):
-    proc = _start_slurm_campaign(workdir, _long_campaign(tiny_config))
-    _wait(lambda: _running_training_jobs(workdir))
-    proc.kill()  # SIGKILL: snakemake cannot cancel its jobs
-    proc.wait()
-    time.sleep(5)
-    jobs = _running_training_jobs(workdir)
-    assert jobs, "the orphans keep running"
+def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_config, tmp_path):
+    _hold, waiting = _held_campaign(tiny_config, tmp_path)
+    tiny_config["ga"].update(population=2, tournament_size=2)
+    proc = _start_slurm_campaign(workdir, tiny_config)
+    try:
+        run_id = _run_id(workdir)
+        _wait(lambda: _waiting_ranks(waiting) == 4)  # both jobs' 2 ranks train: all submitted
+    finally:
+        proc.kill()  # SIGKILL: snakemake cannot cancel its jobs
+        proc.wait()
+    time.sleep(2)
+    jobs = _running_training_jobs(run_id)
+    assert len(jobs) == 2, "the orphans keep running"
 
     readme = (REPO / "README.md").read_text()
     cleanup = next(line for line in readme.splitlines() if line.startswith("scancel --name"))
     subprocess.run(["bash", "-c", cleanup], cwd=workdir, check=True, timeout=60)
-    states = _wait(lambda: (s := _sacct_states(jobs)) and "RUNNING" not in s.values() and s)
+    states = _run_ended(run_id, len(jobs))
+    assert sorted(states) == sorted(jobs), states
     assert all(state.startswith("CANCELLED") for state in states.values()), states
-    assert snakemake(workdir, "--profile", "slurm-profile", "--unlock").returncode == 0
+    unlock = snakemake(
+        workdir, "--profile", "slurm-profile", "--unlock", env_extra=_TESTS_IMPORTABLE
+    )
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
 
 
-def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config):
-    # Slurm ends a job past its 1-minute limit at its next check (every 30 s), so a training must
-    # outlast 90 s by a margin even with fast agents sharing 2 cores: 4M steps (3-4 minutes here).
-    tiny_config["training"]["steps"] = 4_000_000
-    tiny_config["training"]["checkpoint"] = {"every_minutes": 0, "every_steps": 20_000}
-    tiny_config["ga"].update(population=2, generations=1, tournament_size=2)
-    tiny_config["report"]["retest_seeds"] = 0
+def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config, tmp_path):
+    # Each training checkpoints every 2 PPO updates and then waits, held, at its first step after
+    # them (128 steps of each of its 4 env copies: 512 env steps): still running, surely, when
+    # Slurm's time limit ends it. Held no more, the retried job resumes from the checkpoint.
+    steps = 2048
+    hold, waiting = _held_campaign(tiny_config, tmp_path, after=128)
+    tiny_config["training"]["steps"] = steps
+    tiny_config["training"]["checkpoint"] = {"every_minutes": 0, "every_steps": 512}
+    tiny_config["ga"].update(population=2, tournament_size=2)
     proc = _start_slurm_campaign(workdir, tiny_config, "--retries", "1")
     results = workdir / "results" / "tiny"
     try:
-        _wait(lambda: list((results / "gen000" / "ind000.ckpt").glob("seed*.pt")))
-        jobs = _running_training_jobs(workdir)
-        # As if the job had asked for too little time: Slurm ends it at its next check.
+        run_id = _run_id(workdir)
+        _wait(lambda: _waiting_ranks(waiting) == 4)  # both jobs' 2 ranks, checkpointed
+        for i in range(2):
+            assert len(list((results / "gen000" / f"ind{i:03d}.ckpt").glob("seed*.pt"))) == 2
+        jobs = _running_training_jobs(run_id)
+        assert len(jobs) == 2, jobs
+        # As if the jobs had asked for too little time: Slurm ends them at its next check of
+        # time limits (every 30 s) past their first minute.
         for job in jobs:
             subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=0:01"], check=True)
-        assert proc.wait(timeout=900) == 0
+        _wait(lambda: all(_sacct_states(jobs)[j] == "TIMEOUT" for j in jobs), timeout=180.0)
+        hold.unlink()
+        assert proc.wait(timeout=300) == 0
     finally:
         proc.kill()
-    assert "TIMEOUT" in _sacct_states(jobs).values()
-    log = (results / "logs" / "gen000" / "ind000-000.log").read_text()
-    assert "resuming from env step" in log
+    states = _run_ended(run_id, 4)
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "TIMEOUT", "TIMEOUT"], states
+    for i in range(2):
+        log = (results / "logs" / "gen000" / f"ind{i:03d}-{i:03d}.log").read_text()
+        assert "resuming from env step 512" in log, log[-2000:]
     with h5py.File(results / "gen000.h5") as f:
         assert (f["results/status"].asstr()[()] == "ok").all()
-        assert (f["results/env_steps"][()] >= 4_000_000).all()
+        assert (f["results/env_steps"][()] >= steps).all()
