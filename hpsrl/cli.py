@@ -569,7 +569,8 @@ def explain_failure(command: str, error: BaseException) -> str | None:
     keeps its traceback). A damaged file that a workflow step read is moved aside first, so that
     rerunning snakemake regenerates it."""
     if isinstance(error, CorruptResultError):
-        if command in WORKFLOW_STEPS and error.path.exists():
+        # only a regular file the workflow wrote: never a device, a folder or a link's target
+        if command in WORKFLOW_STEPS and error.path.is_file() and not error.path.is_symlink():
             aside = quarantine(error.path)
             return (
                 f"hpsrl: error: {error.path} is damaged ({error.__cause__ or error}); moved it "

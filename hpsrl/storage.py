@@ -86,8 +86,12 @@ def open_h5(path: str | Path) -> Iterator[h5py.File]:
 
 
 def quarantine(path: str | Path) -> Path:
-    """Move a damaged result aside (to NAME.corrupt), so that rerunning regenerates it."""
+    """Move a damaged result aside (to NAME.corrupt), so that rerunning regenerates it. Only a
+    regular file: ValueError for anything else (a device such as /dev/null given as a result,
+    a folder, a link), which is not the workflow's to move."""
     path = Path(path)
+    if not path.is_file() or path.is_symlink():
+        raise ValueError(f"{path} is not a regular file; it is not moved aside")
     aside = path.with_name(path.name + ".corrupt")
     os.replace(path, aside)
     return aside

@@ -357,3 +357,13 @@ def test_second_snakemake_on_the_same_campaign_is_refused(workdir, tiny_config):
         assert first.poll() is None, "the first run goes on"
     finally:
         _kill_all(first)
+
+
+def test_a_device_given_as_a_result_is_never_moved_aside(tmp_path):
+    """A workflow step moves a damaged result aside so that a rerun regenerates it, but only a
+    regular file: /dev/null given as a generation record must stay where it is."""
+    from hpsrl.cli import main
+
+    assert main(["evolve", "--out", str(tmp_path / "p.h5"), "/dev/null"]) == 1
+    assert Path("/dev/null").is_char_device()
+    assert not Path("/dev/null.corrupt").exists()
