@@ -221,7 +221,7 @@ def bare_launches(workdir: Path, repeats: int) -> dict[str, Any]:
     subprocess.run(
         [
             str(_bench.BIN / "hpsrl"),
-            "init",
+            "populate",
             "--config-json",
             json.dumps(load_config(config)),
             "--out",

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from hpsrl.config import (
     load_yaml,
     search_space,
 )
+from hpsrl.deploy import DeployError
 from hpsrl.evaluate import RECORDING_FORMATS
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
@@ -59,6 +61,28 @@ def _cmd_genes(args: argparse.Namespace) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> None:
+    from hpsrl.deploy import init_folder
+
+    folder = args.folder
+    written = init_folder(folder)
+    config = load_yaml(folder / "config" / "config.yaml")
+    examples = sum(1 for path in written if path.parent == Path("config", "examples"))
+    profiles = sorted(path.parent.name for path in written if path.parts[0] == "profiles")
+    print(
+        f"wrote {folder / 'config' / 'config.yaml'}: the campaign ({config['algorithm']} on "
+        f"{config['env']['id']}); edit it, or start from one of the {examples} in "
+        f"{folder / 'config' / 'examples'}"
+    )
+    print(f"wrote {folder / 'profiles'}: {', '.join(profiles)} (each says what it sets)")
+    print(
+        f"wrote {folder / 'workflow' / 'Snakefile'}: runs the workflow of the installed hpsrl "
+        f"{hpsrl.__version__}"
+    )
+    where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(folder))} && "
+    print(f"next: {where}snakemake --cores all")
+
+
+def _cmd_populate(args: argparse.Namespace) -> None:
     from hpsrl.evolve import initial_population
     from hpsrl.storage import write_population
 
@@ -284,14 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpsrl",
         description="Tune deep-RL hyperparameters with a genetic algorithm. A campaign runs with "
-        "snakemake (snakemake --cores all; see README.md); these commands check its config and "
-        "read its results.",
-        epilog="The workflow's own steps (init, train, collect, promote, evolve, retest) are "
+        "snakemake (snakemake --cores all, in a clone or in a folder hpsrl init wrote; see "
+        "README.md); these commands set up such a folder, check a config and read results.",
+        epilog="The workflow's own steps (populate, train, collect, promote, evolve, retest) are "
         "called by its Snakemake rules and left out of this list; each has --help.",
     )
     parser.add_argument("--version", action="version", version=f"hpsrl {hpsrl.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    p = _user_command(
+        sub,
+        "init",
+        "write a folder that runs campaigns with this hpsrl",
+        "Write a campaign folder: config/config.yaml (the default campaign, to edit), "
+        "config/examples/, profiles/ (default, applied to every run; slurm, for a cluster) and "
+        "workflow/Snakefile, which runs the workflow this hpsrl installed (not a copy: upgrading "
+        "hpsrl upgrades it). Run snakemake there. Overwrites nothing: a folder with any of these "
+        "files already is refused.",
+        "hpsrl init my-campaign && cd my-campaign && snakemake --cores all",
+    )
+    p.add_argument("folder", type=Path, help="the folder to write (made if missing)")
+    p.set_defaults(func=_cmd_init)
 
     p = _user_command(
         sub,
@@ -461,10 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
 
     # The workflow's steps (called by the Snakemake rules), hidden from `hpsrl --help`.
-    p = _workflow_step(sub, "init", "write generation 0's population")
+    p = _workflow_step(sub, "populate", "write generation 0's population")
     p.add_argument("--config-json", required=True, help="the validated config as JSON")
     p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=_cmd_init)
+    p.set_defaults(func=_cmd_populate)
 
     p = _workflow_step(sub, "train", "train individuals on their seeds (an MPI job)")
     p.add_argument("--population", required=True, type=Path)
@@ -578,7 +616,8 @@ def explain_failure(command: str, error: BaseException) -> str | None:
             )
         return f"hpsrl: error: {error}"
     if isinstance(
-        error, (ConfigError, StorageError, NothingToRetest, ExportError, FileNotFoundError)
+        error,
+        (ConfigError, StorageError, NothingToRetest, ExportError, DeployError, FileNotFoundError),
     ):
         return f"hpsrl: error: {error}"
     return None

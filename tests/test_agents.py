@@ -252,7 +252,8 @@ def test_each_algorithm_declares_its_hyperparameters_without_torch(algorithm: st
 
 
 def test_checking_configs_does_not_import_torch() -> None:
-    # Every snakemake start, `hpsrl init` and `hpsrl check` load the config; torch costs seconds.
+    # Every snakemake start, `hpsrl populate` and `hpsrl check` load the config: torch costs
+    # seconds.
     script = """
 import sys, yaml
 from pathlib import Path

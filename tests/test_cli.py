@@ -14,6 +14,7 @@ from hpsrl.cli import build_parser
 from tests.test_workflow import BIN
 
 USER_COMMANDS = [
+    "init",
     "check",
     "genes",
     "status",
@@ -25,7 +26,7 @@ USER_COMMANDS = [
     "retrain",
     "compare",
 ]
-WORKFLOW_STEPS = ["init", "train", "collect", "promote", "evolve", "retest"]
+WORKFLOW_STEPS = ["populate", "train", "collect", "promote", "evolve", "retest"]
 
 
 def hpsrl_cli(*args: str) -> subprocess.CompletedProcess:
@@ -47,7 +48,7 @@ def test_help_lists_the_user_commands_and_hides_the_workflow_steps():
     assert listed == USER_COMMANDS
     for step in WORKFLOW_STEPS:
         assert not re.search(rf"^\s+{step}\s", done.stdout, flags=re.MULTILINE), step
-    assert "(init, train, collect, promote, evolve, retest)" in " ".join(done.stdout.split())
+    assert "(populate, train, collect, promote, evolve, retest)" in " ".join(done.stdout.split())
 
 
 @pytest.mark.parametrize("command", USER_COMMANDS)

@@ -17,7 +17,7 @@ import yaml
 
 from hpsrl.slurm import run_ids
 from tests.conftest import wait_until
-from tests.test_workflow import BIN, snakemake, write_config
+from tests.test_workflow import BIN, snakemake, training_jobs_shown, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,11 +44,21 @@ pytestmark = [
 ]
 
 
-def _slurm_campaign(workdir: Path, config: dict) -> Path:
+def _slurm_campaign(workdir: Path, config: dict, *, dry_run_first: bool = False) -> Path:
+    """Run ``config`` through the test cluster. With ``dry_run_first``, a dry run under the same
+    profile comes first, and must have shown the very training jobs (resources and commands)
+    that the run then submitted."""
     shutil.copytree(REPO / "tests" / "slurm" / "profile", workdir / "slurm-profile")
     write_config(workdir, config)
+    if dry_run_first:
+        dry = snakemake(workdir, "-n", "--profile", "slurm-profile")
+        assert dry.returncode == 0, dry.stderr[-4000:]
     done = snakemake(workdir, "--profile", "slurm-profile", timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    if dry_run_first:
+        submitted = training_jobs_shown(done.stderr)
+        assert submitted, done.stderr[-4000:]
+        assert training_jobs_shown(dry.stdout) == submitted
     return workdir / "results" / config["campaign"]
 
 
@@ -94,7 +104,7 @@ def test_campaign_through_slurm_equals_local_run(
     tiny_config["ga"]["generations"] = 1
     tiny_config["report"]["retest_seeds"] = 0
     tiny_config["training"]["individuals_per_job"] = individuals_per_job
-    results = _slurm_campaign(workdir, tiny_config)
+    results = _slurm_campaign(workdir, tiny_config, dry_run_first=True)
 
     job_ids = []
     for i in range(4):

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from hpsrl.config import load_config, search_space
+from hpsrl.executor import requested_executor, runs_locally
+from tests.conftest import copy_workflow
 
 BIN = Path(sys.executable).parent
 
@@ -96,6 +98,76 @@ def test_local_training_jobs_go_to_the_warm_workers(workdir, tiny_config):
         done = snakemake(workdir, "-n", "-p", "--cores", "2", *args, env_extra=env)
         assert "mpiexec -n 2 python -m mpi4py -m hpsrl train" in done.stdout
         assert "hpsrl.workers" not in done.stdout
+
+
+def training_jobs_shown(log: str) -> dict[str, tuple[dict[str, str], str]]:
+    """Per training job that a snakemake log shows (a dry run's stdout, a run's stderr), keyed by
+    its output: its resources, less those Snakemake sizes from input files that a dry run cannot
+    know yet (disk, tmpdir), and its shell command."""
+    jobs = {}
+    for block in re.split(r"^(?:local)?rule ", log, flags=re.MULTILINE):
+        if not block.startswith("train_individuals:"):
+            continue
+        output = re.search(r"^    output: (.*)$", block, flags=re.MULTILINE).group(1)
+        shown = re.search(r"^    resources: (.*)$", block, flags=re.MULTILINE).group(1)
+        resources = dict(item.split("=", 1) for item in shown.split(", "))
+        resources = {k: v for k, v in resources.items() if not k.startswith(("disk", "tmpdir"))}
+        command = re.search(r"^Shell command: (.*)$", block, flags=re.MULTILINE).group(1)
+        jobs[output] = (resources, command)
+    return jobs
+
+
+def test_slurm_dry_run_shows_what_slurm_is_asked_for(workdir, tiny_config):
+    # A dry run executes with Snakemake's local "dryrun" executor whatever the profile says; it
+    # must still plan the jobs a Slurm run submits: each asking for one individual's seeds as
+    # tasks (2) of one CPU each, launched by srun, not handed to warm workers.
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    tiny_config["training"]["individuals_per_job"] = 2
+    tiny_config["training"]["steps"] = 60_000  # 2 minutes per individual at 500 steps/s
+    write_config(workdir, tiny_config)
+    done = snakemake(workdir, "-n", "--profile", "profiles/slurm")
+    assert done.returncode == 0, done.stderr
+    jobs = training_jobs_shown(done.stdout)
+    # 2 generations of 2 jobs of 2 individuals, and the re-test of 1
+    assert sorted(jobs) == [
+        "results/tiny/gen000/ind000-001.txt",
+        "results/tiny/gen000/ind002-003.txt",
+        "results/tiny/gen001/ind000-001.txt",
+        "results/tiny/gen001/ind002-003.txt",
+        "results/tiny/retest/ind000-000.txt",
+    ]
+    for output, (resources, command) in jobs.items():
+        individuals = 1 if "retest" in output else 2
+        assert resources["tasks"] == "2", (output, resources)
+        assert resources["cpus_per_task"] == "1"
+        assert resources["mem_mb_per_cpu"] == "1000"
+        assert resources["mpi"] == "srun --mpi=pmi2"
+        assert resources["runtime"] == str(5 + 2 * individuals)  # minutes
+        assert command.startswith("srun --mpi=pmi2 -n 2 python -m mpi4py -m hpsrl train"), command
+    # --set-threads asks Slurm for that many tasks, in the dry run as in the submission.
+    done = snakemake(
+        workdir, "-n", "--profile", "profiles/slurm", "--set-threads", "train_individuals=3"
+    )
+    assert done.returncode == 0, done.stderr
+    for resources, command in training_jobs_shown(done.stdout).values():
+        assert resources["tasks"] == "3"
+        assert command.startswith("srun --mpi=pmi2 -n 3 python -m mpi4py -m hpsrl train")
+    # The same dry run without the profile plans this machine's run: warm workers, one core each.
+    done = snakemake(workdir, "-n", "--cores", "2")
+    for resources, command in training_jobs_shown(done.stdout).values():
+        assert resources["tasks"] == "1" and resources["mpi"] == "mpiexec"
+        assert command.startswith("python -m hpsrl.workers submit ")
+
+
+def test_the_executor_a_command_line_asks_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(copy_workflow(tmp_path))
+    assert requested_executor(["-n"]) == "local"
+    assert requested_executor(["-n", "--executor", "slurm", "--jobs", "4"]) == "slurm"
+    assert requested_executor(["-n", "--profile", "profiles/slurm"]) == "slurm"
+    assert requested_executor(["-n", "--profile", "profiles/missing"]) is None
+    assert requested_executor(["--no-such-option"]) is None
+    assert not runs_locally("slurm")
+    assert runs_locally("local") and runs_locally("dryrun")
 
 
 def launched_ranks(workdir, *args):

@@ -17,6 +17,7 @@ from hpsrl.config import (
 )
 from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
 from hpsrl.evidence import pools_evidence
+from hpsrl.executor import runs_locally, this_runs_executor
 from hpsrl.halving import rungs
 from hpsrl.storage import StorageError, check_campaign_matches, check_writable
 from hpsrl import locks as run_locks
@@ -255,15 +256,43 @@ def training_ranks(wildcards):
     seeds = seeds_of(wildcards)
     if uses_warm_workers():
         return 1
-    if workflow.local_exec and not workflow.remote_exec:
+    if jobs_run_here():
         return seeds * len(job_individuals(wildcards))
     return seeds
 
 
 def launched_ranks(wildcards, threads):
     """The ranks a training job launches: its threads after snakemake's --cores limit, so that
-    `snakemake --cores 1` on 3-seed individuals runs 1 rank, not 3 on one core."""
+    `snakemake --cores 1` on 3-seed individuals runs 1 rank, not 3 on one core.
+
+    A dry run of a cluster run shows the ranks its submission asks for: Snakemake limits a dry
+    run's threads to its --cores (1 unless given), but not a submission's (no --cores), so the
+    dry run takes the threads the rule asks for, or those --set-threads gives it."""
+    if workflow.dryrun and not jobs_run_here():
+        asked = workflow.resource_settings.overwrite_threads.get("train_individuals")
+        if asked is None:
+            return training_ranks(wildcards)
+        return int(getattr(asked, "value", asked))
     return threads
+
+
+def jobs_run_here():
+    """Whether this run's jobs run on this machine, as its own processes: not submitted to a
+    cluster, and not inside a cluster job (a Slurm job runs snakemake again, with the
+    slurm-jobstep executor, in the remote execution mode).
+
+    Decided from the executor the run was asked for (--executor, or the profile's `executor:`),
+    not from workflow.local_exec alone: a dry run (-n) always has Snakemake's local "dryrun"
+    executor, and so `snakemake -n --profile profiles/slurm` showed local jobs (one task each,
+    handed to warm workers) for training jobs that Slurm runs with a task per seed
+    (hpsrl/executor.py). Where the command line cannot say (snakemake through its Python API, a
+    relative --profile after --directory), a dry run shows the local plan, as before."""
+    if workflow.remote_exec:
+        return False
+    if workflow.dryrun:
+        asked = this_runs_executor()
+        return asked is None or runs_locally(asked)
+    return workflow.local_exec
 
 
 def training_runtime(wildcards):

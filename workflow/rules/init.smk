@@ -13,4 +13,4 @@ rule init_population:
     params:
         config=config_json,
     shell:
-        "hpsrl init --config-json {params.config:q} --out {output} > {log} 2>&1"
+        "hpsrl populate --config-json {params.config:q} --out {output} > {log} 2>&1"

@@ -15,16 +15,11 @@ POOL = {}
 
 
 def uses_warm_workers():
-    """Whether this run's training jobs go to warm workers: run here, with hooks (onstart starts
-    the pool), not turned off. Not in modes that run no job (--report has no execution
-    settings)."""
+    """Whether this run's training jobs go to warm workers: run here (jobs_run_here, common.smk:
+    so not in a dry run of a cluster run either), with hooks (onstart starts the pool), not
+    turned off. Not in modes that run no job (--report has no execution settings)."""
     no_hooks = getattr(workflow.execution_settings, "no_hooks", True)
-    return (
-        workflow.local_exec
-        and not workflow.remote_exec
-        and not no_hooks
-        and warm_workers.enabled()
-    )
+    return jobs_run_here() and not no_hooks and warm_workers.enabled()
 
 
 def warm_workers_prefix(wildcards):

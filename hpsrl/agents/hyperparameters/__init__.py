@@ -3,7 +3,7 @@
 A module per algorithm (``hpsrl.agents.hyperparameters.ppo``, ...) holds its ``Hyperparameters``,
 ``GENES`` and ``ARCHITECTURE_FIELDS``; the training module of the same name re-exports them. They
 live apart from the training code so that checking a config (``hpsrl check``, every snakemake
-start, ``hpsrl init``) does not import torch, which takes seconds per process.
+start, ``hpsrl populate``) does not import torch, which takes seconds per process.
 """
 
 from __future__ import annotations
