@@ -1,6 +1,6 @@
 """HDF5 files of a campaign: what each holds, written so a killed job never leaves half a file.
 
-Layout of ``RESULTS_DIR/CAMPAIGN/`` (see the README for every dataset):
+Layout of ``RESULTS_DIR/CAMPAIGN/`` (docs/results.md describes every dataset):
 
 - ``gen003/population.h5``: the plan for a generation: genes, lineage and seeds.
 - ``gen003/ind005.h5``: one individual's training result: per-seed returns, curves, weights.

@@ -1,4 +1,4 @@
-"""The README's own-environment example (examples/custom_env): a package that registers an id on
+"""The example of docs/own-environment.md (examples/custom_env): a package that registers an id on
 import, and a campaign config that tunes PPO on it. Nothing is installed: the package is put on
 ``sys.path`` (and on ``PYTHONPATH`` for subprocesses), as an installed package would be."""
 
@@ -106,23 +106,20 @@ def test_readme_commands_plan_the_campaign(tmp_path: Path) -> None:
     assert "go-to-target-ppo" in planned.stdout
 
 
-def _readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start:end]
+def _own_environment_docs() -> str:
+    return (REPO / "docs" / "own-environment.md").read_text()
 
 
 def test_readme_pyproject_makes_a_bare_package_folder_installable(tmp_path: Path) -> None:
-    """`pip install -e FOLDER` refuses a folder without a pyproject.toml: the README shows the
-    minimal one, the essentials of the example's. Its wheel is built here, from the README's
+    """`pip install -e FOLDER` refuses a folder without a pyproject.toml: docs/own-environment.md
+    shows the minimal one, the essentials of the example's. Its wheel is built here, from that
     text next to a copy of the bare package, with nothing downloaded."""
-    blocks = re.findall(r"```toml\n(.*?)```", _readme_section("Your own environment"), re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", _own_environment_docs(), re.S)
     assert len(blocks) == 1, "the section shows one pyproject.toml"
     shown = textwrap.dedent(blocks[0])  # indented in a list item
     lines = [line for line in shown.splitlines() if line.strip()]
     assert set(lines) <= set((EXAMPLE / "pyproject.toml").read_text().splitlines()), (
-        "the README's lines are the example's"
+        "the documented lines are the example's"
     )
 
     folder = tmp_path / "my_env"

@@ -319,7 +319,7 @@ def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_
     jobs = _running_training_jobs(run_id)
     assert len(jobs) == 2, "the orphans keep running"
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "cluster.md").read_text()
     cleanup = next(line for line in readme.splitlines() if line.startswith("scancel --name"))
     subprocess.run(["bash", "-c", cleanup], cwd=workdir, check=True, timeout=60)
     states = _run_ended(run_id, len(jobs))
