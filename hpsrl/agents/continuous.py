@@ -6,18 +6,18 @@ replay buffer; :class:`ActionBounds` maps them onto the env's ``Box`` bounds whe
 the env, as Stable-Baselines3 does. Observations are flattened to vectors.
 
 Like ``ppo`` and ``dqn``, these agents train without autograd. With the RL Zoo's networks (two
-256-wide layers, batches of 256) a gradient step is about fifteen 256 x 256 x 256 matrix products
-and, through autograd, a few hundred small torch ops besides, each costing microseconds of dispatch
-and a fresh output buffer; the products themselves are the floor. So the losses' gradients are
+256-wide layers, batches of 256) a SAC gradient step needs fifteen 256 x 256 x 256 matrix products,
+which are its floor; through autograd it also ran a few hundred small torch ops, each with its
+dispatch and a fresh output buffer, and up to three products more. So the losses' gradients are
 written out (in each agent's module) on numpy arrays, through :class:`~hpsrl.agents.common.MLP`'s
-forward and backward passes (:class:`CriticMLPs` here for the critics), and leave out what
-autograd would compute and throw away: the critics' parameter gradients of the actor's loss, and
-the backward pass of the critic that does not attain the minimum of a row. Adam runs as one kernel
-over each network's flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`), target
-networks move with one op on flat buffers, the agents act in numpy, and a training phase's
-samples are drawn and gathered at once. The torch modules (:class:`Critics`, the agents' actors)
-hold the weights and state the same maths with autograd: the tests
-(``tests/test_continuous_gradients.py``) check every hand-written gradient against them.
+forward and backward passes (:class:`CriticMLPs` here for the critics), and leave out what autograd
+computes and throws away: the critics' parameter gradients of the actor's loss, and the backward
+pass of the critic that does not attain the minimum of a row. Adam runs as one kernel over each
+network's flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`), target networks move with
+one op on flat buffers, the agents act in numpy, and a training phase's samples are drawn and
+gathered at once. The torch modules (:class:`Critics`, the agents' actors) hold the weights and
+state the same maths with autograd: the tests (``tests/test_continuous_gradients.py``) check every
+hand-written gradient against them.
 """
 
 from __future__ import annotations
