@@ -83,6 +83,7 @@ def machine() -> dict[str, Any]:
 
     return {
         "hostname": platform.node(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -90,6 +91,24 @@ def machine() -> dict[str, Any]:
         "hpsrl_agents_sha256": agents_digest(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name, family/model numbers and widest vector extension (Linux)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    flags = set(info.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (
+        f"{info.get('model name', 'unknown')} (family {info.get('cpu family', '?')}, "
+        f"model {info.get('model', '?')}, {vector})"
+    )
 
 
 def agents_digest() -> dict[str, str]:

@@ -176,6 +176,9 @@ _ACTIVATION_BACKWARD: dict[str, Callable[..., torch.Tensor]] = {
     "gelu": lambda g, z, h: torch.ops.aten.gelu_backward(g, z),
     "silu": lambda g, z, h: torch.ops.aten.silu_backward(g, z),
 }
+#: The activations whose backward reads only the output ``h`` (the others read only ``z``): what
+#: :meth:`MLP.input_gradient` gathers when it runs on some of the rows.
+_BACKWARD_READS_OUTPUT = frozenset({"tanh", "relu"})
 
 
 #: Largest batch (rows x widest layer) that :meth:`MLP.predict` computes in numpy: below it numpy's
@@ -225,6 +228,7 @@ class MLP:
             "relu": lambda z: np.maximum(z, 0.0, out=z),
         }.get(activation, self._act)
         self._act_backward_kernel = _ACTIVATION_BACKWARD[activation]
+        self._backward_reads_output = activation in _BACKWARD_READS_OUTPUT
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The network's output for the float32 batch ``x`` (keeps what :meth:`backward` needs)."""
@@ -279,8 +283,49 @@ class MLP:
             np.matmul(grad.T, x, out=self._weight_grads[i])
             np.dot(ones, grad, out=self._bias_grads[i])
             if i > 0:  # the network's input needs no gradient
-                grad = grad @ self._weights[i]
+                grad = _backward_product(grad, self._weights[i])
         self._saved = []
+
+    def input_gradient(
+        self, grad_out: np.ndarray, columns: slice, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """d loss / d input[rows, columns] through the last :meth:`forward`, given d loss / d
+        output of those rows; the parameters' ``.grad`` are not touched.
+
+        What an actor's loss needs from a critic: the gradient with respect to the action
+        columns of the critic's input, not the critic's own gradients (autograd would compute
+        those too, one more product per layer). ``rows`` (indices into the forward's batch,
+        ``None`` for all) restricts the pass to the rows whose gradient is not zero: the rows of
+        a minimum over critics that each critic attains, so that each row goes through one
+        critic instead of all (:meth:`hpsrl.agents.continuous.CriticMLPs.action_gradient`).
+        The forward's saved values stay, so that another call can follow.
+        """
+        grad = grad_out
+        for i in range(self._last, -1, -1):
+            if i != self._last:
+                _, z, h = self._saved[i]
+                if self._backward_reads_output:  # gather only what the kernel reads
+                    h = h if rows is None else h[rows]
+                else:
+                    z = z if rows is None else z[rows]
+                grad = self._act_backward_kernel(
+                    torch.from_numpy(grad), torch.from_numpy(z), torch.from_numpy(h)
+                ).numpy()
+            weight = self._weights[i] if i > 0 else self._weights[0][:, columns]
+            grad = _backward_product(grad, weight)
+        return grad
+
+
+def _backward_product(grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``grad @ weight``: d loss / d a layer's input from d loss / d its pre-activation.
+
+    Through torch (MKL) when ``grad`` has one column (a value network's output layer): numpy's
+    OpenBLAS takes several times longer on that outer product than on the same one with two
+    columns; numpy otherwise.
+    """
+    if grad.shape[1] == 1:
+        return torch.mm(torch.from_numpy(grad), torch.from_numpy(weight)).numpy()
+    return grad @ weight
 
 
 def greedy_actions(net: nn.Sequential, activation: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -308,7 +353,8 @@ def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """
     parameters = list(module.parameters())
     total = sum(p.numel() for p in parameters)
-    params, grads = torch.empty(total), torch.zeros(total)
+    dtype = parameters[0].dtype  # float32 in training; float64 where tests check gradients
+    params, grads = torch.empty(total, dtype=dtype), torch.zeros(total, dtype=dtype)
     offset = 0
     for p in parameters:
         n = p.numel()

@@ -5,13 +5,19 @@ The agents act in ``[-1, 1]`` per action dimension (a tanh output) and store tho
 replay buffer; :class:`ActionBounds` maps them onto the env's ``Box`` bounds when they are sent to
 the env, as Stable-Baselines3 does. Observations are flattened to vectors.
 
-Unlike ``ppo`` and ``dqn``, whose gradients are written out by hand, these agents use autograd: the
-actor's loss flows through the critics into the actions, which makes hand-written backward passes
-long. They still avoid most of torch's per-call overhead where it is cheap to: one Adam kernel over
-each network's flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`, which also spares a
-process ``torch.optim``'s import of ``torch._dynamo``), target-network updates as one op on flat
-buffers, acting in numpy (:class:`~hpsrl.agents.common.MLP`), and a training phase's samples drawn
-and gathered at once.
+Like ``ppo`` and ``dqn``, these agents train without autograd. With the RL Zoo's networks (two
+256-wide layers, batches of 256) a SAC gradient step needs fifteen 256 x 256 x 256 matrix products,
+which are its floor; through autograd it also ran a few hundred small torch ops, each with its
+dispatch and a fresh output buffer, and up to three products more. So the losses' gradients are
+written out (in each agent's module) on numpy arrays, through :class:`~hpsrl.agents.common.MLP`'s
+forward and backward passes (:class:`CriticMLPs` here for the critics), and leave out what autograd
+computes and throws away: the critics' parameter gradients of the actor's loss, and the backward
+pass of the critic that does not attain the minimum of a row. Adam runs as one kernel over each
+network's flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`), target networks move with
+one op on flat buffers, the agents act in numpy, and a training phase's samples are drawn and
+gathered at once. The torch modules (:class:`Critics`, the agents' actors) hold the weights and
+state the same maths with autograd: the tests (``tests/test_continuous_gradients.py``) check every
+hand-written gradient against them.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import build_mlp
+from hpsrl.agents.common import MLP, build_mlp
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 # -- The environment's spaces ----------------------------------------------------------------------
@@ -95,6 +101,67 @@ class Critics(nn.Module):
         return torch.stack([q(x)[:, 0] for q in self.qs])
 
 
+class CriticMLPs:
+    """The hand-written forward and backward passes of a :class:`Critics` module (one
+    :class:`~hpsrl.agents.common.MLP` per Q-network, views of its weights).
+
+    The losses' own gradients are a few lines of numpy in the agents; what they need from the
+    critics is here: values, the gradient of a regression onto a target with respect to the
+    critics' parameters (:meth:`regress`), and the gradient of some function of the values with
+    respect to the actions that went in (:meth:`action_gradient`), computed only for the rows and
+    critics where it is not zero. ``trainable=False`` for target critics (values only).
+    """
+
+    def __init__(
+        self, critics: Critics, activation: str, obs_dim: int, *, trainable: bool = True
+    ) -> None:
+        self.mlps = [MLP(q, activation, trainable=trainable) for q in critics.qs]
+        self._actions = slice(obs_dim, None)  # the action columns of a critic's input
+        self._act_dim = critics.qs[0][0].in_features - obs_dim
+
+    def values(self, inputs: np.ndarray) -> np.ndarray:
+        """Each critic's values of ``inputs`` (observations and actions side by side),
+        shape ``(n, batch)``; nothing is kept for a backward pass."""
+        return np.stack([mlp.predict(inputs)[:, 0] for mlp in self.mlps])
+
+    def forward(self, inputs: np.ndarray, count: int | None = None) -> np.ndarray:
+        """:meth:`values` of the first ``count`` critics (all with ``None``: TD3's actor reads
+        only the first), keeping what :meth:`regress`'s or :meth:`action_gradient`'s backward
+        needs."""
+        return np.stack([mlp.forward(inputs)[:, 0] for mlp in self.mlps[:count]])
+
+    def regress(self, inputs: np.ndarray, targets: np.ndarray, weight: float) -> float:
+        """``weight`` x the sum over critics of the mean squared error of their values of
+        ``inputs`` against ``targets``; *writes* its gradient into the critics' ``.grad``."""
+        residuals = self.forward(inputs) - targets
+        scale = 2.0 * weight / residuals.shape[1]
+        for mlp, residual in zip(self.mlps, residuals, strict=True):
+            mlp.backward((scale * residual)[:, None])
+        return weight * float((residuals * residuals).mean(axis=1).sum())
+
+    def action_gradient(self, grad_values: np.ndarray) -> np.ndarray:
+        """d loss / d actions, shape ``(batch, act_dim)``, through the last :meth:`forward`, given
+        d loss / d values of the first ``n`` critics, shape ``(n, batch)`` (those of the last
+        forward). A critic's rows whose gradient is 0 (a minimum over critics that another critic
+        attains) are left out of its backward pass, which gives the same sum."""
+        total: np.ndarray | None = None
+        for mlp, grad in zip(self.mlps, grad_values, strict=False):
+            rows = np.flatnonzero(grad)
+            if len(rows) == 0:
+                continue
+            if len(rows) == len(grad):
+                part = mlp.input_gradient(grad[:, None], self._actions)
+                total = part if total is None else total + part
+            else:
+                part = mlp.input_gradient(grad[rows, None], self._actions, rows)
+                if total is None:
+                    total = np.zeros((len(grad), part.shape[1]), dtype=part.dtype)
+                total[rows] += part
+        if total is None:
+            return np.zeros((grad_values.shape[1], self._act_dim), dtype=grad_values.dtype)
+        return total
+
+
 def load_stored_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
     """Load the weights of a stored result (numpy arrays, as result files hold them) into
     ``module``, for :func:`greedy_policy`; ``ValueError`` if they do not fit it."""
@@ -152,18 +219,20 @@ class ReplayBuffer:
 
     def sample(
         self, rng: np.random.Generator, n_batches: int, batch_size: int
-    ) -> dict[str, torch.Tensor]:
+    ) -> dict[str, np.ndarray]:
         """``n_batches`` batches of uniformly drawn transitions, each array shaped
         ``(n_batches, batch_size, ...)``, gathered at once; ``not_terminal`` is
-        ``1 - terminated``."""
+        ``1 - terminated``. ``obs_actions`` holds the observations and actions side by side
+        (a critic's input), ``obs`` is a view of its observations."""
         rows = rng.integers(min(self.stored, self.capacity), size=(n_batches, batch_size))
         a = self.arrays
+        obs_actions = np.concatenate([a["obs"][rows], a["actions"][rows]], axis=-1)
         return {
-            "obs": torch.from_numpy(a["obs"][rows]),
-            "actions": torch.from_numpy(a["actions"][rows]),
-            "rewards": torch.from_numpy(a["rewards"][rows]),
-            "next_obs": torch.from_numpy(a["next_obs"][rows]),
-            "not_terminal": torch.from_numpy(1.0 - a["terminated"][rows]),
+            "obs_actions": obs_actions,
+            "obs": obs_actions[..., : a["obs"].shape[1]],
+            "rewards": a["rewards"][rows],
+            "next_obs": a["next_obs"][rows],
+            "not_terminal": 1.0 - a["terminated"][rows],
         }
 
     def state_dict(self) -> dict[str, Any]:

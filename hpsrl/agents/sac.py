@@ -11,9 +11,11 @@ target entropy being minus the number of action dimensions. All three update onc
 step, and the target critics move ``tau`` of the way towards the critics after it.
 
 Actions live in ``[-1, 1]`` inside the agent (the tanh's range) and are mapped onto the env's
-bounds when sent to it (see :mod:`hpsrl.agents.continuous`, also for why these agents, unlike
-``ppo`` and ``dqn``, use autograd). The first ``learning_starts`` env steps take uniformly random
-actions.
+bounds when sent to it (see :mod:`hpsrl.agents.continuous`). The first ``learning_starts`` env
+steps take uniformly random actions. Training runs the losses' gradients by hand, without autograd
+(:func:`critic_gradients`, :func:`actor_gradients`; see :mod:`hpsrl.agents.continuous` for why);
+:class:`Actor` and :class:`~hpsrl.agents.continuous.Critics` state the same maths in torch, and
+are what the tests check those gradients against.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
 training phase it triggers), including the replay buffer, and resumes from it when restarted; see
@@ -56,6 +58,7 @@ from hpsrl.agents.common import (
 )
 from hpsrl.agents.continuous import (
     ActionBounds,
+    CriticMLPs,
     Critics,
     ReplayBuffer,
     load_stored_weights,
@@ -71,6 +74,7 @@ log = logging.getLogger(__name__)
 #: Bounds of the policy's log standard deviation (before the tanh), as in Stable-Baselines3.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
 
 
 class Actor(nn.Module):
@@ -135,6 +139,102 @@ class Agent(nn.Module):
         self.actor = Actor(obs_dim, act_dim, hp.hidden_sizes, hp.activation, generator)
         self.critic = Critics(obs_dim, act_dim, 2, hp.hidden_sizes, hp.activation, generator)
         self.entropy = EntropyCoefficient(hp.ent_coef)
+
+
+# -- Hand-written gradients ------------------------------------------------------------------------
+# The losses above, computed on numpy arrays with their gradients written out (see
+# hpsrl.agents.continuous for why); tests/test_continuous_gradients.py checks every gradient against
+# autograd on Actor.forward and Critics.forward, which state the same maths in torch.
+
+
+def squash(out: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """:meth:`Actor.forward` on the actor network's output ``out`` (means, then unclamped log
+    standard deviations): actions from standard normal ``noise`` and their log probabilities,
+    and what :func:`squash_backward` needs."""
+    act_dim = noise.shape[1]
+    mean, raw_log_std = out[:, :act_dim], out[:, act_dim:]
+    log_std = np.clip(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
+    std = np.exp(log_std)
+    pre_tanh = mean + std * noise
+    actions = np.tanh(pre_tanh)
+    # log N(pre_tanh; mean, std) - log(1 - tanh(pre_tanh)^2), as in Actor.forward
+    log_probs = (
+        -0.5 * noise * noise
+        - log_std
+        - _HALF_LOG_2PI
+        - 2.0 * (_LOG_2 - pre_tanh - np.logaddexp(0.0, -2.0 * pre_tanh))
+    ).sum(1)
+    return actions, log_probs, (actions, std, noise, raw_log_std)
+
+
+def squash_backward(grad_actions: np.ndarray, grad_log_probs: float, saved: tuple) -> np.ndarray:
+    """d loss / d actor output, given d loss / d actions (``(batch, act_dim)``) and the same
+    d loss / d log probability for every row (the losses read the log probabilities through
+    their mean), for the values :func:`squash` returned.
+
+    With u = mean + std * noise and a = tanh(u): d a / d u = 1 - a^2, and the log probability's
+    u-dependent part, -log(1 - tanh(u)^2), has d / d u = 2 a. d u / d log std = std * noise and the
+    Gaussian's log density has d / d log std = -1 besides; the clamp passes gradients inside its
+    bounds only (bounds included, as torch's ``clamp``).
+    """
+    actions, std, noise, raw_log_std = saved
+    grad_pre_tanh = (2.0 * grad_log_probs) * actions + grad_actions * (1.0 - actions * actions)
+    grad_log_std = grad_pre_tanh * std * noise - grad_log_probs
+    grad_log_std *= (raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX)
+    return np.concatenate([grad_pre_tanh, grad_log_std], axis=1)
+
+
+def critic_gradients(
+    actor: MLP,
+    critics: CriticMLPs,
+    target_critics: CriticMLPs,
+    batch: Mapping[str, np.ndarray],
+    next_noise: np.ndarray,
+    alpha: float,
+    gamma: float,
+) -> float:
+    """The critics' loss of one batch (one entry of each of :meth:`ReplayBuffer.sample`'s
+    arrays); *writes* its gradient into the critics' ``.grad``.
+
+    0.5 x the sum over both critics of the MSE to ``r + gamma * (1 - terminated) * (min of the
+    target critics - alpha * log pi)`` at the next observation and an action the actor samples
+    there with ``next_noise``.
+    """
+    next_obs = batch["next_obs"]
+    next_actions, next_log_probs, _ = squash(actor.predict(next_obs), next_noise)
+    next_q = target_critics.values(np.concatenate([next_obs, next_actions], axis=1)).min(0)
+    soft_q = next_q - alpha * next_log_probs
+    target_q = batch["rewards"] + gamma * batch["not_terminal"] * soft_q
+    return critics.regress(batch["obs_actions"], target_q, 0.5)
+
+
+def actor_gradients(
+    actor: MLP, critics: CriticMLPs, obs: np.ndarray, noise: np.ndarray, alpha: float
+) -> tuple[float, float]:
+    """The actor's loss ``mean(alpha * log pi - min Q)`` at actions it samples for ``obs`` with
+    ``noise``, and the mean log probability of those actions (alpha's loss reads it); *writes*
+    the loss's gradient into the actor's ``.grad`` (the critics' stay as they are).
+
+    The gradient of the minimum goes, row by row, to the critic that attains it (the first on a
+    tie, as torch's ``min``), so each row goes backwards through one critic.
+    """
+    actions, log_probs, saved = squash(actor.forward(obs), noise)
+    q = critics.forward(np.concatenate([obs, actions], axis=1))
+    lowest = q.argmin(0)
+    min_q = q[lowest, np.arange(len(obs))]
+    batch_size = len(obs)
+    grad_q = np.zeros_like(q)
+    grad_q[lowest, np.arange(batch_size)] = -1.0 / batch_size
+    grad_actions = critics.action_gradient(grad_q)
+    actor.backward(squash_backward(grad_actions, alpha / batch_size, saved))
+    loss = float(np.mean(alpha * log_probs - min_q))
+    return loss, float(log_probs.mean())
+
+
+def log_alpha_gradient(mean_log_prob: float, target_entropy: float) -> float:
+    """d loss / d log alpha of alpha's loss ``-log_alpha * mean(log pi + target entropy)``, the
+    log probabilities (of the actor's loss's actions) taken as constants."""
+    return -(mean_log_prob + target_entropy)
 
 
 def greedy_policy(
@@ -209,8 +309,10 @@ def train(
     critic_optimizer = FlatAdam(agent.critic, hp.learning_rate)
     entropy_optimizer = FlatAdam(agent.entropy, hp.learning_rate)
     target_params, _ = flatten_parameters(target_critic)
-    actor_params = list(agent.actor.parameters())
-    actor_mlp = MLP(agent.actor.net, hp.activation)  # acting in numpy
+    # Hand-written forward and backward passes over views of those buffers; also for acting
+    actor_mlp = MLP(agent.actor.net, hp.activation)
+    critic_mlps = CriticMLPs(agent.critic, hp.activation, obs_dim)
+    target_mlps = CriticMLPs(target_critic, hp.activation, obs_dim, trainable=False)
     target_entropy = -float(bounds.dim)
 
     N, act_dim = hp.num_envs, bounds.dim
@@ -280,45 +382,36 @@ def train(
         phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
         if global_step > hp.learning_starts and phases > 0 and buffer.stored > 0:
             n_updates = phases * hp.gradient_steps
-            batch = buffer.sample(rng, n_updates, hp.batch_size)
+            batches = buffer.sample(rng, n_updates, hp.batch_size)
             # standard normal noise of the next actions (0) and of the policy's actions (1)
-            noise = torch.randn((n_updates, 2, hp.batch_size, act_dim), generator=generator)
+            noise = torch.randn((n_updates, 2, hp.batch_size, act_dim), generator=generator).numpy()
             losses = np.empty((2, n_updates))
-            for u in range(n_updates):
-                b_obs, b_next_obs = batch["obs"][u], batch["next_obs"][u]
-                alpha = math.exp(log_alpha.item())
+            with np.errstate(all="ignore"):  # NaN/inf of a diverging run: see check_finite
+                for u in range(n_updates):
+                    batch = {name: array[u] for name, array in batches.items()}
+                    alpha = math.exp(log_alpha.item())
 
-                # Critics: regress onto the soft Bellman target of the target critics
-                with torch.no_grad():
-                    next_actions, next_log_probs = agent.actor(b_next_obs, noise[u, 0])
-                    next_q = target_critic(b_next_obs, next_actions).min(0).values
-                    soft_q = next_q - alpha * next_log_probs
-                    target_q = batch["rewards"][u] + hp.gamma * batch["not_terminal"][u] * soft_q
-                q_values = agent.critic(b_obs, batch["actions"][u])
-                critic_loss = 0.5 * (q_values - target_q).square().mean(1).sum()
-                critic_optimizer.grads.zero_()
-                critic_loss.backward()
-                critic_optimizer.step()
+                    # Critics: regress onto the soft Bellman target of the target critics
+                    losses[0, u] = critic_gradients(
+                        actor_mlp, critic_mlps, target_mlps, batch, noise[u, 0], alpha, hp.gamma
+                    )
+                    critic_optimizer.step()
 
-                # Actor: maximise min Q + alpha * entropy at its own actions (only the actor's
-                # parameters get gradients; the critics are not changed by this loss)
-                actions_pi, log_probs = agent.actor(b_obs, noise[u, 1])
-                q_pi = agent.critic(b_obs, actions_pi).min(0).values
-                actor_loss = (alpha * log_probs - q_pi).mean()
-                actor_optimizer.grads.zero_()
-                actor_loss.backward(inputs=actor_params)
-                actor_optimizer.step()
+                    # Actor: maximise min Q + alpha * entropy at its own actions, through the
+                    # critics just updated (only the actor's parameters change)
+                    losses[1, u], mean_log_prob = actor_gradients(
+                        actor_mlp, critic_mlps, batch["obs"], noise[u, 1], alpha
+                    )
+                    actor_optimizer.step()
 
-                # Entropy coefficient: the loss -log_alpha * mean(log pi + target entropy) has
-                # the gradient -mean(log pi + target entropy) with respect to log_alpha
-                if hp.autotune_entropy:
-                    mean_log_prob = log_probs.detach().mean().item()
-                    entropy_optimizer.grads.fill_(-(mean_log_prob + target_entropy))
-                    entropy_optimizer.step()
+                    # Entropy coefficient: towards a mean log pi of minus the target entropy
+                    if hp.autotune_entropy:
+                        entropy_optimizer.grads.fill_(
+                            log_alpha_gradient(mean_log_prob, target_entropy)
+                        )
+                        entropy_optimizer.step()
 
-                with torch.no_grad():
                     target_params.lerp_(critic_optimizer.params, hp.tau)
-                losses[0, u], losses[1, u] = critic_loss.item(), actor_loss.item()
             check_finite(losses[0], "SAC critic loss", global_step)
             check_finite(losses[1], "SAC actor loss", global_step)
 

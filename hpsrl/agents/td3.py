@@ -10,10 +10,13 @@ action plus clipped Gaussian noise (``target_policy_noise``, ``noise_clip``); ev
 and the target networks move ``tau`` of the way towards the networks.
 
 Actions live in ``[-1, 1]`` inside the agent (the actor's tanh output) and are mapped onto the env's
-bounds when sent to it (see :mod:`hpsrl.agents.continuous`, also for why these agents, unlike
-``ppo`` and ``dqn``, use autograd). The first ``learning_starts`` env steps take uniformly random
-actions; later ones add Gaussian noise of standard deviation ``exploration_noise`` to the actor's
-action, clipped to ``[-1, 1]``.
+bounds when sent to it (see :mod:`hpsrl.agents.continuous`). The first ``learning_starts`` env
+steps take uniformly random actions; later ones add Gaussian noise of standard deviation
+``exploration_noise`` to the actor's action, clipped to ``[-1, 1]``. Training runs the losses'
+gradients by hand, without autograd (:func:`critic_gradients`, :func:`actor_gradients`; see
+:mod:`hpsrl.agents.continuous` for why); :class:`Actor` and
+:class:`~hpsrl.agents.continuous.Critics` state the same maths in torch, and are what the tests
+check those gradients against.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
 training phase it triggers), including the replay buffer, and resumes from it when restarted; see
@@ -55,6 +58,7 @@ from hpsrl.agents.common import (
 )
 from hpsrl.agents.continuous import (
     ActionBounds,
+    CriticMLPs,
     Critics,
     ReplayBuffer,
     load_stored_weights,
@@ -106,6 +110,46 @@ class Agent(nn.Module):
         super().__init__()
         self.actor = Actor(obs_dim, act_dim, hidden_sizes, activation, generator)
         self.critic = Critics(obs_dim, act_dim, n_critics, hidden_sizes, activation, generator)
+
+
+# -- Hand-written gradients ------------------------------------------------------------------------
+# The losses of the module docstring on numpy arrays, their gradients written out;
+# tests/test_continuous_gradients.py checks them against autograd on Actor and Critics.
+
+
+def critic_gradients(
+    target_actor: MLP,
+    critics: CriticMLPs,
+    target_critics: CriticMLPs,
+    batch: Mapping[str, np.ndarray],
+    smoothing: np.ndarray | None,
+    gamma: float,
+) -> float:
+    """The critics' loss of one batch (one entry of each of :meth:`ReplayBuffer.sample`'s
+    arrays); *writes* its gradient into the critics' ``.grad``.
+
+    The sum over the critics of the MSE to ``r + gamma * (1 - terminated) * min of the target
+    critics`` at the next observation and the target actor's action there plus ``smoothing``
+    (noise already clipped; ``None`` for none), clipped to ``[-1, 1]``.
+    """
+    next_obs = batch["next_obs"]
+    next_actions = np.tanh(target_actor.predict(next_obs))
+    if smoothing is not None:
+        next_actions = np.clip(next_actions + smoothing, -1.0, 1.0)
+    next_q = target_critics.values(np.concatenate([next_obs, next_actions], axis=1)).min(0)
+    target_q = batch["rewards"] + gamma * batch["not_terminal"] * next_q
+    return critics.regress(batch["obs_actions"], target_q, 1.0)
+
+
+def actor_gradients(actor: MLP, critics: CriticMLPs, obs: np.ndarray) -> float:
+    """The actor's loss, minus the first critic's mean value of the actor's actions for ``obs``;
+    *writes* its gradient into the actor's ``.grad`` (the critics' stay as they are)."""
+    actions = np.tanh(actor.forward(obs))
+    q = critics.forward(np.concatenate([obs, actions], axis=1), count=1)
+    grad_q = np.full_like(q, -1.0 / len(obs))
+    grad_actions = critics.action_gradient(grad_q)
+    actor.backward(grad_actions * (1.0 - actions * actions))  # through the tanh
+    return -float(q.mean())
 
 
 def greedy_policy(
@@ -227,9 +271,11 @@ def train_td3_family(
     critic_optimizer = FlatAdam(agent.critic, hp.learning_rate)
     target_actor_params, _ = flatten_parameters(target_actor)
     target_critic_params, _ = flatten_parameters(target_critic)
-    actor_params = list(agent.actor.parameters())
-    actor_mlp = MLP(agent.actor.net, hp.activation)  # acting in numpy
-    first_critic = agent.critic.qs[0]
+    # Hand-written forward and backward passes over views of those buffers; also for acting
+    actor_mlp = MLP(agent.actor.net, hp.activation)
+    critic_mlps = CriticMLPs(agent.critic, hp.activation, obs_dim)
+    target_actor_mlp = MLP(target_actor.net, hp.activation, trainable=False)
+    target_mlps = CriticMLPs(target_critic, hp.activation, obs_dim, trainable=False)
 
     N, act_dim = hp.num_envs, bounds.dim
     # a run never stores more transitions than it takes env steps: no larger buffer is needed
@@ -299,40 +345,34 @@ def train_td3_family(
         phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
         if global_step > hp.learning_starts and phases > 0 and buffer.stored > 0:
             n_updates = phases * hp.gradient_steps
-            batch = buffer.sample(rng, n_updates, hp.batch_size)
+            batches = buffer.sample(rng, n_updates, hp.batch_size)
+            smoothing = None
             if target_policy_noise > 0:
-                smoothing = torch.randn((n_updates, hp.batch_size, act_dim), generator=generator)
-                smoothing.mul_(target_policy_noise).clamp_(-noise_clip, noise_clip)
+                noise = torch.randn((n_updates, hp.batch_size, act_dim), generator=generator)
+                smoothing = noise.mul_(target_policy_noise).clamp_(-noise_clip, noise_clip).numpy()
             losses = np.zeros((2, n_updates))  # critic and actor (0 where not updated)
-            for u in range(n_updates):
-                b_obs, b_next_obs = batch["obs"][u], batch["next_obs"][u]
+            with np.errstate(all="ignore"):  # NaN/inf of a diverging run: see check_finite
+                for u in range(n_updates):
+                    batch = {name: array[u] for name, array in batches.items()}
 
-                # Critics: regress onto the target critics' (smallest) value of the target
-                # actor's next action, smoothed by clipped noise
-                with torch.no_grad():
-                    next_actions = target_actor(b_next_obs)
-                    if target_policy_noise > 0:
-                        next_actions = (next_actions + smoothing[u]).clamp_(-1.0, 1.0)
-                    next_q = target_critic(b_next_obs, next_actions).min(0).values
-                    target_q = batch["rewards"][u] + hp.gamma * batch["not_terminal"][u] * next_q
-                q_values = agent.critic(b_obs, batch["actions"][u])
-                critic_loss = (q_values - target_q).square().mean(1).sum()
-                critic_optimizer.grads.zero_()
-                critic_loss.backward()
-                critic_optimizer.step()
-                losses[0, u] = critic_loss.item()
+                    # Critics: regress onto the target critics' (smallest) value of the target
+                    # actor's next action, smoothed by clipped noise
+                    losses[0, u] = critic_gradients(
+                        target_actor_mlp,
+                        critic_mlps,
+                        target_mlps,
+                        batch,
+                        None if smoothing is None else smoothing[u],
+                        hp.gamma,
+                    )
+                    critic_optimizer.step()
 
-                # Actor and targets, every `policy_delay` gradient steps: maximise the first
-                # critic's value of the actor's actions (only the actor's parameters get
-                # gradients), then move the targets towards the networks
-                if critic_optimizer.steps % policy_delay == 0:
-                    x = torch.cat([b_obs, agent.actor(b_obs)], -1)
-                    actor_loss = -first_critic(x).mean()
-                    actor_optimizer.grads.zero_()
-                    actor_loss.backward(inputs=actor_params)
-                    actor_optimizer.step()
-                    losses[1, u] = actor_loss.item()
-                    with torch.no_grad():
+                    # Actor and targets, every `policy_delay` gradient steps: maximise the first
+                    # critic's value of the actor's actions (only the actor's parameters change),
+                    # then move the targets towards the networks
+                    if critic_optimizer.steps % policy_delay == 0:
+                        losses[1, u] = actor_gradients(actor_mlp, critic_mlps, batch["obs"])
+                        actor_optimizer.step()
                         target_actor_params.lerp_(actor_optimizer.params, hp.tau)
                         target_critic_params.lerp_(critic_optimizer.params, hp.tau)
             check_finite(losses[0], f"{name} critic loss", global_step)
