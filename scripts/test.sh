@@ -14,4 +14,14 @@ else
   echo "test: not starting the local Slurm cluster (needs root and apt-get; HPSRL_SLURM_TESTS=0 also"
   echo "      skips it); the Slurm tests run only if a cluster answers sinfo and sacct"
 fi
+# The linters, before any test: ruff (rules and formatting; pyproject.toml), snakefmt and
+# snakemake's own lint of the workflow. A few seconds; a finding stops the run, as it stops CI.
+ruff check --quiet .
+ruff format --check --quiet .
+snakefmt --check Snakefile workflow 2> /dev/null || { snakefmt --diff Snakefile workflow; exit 1; }
+snakemake --lint -s Snakefile > /dev/null 2>&1 || {
+  snakemake --lint -s Snakefile
+  exit 1
+}
+
 exec python -m pytest "$@"
