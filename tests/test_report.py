@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -332,3 +334,111 @@ def test_interactive_figures_of_every_kind_of_campaign(tmp_path, name):
             assert f"steps_to_threshold: all {valid} individuals trained in full scored" in text
     else:
         assert f"{valid} individuals trained in full have a finite value; importance needs" in text
+
+
+# -- the report in a real browser ----------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+# First thing in <head>, before plotly.js: collect uncaught errors, unhandled promise rejections
+# and console.error calls.
+CATCH_ERRORS = """<script>
+window.hpsrlErrors = [];
+window.addEventListener("error", (e) => hpsrlErrors.push("uncaught: " + e.message));
+window.addEventListener("unhandledrejection", (e) => hpsrlErrors.push("rejection: " + e.reason));
+const consoleError = console.error;
+console.error = (...args) => {
+  hpsrlErrors.push("console.error: " + args.join(" "));
+  consoleError(...args);
+};
+</script>"""
+
+# Last thing in <body>, once the page has loaded: per figure, whether Plotly drew it and what
+# hovering over the answer's mark shows; written into the page for --dump-dom.
+PROBE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const figures = {};
+  for (const gd of document.querySelectorAll(".plotly-graph-div")) {
+    const k = gd.data.findIndex((t) => t.name === "chosen best (hpsrl best)");
+    let hover = null;
+    if (k >= 0) {
+      const t = gd.data[k];
+      Plotly.Fx.hover(gd, [{curveNumber: k, pointNumber: 0}], (t.xaxis || "x") + (t.yaxis || "y"));
+      const box = gd.querySelector(".hoverlayer .hovertext");
+      hover = box === null ? "" : box.textContent;
+    }
+    figures[gd.id] = {
+      drawn: gd.classList.contains("js-plotly-plot") && gd.querySelector(".main-svg") !== null,
+      traces: gd._fullData.length,
+      canvases: gd.querySelectorAll("canvas").length,
+      hover: hover,
+    };
+  }
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({errors: hpsrlErrors, figures: figures});
+  document.body.appendChild(out);
+}, 500));
+</script>"""
+
+
+def load_in_chromium(page: Path, profile: Path) -> tuple[dict, str]:
+    """Open ``page`` in headless Chromium with no network; what the probe found, and Chromium's
+    log."""
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",  # as root (CI)
+            "--disable-gpu",
+            "--enable-unsafe-swiftshader",  # WebGL (parallel coordinates) on the CPU
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no host resolves
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"the page never finished loading; Chromium said:\n{done.stderr[-3000:]}"
+    return json.loads(html.unescape(found.group(1))), done.stderr
+
+
+def test_report_in_a_browser_draws_every_figure_without_errors(tmp_path):
+    """Headless Chromium (Debian's chromium; scripts/test.sh installs it in CI) loads the report
+    offline: no console error, every figure drawn, hover shows the answer hpsrl best gives."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium in CI: scripts/test.sh should have installed it")
+        pytest.skip("no chromium to load the report in (Debian: apt-get install chromium)")
+    raw, generations, failed = variant("enough-for-importance")
+    folder = fake_campaign(tmp_path / "tiny", raw, generations, failed)
+    text = write_report(folder, tmp_path / "report.html").read_text()
+    page = tmp_path / "probed.html"
+    page.write_text(
+        text.replace("<head>", "<head>" + CATCH_ERRORS, 1).replace("</body>", PROBE + "</body>")
+    )
+
+    probe, log = load_in_chromium(page, tmp_path / "profile")
+    assert probe["errors"] == []
+    assert "Uncaught" not in log, log[-3000:]
+    expected = ["figure-pareto", "figure-importance", "figure-parallel", "figure-slices"]
+    assert list(figures(text)) == expected
+    assert list(probe["figures"]) == expected
+    for name, figure in probe["figures"].items():
+        assert figure["drawn"] and figure["traces"] > 0, name
+    assert probe["figures"]["figure-parallel"]["canvases"] > 0, "WebGL lines drawn"
+    best = yaml.safe_load(hpsrl("best", str(folder)).stdout)
+    answer = f"{best['generation']}, individual {best['individual']}"
+    for name in ("figure-pareto", "figure-slices"):
+        hover = probe["figures"][name]["hover"]
+        assert answer in hover and "learning_rate = " in hover and "return: " in hover, hover
