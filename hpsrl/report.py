@@ -1,8 +1,9 @@
 """The campaign report: one self-contained HTML file of tables and plots (``hpsrl report``).
 
-Plots are PNGs embedded as base64, so the single file can be mailed or opened from a cluster's
-shared folder. It reads whatever generations exist, so it works on a campaign that is still
-running, with failed individuals (NaN objectives) and with one objective.
+Static plots are PNGs embedded as base64; the interactive ones (hpsrl.interactive) are Plotly
+figures drawn by one inlined copy of plotly.js. So the single file can be mailed or opened from
+a cluster's shared folder, offline. It reads whatever generations exist, so it works on a
+campaign that is still running, with failed individuals (NaN objectives) and with one objective.
 """
 
 from __future__ import annotations
