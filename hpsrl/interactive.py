@@ -83,7 +83,7 @@ class Individuals:
                             f"({int(gen.evidence.seeds[i])} seeds)"
                         )
                 else:
-                    lines.append(f"failed: {html.escape(str(gen.results['error'][i]))[:160]}")
+                    lines.append(f"failed: {html.escape(str(gen.results['error'][i])[:160])}")
                 lines += [f"{name} = {_gene_text(value)}" for name, value in genes.items()]
                 rows["hover"].append("<br>".join(lines))
         return cls(
@@ -292,10 +292,9 @@ def _score_colours(values: np.ndarray, maximize: bool, answer: int | None) -> tu
     low, high = float(values.min()), float(values.max())
     span = high - low or 1.0
     shade = 0.9 * (values - low) / span
-    colours = [[0.9 * x / 9, c] for x, c in enumerate(sample_colorscale("Viridis", 10))]
     if not maximize:  # bright = better either way
-        colours = [[0.9 - x, c] for x, c in reversed(colours)]
         shade = 0.9 - shade
+    colours = [[0.9 * x / 9, c] for x, c in enumerate(sample_colorscale("Viridis", 10))]
     scale = [*colours, [0.93, ANSWER_COLOUR], [1.0, ANSWER_COLOUR]]
     ticks = MaxNLocator(5).tick_values(low, high)
     ticks = [t for t in ticks if low <= t <= high]

@@ -23,6 +23,7 @@ from hpsrl.config import load_config, search_space
 from hpsrl.evolve import initial_population
 from hpsrl.generation import generation_record
 from hpsrl.genes import ListGene
+from hpsrl.interactive import ANSWER_COLOUR, _score_colours
 from hpsrl.report import write_report
 from hpsrl.storage import Generation, write_generation
 from tests.conftest import TINY, copy_workflow
@@ -334,6 +335,17 @@ def test_interactive_figures_of_every_kind_of_campaign(tmp_path, name):
             assert f"steps_to_threshold: all {valid} individuals trained in full scored" in text
     else:
         assert f"{valid} individuals trained in full have a finite value; importance needs" in text
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_parallel_coordinates_shade_better_brighter_and_the_answer_red(direction):
+    scores = np.array([1.0, 2.0, 3.0])
+    shade, scale, ticks = _score_colours(scores, direction == "maximize", answer=1)
+    best, worst = (2, 0) if direction == "maximize" else (0, 2)
+    assert shade[best] == pytest.approx(0.9) and shade[worst] == pytest.approx(0.0)
+    assert shade[1] == 1.0 and scale[-1] == [1.0, ANSWER_COLOUR]
+    assert scale[-2] == [0.93, ANSWER_COLOUR] and scale[-3][0] == pytest.approx(0.9)
+    assert ticks["ticktext"][-1] == "chosen best"
 
 
 # -- the report in a real browser ----------------------------------------------------------------
