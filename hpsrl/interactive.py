@@ -388,7 +388,7 @@ def _x_positions(panel: _Panel, rng: np.random.Generator) -> tuple[np.ndarray, d
     if isinstance(gene, IntGene) and gene.high - gene.low <= 10:
         axis = {"tickvals": list(range(int(gene.low), int(gene.high) + 1))}
         return x + rng.uniform(-0.15, 0.15, len(x)), axis
-    return x, {"type": "log"} if gene.log else {}
+    return x, {"type": "log", "tickformat": ".0e"} if gene.log else {}
 
 
 def genes_figure(

@@ -32,6 +32,7 @@ from matplotlib.patches import Patch
 from hpsrl import interactive
 from hpsrl.campaign import RETEST_BATCH, generation_files
 from hpsrl.config import search_space
+from hpsrl.evidence import pools_evidence
 from hpsrl.evolve import best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.interactive import figure_html
@@ -478,11 +479,17 @@ def _answer_note(campaign: Campaign) -> str:
     rows = campaign.individuals
     if rows.answer is None:
         return "every individual failed, so no answer is marked"
-    return (
+    note = (
         f"the red star is the configuration hpsrl best returns "
         f"({campaign.batches[rows.generation[rows.answer]]}, individual "
         f"{rows.index[rows.answer]})"
     )
+    if pools_evidence(campaign.config):
+        note += (
+            ", chosen by its estimate over every seed its configuration was trained on (in its "
+            "hover), not by the value over its own seeds plotted here"
+        )
+    return note
 
 
 def _nothing_to_plot(campaign: Campaign) -> str:
