@@ -388,7 +388,12 @@ def _x_positions(panel: _Panel, rng: np.random.Generator) -> tuple[np.ndarray, d
     if isinstance(gene, IntGene) and gene.high - gene.low <= 10:
         axis = {"tickvals": list(range(int(gene.low), int(gene.high) + 1))}
         return x + rng.uniform(-0.15, 0.15, len(x)), axis
-    return x, {"type": "log", "tickformat": ".0e"} if gene.log else {}
+    if not gene.log:
+        return x, {}
+    axis = {"type": "log", "tickformat": ".0e"}
+    if math.log10(gene.high / gene.low) >= 1:  # a label per decade: plotly's 2-9 ones overlap
+        axis["dtick"] = 1
+    return x, axis
 
 
 def genes_figure(
