@@ -1,8 +1,9 @@
 """The campaign report: one self-contained HTML file of tables and plots (``hpsrl report``).
 
-Plots are PNGs embedded as base64, so the single file can be mailed or opened from a cluster's
-shared folder. It reads whatever generations exist, so it works on a campaign that is still
-running, with failed individuals (NaN objectives) and with one objective.
+Static plots are PNGs embedded as base64; the interactive ones (hpsrl.interactive) are Plotly
+figures drawn by one inlined copy of plotly.js. So the single file can be mailed or opened from
+a cluster's shared folder, offline. It reads whatever generations exist, so it works on a
+campaign that is still running, with failed individuals (NaN objectives) and with one objective.
 """
 
 from __future__ import annotations
@@ -13,27 +14,29 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 import yaml
 
 # Figures are made through matplotlib's object API, never pyplot: no display, no global state.
 # Figure.savefig renders PNGs with the Agg canvas.
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
+from hpsrl import interactive
 from hpsrl.campaign import RETEST_BATCH, generation_files
 from hpsrl.config import search_space
+from hpsrl.evidence import pools_evidence
 from hpsrl.evolve import best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
-from hpsrl.moo import non_dominated_sort, to_losses
+from hpsrl.interactive import figure_html
+from hpsrl.optuna_export import campaign_trials
 from hpsrl.storage import Generation, read_generation, write_text_atomic
 from hpsrl.summary import best_summary, best_yaml, status_table
 
@@ -70,6 +73,11 @@ class Campaign:
     @property
     def objectives(self) -> list[dict[str, Any]]:
         return self.config["objectives"]
+
+    @cached_property
+    def individuals(self) -> interactive.Individuals:
+        """Every individual, with the answer hpsrl best gives marked."""
+        return interactive.Individuals.of(self.generations, best_summary(self.folder))
 
 
 def objective_label(objective: dict[str, Any], config: dict[str, Any]) -> str:
@@ -137,44 +145,6 @@ def objectives_figure(campaign: Campaign) -> Figure:
         ax.grid(alpha=0.3)
         spread = Patch(facecolor="tab:blue", alpha=0.25, label="quartiles, whiskers 1.5 IQR")
         ax.legend(handles=[*ax.get_lines()[-2:], spread], fontsize="small")
-    return fig
-
-
-def pareto_figure(campaign: Campaign) -> Figure:
-    """The first two objectives of every valid individual, coloured by generation, with the
-    individuals no other one dominates (over all generations) ringed and joined."""
-    first, second = campaign.objectives[:2]
-    directions = [first["direction"], second["direction"]]
-    points = np.concatenate([gen.objectives[gen.ok, :2] for gen in campaign.generations])
-    generation = np.concatenate(
-        [np.full(int(gen.ok.sum()), g) for g, gen in enumerate(campaign.generations)]
-    )
-    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
-    ax = fig.subplots()
-    norm = Normalize(0, max(1, len(campaign.generations) - 1))
-    cmap = colormaps["viridis"]
-    ax.scatter(points[:, 0], points[:, 1], c=generation, cmap=cmap, norm=norm, s=30, alpha=0.8)
-    if len(points):
-        front = points[non_dominated_sort(to_losses(points, directions)) == 0]
-        front = front[np.argsort(front[:, 0])]
-        ax.plot(front[:, 0], front[:, 1], "-", color="black", lw=1, alpha=0.6)
-        ax.scatter(
-            front[:, 0],
-            front[:, 1],
-            s=120,
-            facecolors="none",
-            edgecolors="tab:red",
-            linewidths=1.8,
-            label=f"non-dominated over all generations ({len(front)})",
-        )
-        ax.legend(fontsize="small")
-    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
-    colorbar.set_label("generation")
-    colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(f"{objective_label(first, campaign.config)} ({better(first)})")
-    ax.set_ylabel(f"{objective_label(second, campaign.config)} ({better(second)})")
-    ax.set_title(f"Pareto front: {first['name']} vs {second['name']}")
-    ax.grid(alpha=0.3)
     return fig
 
 
@@ -498,11 +468,97 @@ def objectives_section(campaign: Campaign) -> str:
     )
 
 
+def _interactive(fig: go.Figure, key: str, caption: str) -> str:
+    return (
+        f"<figure>{figure_html(fig, f'figure-{key}')}"
+        f"<figcaption>{_escape(caption)}</figcaption></figure>"
+    )
+
+
+def _answer_note(campaign: Campaign) -> str:
+    rows = campaign.individuals
+    if rows.answer is None:
+        return "every individual failed, so no answer is marked"
+    note = (
+        f"the red star is the configuration hpsrl best returns "
+        f"({campaign.batches[rows.generation[rows.answer]]}, individual "
+        f"{rows.index[rows.answer]})"
+    )
+    if pools_evidence(campaign.config):
+        note += (
+            ", chosen by its estimate over every seed its configuration was trained on (in its "
+            "hover), not by the value over its own seeds plotted here"
+        )
+    return note
+
+
+def _nothing_to_plot(campaign: Campaign) -> str:
+    primary = campaign.objectives[0]["name"]
+    return f"<p>No individual has a finite {_escape(primary)} yet.</p>"
+
+
 def pareto_section(campaign: Campaign) -> str:
-    return _figure(
-        pareto_figure(campaign),
-        "Every valid individual of every generation on the first two objectives, coloured by "
-        "generation; ringed: those no other individual beats on both.",
+    first, second = campaign.objectives[:2]
+    fig = interactive.pareto_figure(campaign.config, campaign.individuals, campaign.batches)
+    if fig is None:
+        return _nothing_to_plot(campaign)
+    return _interactive(
+        fig,
+        "pareto",
+        f"Every valid individual of every generation on {first['name']} and {second['name']} "
+        "(over its own seeds), a colour per generation; ringed and joined: those no other "
+        f"individual beats on both; {_answer_note(campaign)}. Hover for an individual's genes "
+        "and scores; click a generation in the legend to hide it.",
+    )
+
+
+def importance_section(campaign: Campaign) -> str:
+    _, trials = campaign_trials(campaign.folder)
+    fig, missing = interactive.importance_figure(campaign.config, trials)
+    why = "".join(f"<li>{_escape(line)}</li>" for line in missing)
+    if fig is None:
+        return f"<p>No importance yet:</p><ul>{why}</ul>"
+    caption = (
+        "How much each hyperparameter decides whether an individual is among the best on each "
+        "objective (the best 10%, or the best 5 where fewer than 50 trained individuals have a "
+        "value): PED-ANOVA (Optuna's PedAnovaImportanceEvaluator) over every individual trained "
+        "in full, failed ones left out. A list gene appears as its length (NAME.length) and its "
+        "elements (NAME[i]). Sorted by the first objective; each objective's importances sum to 1."
+    )
+    figure = _interactive(fig, "importance", caption)
+    return figure + (f"<p>Left out:</p><ul>{why}</ul>" if missing else "")
+
+
+def parallel_section(campaign: Campaign) -> str:
+    primary = campaign.objectives[0]["name"]
+    fig = interactive.parallel_figure(campaign.config, campaign.individuals)
+    if fig is None:
+        return _nothing_to_plot(campaign)
+    return _interactive(
+        fig,
+        "parallel",
+        f"Every valid individual as one line through its genes and objectives, coloured by "
+        f"{primary} (brighter is better); the red line is the configuration hpsrl best returns. "
+        "Log genes are on log10 axes; 'none' marks a list element an individual does not have; "
+        "an objective with infinite values (a threshold never reached) has no axis. Drag along "
+        "an axis to keep only the lines that cross it there; drag an axis's title to reorder.",
+    )
+
+
+def slices_section(campaign: Campaign) -> str:
+    primary = campaign.objectives[0]
+    failed = int((~campaign.individuals.ok).sum())
+    fig = interactive.genes_figure(campaign.config, campaign.individuals, campaign.batches)
+    if fig is None:
+        return _nothing_to_plot(campaign)
+    return _interactive(
+        fig,
+        "slices",
+        f"{primary['name']} ({better(primary)}, over each individual's own seeds) against each "
+        "gene, a colour per generation; a list gene has a panel for its length and one per "
+        "element. Categories and short integer ranges are spread sideways so that equal values "
+        f"stay visible; {_answer_note(campaign)}; {failed} failed individuals have no value and "
+        "are left out. Hover for an individual's genes and scores.",
     )
 
 
@@ -574,7 +630,11 @@ def build_report(campaign_dir: str | Path) -> str:
     sections.append(("objectives", "Objectives per generation", objectives_section))
     if len(campaign.objectives) > 1:
         sections.append(("pareto", "Pareto front", pareto_section))
+    primary = campaign.objectives[0]["name"]
     sections += [
+        ("importance", "Hyperparameter importance", importance_section),
+        ("parallel", "Parallel coordinates", parallel_section),
+        ("slices", f"Each gene against {primary}", slices_section),
         ("genes", "Gene distributions", genes_section),
         ("curves", "Learning curves of the best individuals", curves_section),
     ]
@@ -588,9 +648,11 @@ def build_report(campaign_dir: str | Path) -> str:
         f'<section id="{key}"><h2>{_escape(name)}</h2>{render(campaign)}</section>'
         for key, name, render in sections
     )
+    # plotly.js once for the whole page, before the figures that draw with it
+    script = interactive.plotly_script() if "plotly-graph-div" in body else ""
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_escape(title)}</title><style>{STYLE}</style></head>"
+        f"<title>{_escape(title)}</title><style>{STYLE}</style>{script}</head>"
         f"<body><h1>{_escape(title)}</h1><nav><ul>{nav}</ul></nav>{body}</body></html>\n"
     )
 
