@@ -119,7 +119,7 @@ def zoo_hyperparameters(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """RL Baselines3 Zoo's entry for the full hpsrl hyperparameters ``hp``, and the hpsrl fields
     that have no SB3 equivalent (by name, with their values)."""
-    from hpsrl.agents.common import ACTIVATIONS
+    from hpsrl.agents.networks import ACTIVATIONS
 
     if algorithm not in SB3_NAMES:
         raise ExportError(

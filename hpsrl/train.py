@@ -34,7 +34,7 @@ from hpsrl.storage import (
 )
 
 if TYPE_CHECKING:  # torch is imported only once a job really trains
-    from hpsrl.agents.common import Checkpointing
+    from hpsrl.agents.checkpoints import Checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _checkpointing(
     """Seed ``k``'s checkpoints: as training.checkpoint says, and always on a successive-halving
     rung (``rung``), whose training saves where it stops for the next rung to continue, or
     continues where the last rung stopped."""
-    from hpsrl.agents.common import Checkpointing
+    from hpsrl.agents.checkpoints import Checkpointing
 
     every = config["training"]["checkpoint"]
     minutes, steps = every["every_minutes"], every["every_steps"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from hpsrl.agents import TrainResult, get_algorithm, make_hyperparameters
-from hpsrl.agents.common import Checkpointing
+from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.envs import EnvSpec
 
 #: Small settings; DQN's buffer is smaller than the run, so the ring wraps around.

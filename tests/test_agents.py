@@ -23,17 +23,10 @@ from hpsrl.agents import (
     make_hyperparameters,
     ppo,
 )
-from hpsrl.agents.common import (
-    ACTIVATIONS,
-    MLP,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    evaluate,
-    greedy_actions,
-)
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
+from hpsrl.agents.networks import ACTIVATIONS, MLP, FlatAdam, build_mlp, greedy_actions
+from hpsrl.agents.run import TrainResult
 from hpsrl.envs import EnvSpec
 from tests.conftest import REPO
 

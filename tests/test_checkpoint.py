@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from hpsrl.agents import TrainResult, make_hyperparameters, ppo
-from hpsrl.agents.common import CHECKPOINT_FORMAT, Checkpointing
+from hpsrl.agents.checkpoints import CHECKPOINT_FORMAT, Checkpointing
 from hpsrl.envs import EnvSpec
 from tests.checkpoint_worker import EVERY_STEPS, TOTAL_STEPS, run
 

@@ -26,8 +26,9 @@ from hpsrl.agents import (
     sac,
     td3,
 )
-from hpsrl.agents.common import Checkpointer, Checkpointing, evaluate
+from hpsrl.agents.checkpoints import Checkpointer, Checkpointing
 from hpsrl.agents.continuous import ActionBounds, ReplayBuffer
+from hpsrl.agents.episodes import evaluate
 from hpsrl.envs import EnvConfigError, EnvSpec
 from hpsrl.export import full_hyperparameters, zoo_hyperparameters
 

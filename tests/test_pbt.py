@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from hpsrl.agents import get_algorithm, make_hyperparameters, ppo
-from hpsrl.agents.common import Checkpointing, evaluate
+from hpsrl.agents.checkpoints import Checkpointing
+from hpsrl.agents.episodes import evaluate
 from hpsrl.config import (
     ConfigError,
     changed_keys,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from hpsrl.agents import TrainResult, get_algorithm, make_hyperparameters
-from hpsrl.agents.common import Checkpointing
+from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.envs import EnvSpec
 from tests.checkpoint_worker import HYPERPARAMETERS
 from tests.test_checkpoint import SMALL_PPO

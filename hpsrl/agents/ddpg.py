@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from hpsrl.agents.common import Checkpointing, TrainResult
+from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.agents.hyperparameters.ddpg import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ddpg import GENES as GENES
 from hpsrl.agents.hyperparameters.ddpg import Hyperparameters
+from hpsrl.agents.run import TrainResult
 from hpsrl.agents.td3 import rebuild_policy, train_td3_family
 from hpsrl.envs import EnvSpec
 

@@ -5,16 +5,15 @@ are in :mod:`hpsrl.agents.hyperparameters.dqn` (no torch there, for config check
 With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
 transition and is not stored; the done flag of a stored transition is ``terminated`` only, so
 truncated episodes bootstrap from their final observation.
-As in ``ppo``, gradients are written out by hand in numpy (:class:`hpsrl.agents.common.MLP`) and
+As in ``ppo``, gradients are written out by hand in numpy (:class:`hpsrl.agents.networks.MLP`) and
 Adam runs over one flat buffer; without Double DQN the targets of a whole training phase come from
 one forward pass of the target network, which does not change during the phase, over the distinct
 transitions the phase samples.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the training
 phase and target update it triggers), including the filled part of the replay buffer, and resumes
-from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed result
-is bit-identical to an uninterrupted one.
-"""
+from it when restarted; see :mod:`hpsrl.agents.checkpoints` for what is kept and when the resumed
+result is bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -27,31 +26,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import (
-    MLP,
+from hpsrl.agents.checkpoints import (
     Checkpointer,
     Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flatten_parameters,
-    flushing_denormals,
-    greedy_actions,
-    load_weights,
-    loop_lengths,
-    rebuild_discrete,
     restore_run,
     run_fingerprint,
     run_state,
-    state_dict_cpu,
 )
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.dqn import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.dqn import GENES as GENES
 from hpsrl.agents.hyperparameters.dqn import Hyperparameters
+from hpsrl.agents.networks import (
+    MLP,
+    FlatAdam,
+    build_mlp,
+    flatten_parameters,
+    greedy_actions,
+    load_weights,
+    rebuild_discrete,
+)
+from hpsrl.agents.run import (
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    loop_lengths,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,8 @@ def train(
     points, stops after the first vector step (and its training phase and target update) at or
     past ``stop_at`` env steps, saves a checkpoint there (with ``checkpoint``) and evaluates the
     policy as it is, so that a later call with a larger ``stop_at`` (or ``None``) goes on from that
-    point; see :mod:`hpsrl.agents.common`.
-    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when the TD loss becomes NaN/inf.
+    point; see :mod:`hpsrl.agents.checkpoints`.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when the TD loss becomes NaN/inf.
     """
     started = time.perf_counter()
     # Vector steps of the whole run and of this call

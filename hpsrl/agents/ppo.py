@@ -5,14 +5,13 @@ are in :mod:`hpsrl.agents.hyperparameters.ppo` (no torch there, for config check
 Differences from CleanRL: gymnasium 1.x ``NEXT_STEP`` autoreset is handled by masking the reset step
 that follows each episode out of the loss; truncated episodes bootstrap from the value of their
 final observation; minibatches are near-equal splits of the valid samples of a rollout.
-Gradients are written out by hand in numpy (no autograd, see :class:`hpsrl.agents.common.MLP`)
-and Adam runs over one flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`): the
+Gradients are written out by hand in numpy (no autograd, see :class:`hpsrl.agents.networks.MLP`)
+and Adam runs over one flat parameter buffer (:class:`~hpsrl.agents.networks.FlatAdam`): the
 networks are so small that torch's per-op overhead, not arithmetic, would otherwise dominate.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a rollout and its update and
-resumes from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed
-result is bit-identical to an uninterrupted one.
-"""
+resumes from it when restarted; see :mod:`hpsrl.agents.checkpoints` for what is kept and when the
+resumed result is bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -26,30 +25,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import (
-    MLP,
+from hpsrl.agents.checkpoints import (
     Checkpointer,
     Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flushing_denormals,
-    greedy_actions,
-    load_weights,
-    loop_lengths,
-    rebuild_discrete,
     restore_run,
     run_fingerprint,
     run_state,
-    state_dict_cpu,
 )
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.ppo import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ppo import GENES as GENES
 from hpsrl.agents.hyperparameters.ppo import Hyperparameters
+from hpsrl.agents.networks import (
+    MLP,
+    FlatAdam,
+    build_mlp,
+    greedy_actions,
+    load_weights,
+    rebuild_discrete,
+)
+from hpsrl.agents.run import (
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    loop_lengths,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 log = logging.getLogger(__name__)
@@ -123,8 +125,8 @@ def train(
     curve points, stops after ceil(stop_at / (num_steps * num_envs)) rollouts and their updates,
     saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so that a
     later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
-    :mod:`hpsrl.agents.common`.
-    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf.
+    :mod:`hpsrl.agents.checkpoints`.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss becomes NaN/inf.
     """
     started = time.perf_counter()
     # Rollouts of the whole run (they set the learning-rate schedule) and of this call

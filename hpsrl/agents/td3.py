@@ -20,7 +20,7 @@ check those gradients against.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
 training phase it triggers), including the replay buffer, and resumes from it when restarted; see
-:mod:`hpsrl.agents.common` for what is kept and when the resumed result is bit-identical to an
+:mod:`hpsrl.agents.checkpoints` for what is kept and when the resumed result is bit-identical to an
 uninterrupted one.
 """
 
@@ -36,25 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import (
-    MLP,
+from hpsrl.agents.checkpoints import (
     Checkpointer,
     Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flatten_parameters,
-    flushing_denormals,
-    load_weights,
-    loop_lengths,
     restore_run,
     run_fingerprint,
     run_state,
-    state_dict_cpu,
 )
 from hpsrl.agents.continuous import (
     ActionBounds,
@@ -64,9 +51,19 @@ from hpsrl.agents.continuous import (
     load_stored_weights,
     spaces_of,
 )
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.td3 import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.td3 import GENES as GENES
 from hpsrl.agents.hyperparameters.td3 import Hyperparameters
+from hpsrl.agents.networks import MLP, FlatAdam, build_mlp, flatten_parameters, load_weights
+from hpsrl.agents.run import (
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    loop_lengths,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
@@ -196,7 +193,7 @@ def train(
     buffer size, stops after the first vector step (and its training phase) at or past ``stop_at``
     env steps, saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so
     that a later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
-    :mod:`hpsrl.agents.common`. Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss
+    :mod:`hpsrl.agents.checkpoints`. Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss
     becomes NaN/inf, and ``ValueError`` when ``initial_weights`` do not fit the networks or
     ``stop_at`` is below 1.
     """
