@@ -271,7 +271,7 @@ def _linear(initial: float):
 
 
 def run_hpsrl(algo: str, seed: int, steps: int) -> dict[str, Any]:
-    from hpsrl.agents import get_algorithm
+    from hpsrl.agents import RunSettings, get_algorithm
     from hpsrl.envs import EnvSpec
 
     if algo in DISCRETE:
@@ -282,10 +282,12 @@ def run_hpsrl(algo: str, seed: int, steps: int) -> dict[str, Any]:
     result = module.train(
         EnvSpec(CASES[algo]["env"]),
         module.Hyperparameters(**values),
-        steps,
-        seed,
-        eval_seed=seed + EVAL_SEED_OFFSET,
-        eval_episodes=CASES[algo]["eval_episodes"],
+        RunSettings(
+            steps,
+            seed,
+            eval_seed=seed + EVAL_SEED_OFFSET,
+            eval_episodes=CASES[algo]["eval_episodes"],
+        ),
     )
     return {
         "env_steps": int(result.env_steps),

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hpsrl.agents.checkpoints import Checkpointing
-    from hpsrl.agents.run import TrainingDiverged, TrainResult
+    from hpsrl.agents.run import RunSettings, TrainingDiverged, TrainResult
 
 __all__ = [
     "ACTION_KINDS",
     "ALGORITHMS",
     "Checkpointing",
+    "RunSettings",
     "TrainResult",
     "TrainingDiverged",
     "get_algorithm",
@@ -77,6 +78,7 @@ def make_hyperparameters(algorithm: str, values: Mapping[str, Any]) -> Any:
 #: Where each training record lives (its module imports torch).
 _LAZY = {
     "Checkpointing": "checkpoints",
+    "RunSettings": "run",
     "TrainResult": "run",
     "TrainingDiverged": "run",
 }

@@ -55,7 +55,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ import torch
 from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters import as_int, require
 from hpsrl.agents.networks import weights_digest
+from hpsrl.agents.run import RunSettings, loop_lengths
 from hpsrl.envs import EnvSpec, get_vector_state, set_vector_state
 
 log = logging.getLogger(__name__)
@@ -324,3 +325,128 @@ def restore_run(
     obs, _ = envs.reset(seed=env_seed)
     tracker.running[:] = 0.0
     return obs, np.zeros(envs.num_envs, dtype=bool)
+
+
+# -- Resuming or starting, and saving when due: what every trainer does ----------------------------
+
+
+class Stateful(Protocol):
+    """What a checkpoint saves and restores: a network, an optimiser, a replay buffer."""
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run's loop starts: at the beginning, or where its checkpoint left it."""
+
+    iteration: int
+    """Loop iterations done (PPO: rollouts and their updates; the others: vector steps)."""
+    global_step: int
+    """Env steps taken."""
+    obs: np.ndarray
+    """The envs' current observations."""
+    prev_done: np.ndarray
+    """Which envs' last step ended an episode (so their next step is a reset step)."""
+
+
+class RunCheckpoint:
+    """One run's checkpoint, as every trainer uses it: :meth:`resume_or_start` before the loop,
+    :meth:`maybe_save` at the end of each iteration, :meth:`train_seconds` after it.
+
+    ``parts`` names the run's own state (networks, optimisers, replay buffer) as it is saved in the
+    file; the torch and numpy generators, the tracker and the envs are saved with it (see
+    :func:`run_state`). ``counter`` names the iteration count in the file. The loop runs
+    ``range(progress.iteration, self.stop_iteration)``; :attr:`num_iterations` is the whole
+    run's (see :func:`loop_lengths`).
+    """
+
+    def __init__(
+        self,
+        algorithm: str,
+        env: EnvSpec,
+        hp: Any,
+        run: RunSettings,
+        *,
+        steps_per_iteration: int,
+        counter: str,
+        parts: Mapping[str, Stateful],
+        generator: torch.Generator,
+        rng: np.random.Generator,
+        tracker: EpisodeTracker,
+        envs: Any,
+        started: float,
+    ) -> None:
+        self.num_iterations, self.stop_iteration = loop_lengths(
+            run.total_steps, steps_per_iteration, run.stop_at
+        )
+        fingerprint = run_fingerprint(
+            algorithm,
+            env,
+            hp,
+            total_steps=run.total_steps,
+            seed=run.seed,
+            eval_seed=run.eval_seed,
+            curve_points=run.curve_points,
+            return_threshold=run.return_threshold,
+            initial_weights=run.initial_weights,
+        )
+        self._checkpointer = Checkpointer(run.checkpoint, fingerprint)
+        self._what = f"{algorithm.upper()} seed {run.seed}"
+        self._seed = run.seed
+        self._counter = counter
+        self._parts = parts
+        self._generator, self._rng, self._tracker, self._envs = generator, rng, tracker, envs
+        self._started = started
+        self._earlier_seconds = 0.0  # train time of the run before it was resumed
+
+    def resume_or_start(self, obs: np.ndarray, prev_done: np.ndarray) -> Progress:
+        """Restore the run from its checkpoint when there is one of this run (``obs`` and
+        ``prev_done`` are those of the freshly reset envs, what a run without one starts from)."""
+        saved = self._checkpointer.load()
+        if saved is None:
+            return Progress(0, 0, obs, prev_done)
+        for name, part in self._parts.items():
+            part.load_state_dict(saved[name])
+        self._earlier_seconds = float(saved["train_seconds"])
+        obs, prev_done = restore_run(
+            saved,
+            generator=self._generator,
+            rng=self._rng,
+            tracker=self._tracker,
+            envs=self._envs,
+            seed=self._seed,
+            what=self._what,
+        )
+        return Progress(int(saved[self._counter]), int(saved["global_step"]), obs, prev_done)
+
+    def maybe_save(
+        self, iteration: int, global_step: int, obs: np.ndarray, prev_done: np.ndarray
+    ) -> None:
+        """After loop iteration ``iteration`` (0-based): save when a save is due, or when the run
+        stops early here, to be continued (saving reads state and draws no random numbers)."""
+        stopping = (
+            self.stop_iteration < self.num_iterations and iteration + 1 == self.stop_iteration
+        )
+        if not self._checkpointer.due(global_step, stopping=stopping):
+            return
+        state = run_state(
+            global_step=global_step,
+            train_seconds=self.train_seconds(),
+            generator=self._generator,
+            rng=self._rng,
+            tracker=self._tracker,
+            envs=self._envs,
+            obs=obs,
+            prev_done=prev_done,
+        )
+        state[self._counter] = iteration + 1
+        for name, part in self._parts.items():
+            state[name] = part.state_dict()
+        self._checkpointer.save(global_step, state)
+
+    def train_seconds(self) -> float:
+        """Train time so far: that of the run before it was resumed, and of this call."""
+        return self._earlier_seconds + time.perf_counter() - self._started

@@ -25,13 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.checkpoints import (
-    Checkpointer,
-    Checkpointing,
-    restore_run,
-    run_fingerprint,
-    run_state,
-)
+from hpsrl.agents.checkpoints import RunCheckpoint
 from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.ppo import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ppo import GENES as GENES
@@ -45,11 +39,11 @@ from hpsrl.agents.networks import (
     rebuild_discrete,
 )
 from hpsrl.agents.run import (
+    RunSettings,
     TrainResult,
     check_finite,
     check_parameters,
     flushing_denormals,
-    loop_lengths,
     state_dict_cpu,
 )
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
@@ -99,38 +93,22 @@ def greedy_policy(
 
 
 @flushing_denormals
-def train(
-    env: EnvSpec,
-    hp: Hyperparameters,
-    total_steps: int,
-    seed: int,
-    *,
-    eval_seed: int,
-    eval_episodes: int = 10,
-    curve_points: int = 20,
-    return_threshold: float | None = None,
-    checkpoint: Checkpointing | None = None,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
-    stop_at: int | None = None,
-) -> TrainResult:
-    """Train PPO on ``env`` for ``total_steps`` env steps (rounded up to whole rollouts), evaluate.
+def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
+    """Train PPO on ``env`` for ``run.total_steps`` env steps (rounded up to whole rollouts),
+    evaluate.
 
-    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
-    ``ARCHITECTURE_FIELDS``, as arrays) the actor and critic start from them instead of a fresh
-    initialisation; the optimizer starts afresh. Entries that do not fit raise ``ValueError``.
-    Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
-    With ``checkpoint``, saves its state after updates and resumes from ``checkpoint.path`` if
-    that file holds a checkpoint of this same run.
-    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its learning-rate schedule and
-    curve points, stops after ceil(stop_at / (num_steps * num_envs)) rollouts and their updates,
-    saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so that a
-    later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
+    With ``run.initial_weights`` the actor and critic start from them; the optimizer starts
+    afresh. Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
+    With ``run.checkpoint``, saves its state after a rollout and its update and resumes from
+    ``checkpoint.path`` if that file holds a checkpoint of this same run. With ``run.stop_at`` the
+    run, still a ``total_steps`` run in its learning-rate schedule and curve points, stops after
+    ceil(stop_at / (num_steps * num_envs)) rollouts and their updates; see
     :mod:`hpsrl.agents.checkpoints`.
-    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss becomes NaN/inf.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the networks.
     """
     started = time.perf_counter()
-    # Rollouts of the whole run (they set the learning-rate schedule) and of this call
-    num_iterations, stop_iteration = loop_lengths(total_steps, hp.num_steps * hp.num_envs, stop_at)
+    seed = run.seed
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -144,9 +122,9 @@ def train(
     obs_dim = observation_dim(envs.single_observation_space)
     n_actions = int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    if initial_weights is not None:  # replaces the fresh initialisation (which drew from generator)
+    if run.initial_weights is not None:  # replaces the fresh initialisation (drawn from generator)
         try:
-            load_weights(agent, initial_weights)
+            load_weights(agent, run.initial_weights)
         except ValueError:
             envs.close()
             raise
@@ -164,47 +142,30 @@ def train(
     valid = np.zeros((T, N), dtype=bool)  # False on the reset step that follows an episode's end
     advantages = np.zeros((T, N), dtype=np.float32)
 
-    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
     next_obs, _ = envs.reset(seed=seed)
-    prev_done = np.zeros(N, dtype=bool)
-    global_step = 0
-    first_iteration = 0
-    earlier_seconds = 0.0  # train time of the run before it was resumed
 
     # -- Resume from this run's checkpoint, if there is one ----------------------------------------
-    fingerprint = run_fingerprint(
+    checkpoint = RunCheckpoint(
         "ppo",
         env,
         hp,
-        total_steps=total_steps,
-        seed=seed,
-        eval_seed=eval_seed,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        initial_weights=initial_weights,
+        run,
+        steps_per_iteration=T * N,  # a rollout; the rollouts of the whole run set the lr schedule
+        counter="iteration",
+        parts={"agent": agent, "optimizer": optimizer},
+        generator=generator,
+        rng=rng,
+        tracker=tracker,
+        envs=envs,
+        started=started,
     )
-    checkpointer = Checkpointer(checkpoint, fingerprint)
-    saved = checkpointer.load()
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        optimizer.load_state_dict(saved["optimizer"])
-        first_iteration = int(saved["iteration"])
-        global_step = int(saved["global_step"])
-        earlier_seconds = float(saved["train_seconds"])
-        next_obs, prev_done = restore_run(
-            saved,
-            generator=generator,
-            rng=rng,
-            tracker=tracker,
-            envs=envs,
-            seed=seed,
-            what=f"PPO seed {seed}",
-        )
-        del saved
+    start = checkpoint.resume_or_start(next_obs, np.zeros(N, dtype=bool))
+    next_obs, prev_done, global_step = start.obs, start.prev_done, start.global_step
 
-    for iteration in range(first_iteration, stop_iteration):
+    for iteration in range(start.iteration, checkpoint.stop_iteration):
         if hp.anneal_lr:
-            optimizer.lr = hp.learning_rate * (1 - iteration / num_iterations)
+            optimizer.lr = hp.learning_rate * (1 - iteration / checkpoint.num_iterations)
 
         # -- Collect a rollout: one batched actor forward per vector step -------------------------
         # argmax(logits + Gumbel noise) is a sample of softmax(logits); the rollout's noise is
@@ -310,36 +271,15 @@ def train(
                 losses[-1],
             )
 
-        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
-        # (saving reads state and draws no random numbers)
-        stopping = stop_iteration < num_iterations and iteration + 1 == stop_iteration
-        if checkpointer.due(global_step, stopping=stopping):
-            checkpointer.save(
-                global_step,
-                {
-                    **run_state(
-                        global_step=global_step,
-                        train_seconds=earlier_seconds + time.perf_counter() - started,
-                        generator=generator,
-                        rng=rng,
-                        tracker=tracker,
-                        envs=envs,
-                        obs=next_obs,
-                        prev_done=prev_done,
-                    ),
-                    "iteration": iteration + 1,
-                    "agent": agent.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                },
-            )
+        checkpoint.maybe_save(iteration, global_step, next_obs, prev_done)
     envs.close()
     check_parameters(agent, global_step)
-    train_seconds = earlier_seconds + time.perf_counter() - started
+    train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()
     eval_returns = evaluate(
-        greedy_actions(agent.actor, hp.activation), env, eval_episodes, eval_seed
+        greedy_actions(agent.actor, hp.activation), env, run.eval_episodes, run.eval_seed
     )
     return TrainResult(
         eval_returns=eval_returns,

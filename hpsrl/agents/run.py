@@ -1,21 +1,62 @@
-"""What a training run takes and gives: :class:`TrainResult` (the result record), the checks that
-end a diverging run (:class:`TrainingDiverged`), the loop lengths of a run stopped part-way
-(:func:`loop_lengths`) and the float mode training runs in (:func:`flushing_denormals`).
+"""What a training run takes and gives: :class:`RunSettings` (what every algorithm's ``train`` is
+asked to do besides its env and hyperparameters), :class:`TrainResult` (the result record), the
+checks that end a diverging run (:class:`TrainingDiverged`), the loop lengths of a run stopped
+part-way (:func:`loop_lengths`) and the float mode training runs in (:func:`flushing_denormals`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from hpsrl.agents.hyperparameters import as_int, require
+
+if TYPE_CHECKING:
+    from hpsrl.agents.checkpoints import Checkpointing
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What one training run is asked to do, the same for every algorithm: every ``train`` is
+    ``train(env, hp, run: RunSettings) -> TrainResult``."""
+
+    total_steps: int
+    """Env steps to train for (rounded up to whole rollouts or vector steps); every schedule
+    (learning rate, epsilon, curve points) follows it, also when ``stop_at`` ends a call early."""
+    seed: int
+    """Seeds the networks' initialisation, the training envs and every random draw of training."""
+    _: KW_ONLY
+    eval_seed: int
+    """Seeds the evaluation envs (copy i gets ``eval_seed + i``), a stream apart from ``seed``."""
+    eval_episodes: int = 10
+    """Evaluation episodes of the trained policy (acting greedily or deterministically)."""
+    curve_points: int = 20
+    """Points of the learning curve, evenly spaced over ``total_steps``."""
+    return_threshold: float | None = None
+    """Mean return whose first reaching sets ``TrainResult.steps_to_threshold``; ``None``: never."""
+    checkpoint: Checkpointing | None = None
+    """Where and how often to save the run's state, and where to resume it from (see
+    :mod:`hpsrl.agents.checkpoints`); ``None``: no checkpoints."""
+    initial_weights: Mapping[str, np.ndarray] | None = None
+    """A ``TrainResult.model_state`` (as arrays) of a run with the same ``ARCHITECTURE_FIELDS``
+    to start the networks from instead of a fresh initialisation; the optimisers (and a replay
+    buffer) start afresh. Entries that do not fit raise ``ValueError``."""
+    stop_at: int | None = None
+    """End this call at the first update boundary at or past this many env steps (see
+    :func:`loop_lengths`), save a checkpoint there (with ``checkpoint``) and evaluate; a later call
+    with a larger ``stop_at`` (or ``None``) goes on from there. ``None``: train to the end."""
+
+    def __post_init__(self) -> None:
+        if self.stop_at is not None:  # before any env is made (loop_lengths checks it again)
+            object.__setattr__(self, "stop_at", as_int("stop_at", self.stop_at))
+            require(self.stop_at >= 1, "stop_at", ">= 1 or None", self.stop_at)
 
 
 class TrainingDiverged(RuntimeError):
