@@ -109,6 +109,40 @@ class _ReplayArrays:
             array[: min(self.stored, self.capacity)] = state[name].numpy()
 
 
+def td_gradients(
+    q: MLP,
+    obs: np.ndarray,
+    taken: np.ndarray,
+    targets: np.ndarray,
+    td_errors: np.ndarray,
+    grad_q: np.ndarray,
+    grad_taken: np.ndarray,
+) -> None:
+    """*Write* the gradient of the TD loss ``smooth_l1_loss(Q(obs)[a], targets)`` (beta 1, mean
+    over the batch, as SB3 and CleanRL) into ``q``'s ``.grad``; put the TD errors into
+    ``td_errors`` (for :func:`huber`).
+
+    ``taken`` indexes each row's Q-value of its action in the flattened ``(batch, n_actions)``
+    output; ``grad_q`` ``(batch, n_actions)`` and ``grad_taken`` ``(batch,)`` are scratch arrays.
+    Written out by hand: d smooth_l1 / d q_taken = clip(q_taken - target, -1, 1) / batch, and
+    nothing flows to the Q-values of actions not taken (tests/test_discrete_gradients.py checks it
+    against autograd).
+    """
+    q_values = q.forward(obs)
+    td_error = np.subtract(q_values.take(taken), targets, out=td_errors)
+    np.clip(td_error, -1.0, 1.0, out=grad_taken)
+    np.divide(grad_taken, len(obs), out=grad_taken)
+    grad_q.fill(0.0)
+    grad_q.put(taken, grad_taken)
+    q.backward(grad_q)
+
+
+def huber(td_errors: np.ndarray) -> np.ndarray:
+    """``smooth_l1_loss`` (beta 1) of each TD error, elementwise."""
+    abs_errors = np.abs(td_errors)
+    return np.where(abs_errors < 1.0, 0.5 * td_errors**2, abs_errors - 0.5)
+
+
 def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -269,20 +303,12 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
                         target = p_rewards[u] + hp.gamma * p_not_terminal[u] * next_q.take(best)
                     else:
                         target = targets[u]
-                    q_values = q_mlp.forward(p_obs[u])
-                    td_error = np.subtract(q_values.take(taken[u]), target, out=td_errors[u])
-                    # d smooth_l1 / d q_taken = clip(q_taken - target, -1, 1) / batch_size,
-                    # and nothing flows to the Q-values of actions not taken.
-                    np.clip(td_error, -1.0, 1.0, out=grad_taken)
-                    np.divide(grad_taken, hp.batch_size, out=grad_taken)
-                    grad_q.fill(0.0)
-                    grad_q.put(taken[u], grad_taken)
-                    q_mlp.backward(grad_q)
+                    td_gradients(
+                        q_mlp, p_obs[u], taken[u], target, td_errors[u], grad_q, grad_taken
+                    )
                     optimizer.step()
-                # smooth_l1_loss (beta 1) of each gradient step, from its TD errors
-                abs_errors = np.abs(td_errors)
-                huber = np.where(abs_errors < 1.0, 0.5 * td_errors**2, abs_errors - 0.5)
-            check_finite(huber.mean(-1), "DQN TD loss", global_step)
+                losses = huber(td_errors).mean(-1)  # of each gradient step
+            check_finite(losses, "DQN TD loss", global_step)
 
         # -- Update the target network every `target_update_interval` env steps -----------------
         if global_step // hp.target_update_interval > previous_step // hp.target_update_interval:

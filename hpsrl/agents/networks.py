@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpsrl.agents import kernels
 from hpsrl.envs import EnvSpec, observation_dim
 
 #: The torch module of each activation a network may use (``ACTIVATION_NAMES``, the ``activation``
@@ -77,22 +78,6 @@ def build_mlp(
 # backward pass by hand in numpy (:class:`MLP`) and update all parameters as one flat buffer with
 # torch's fused Adam kernel (:class:`FlatAdam`): a gradient step is a few dozen cheap ops.
 
-#: d activation(z) / dz times an upstream gradient ``g``, from the pre-activation ``z`` and the
-#: output ``h``: the kernels autograd itself uses, so gradients equal autograd's. (On these small
-#: arrays they also beat numpy's: 6 vs 19 us for ReLU's on 64 x 256.)
-_ACTIVATION_BACKWARD: dict[str, Callable[..., torch.Tensor]] = {
-    "tanh": lambda g, z, h: torch.ops.aten.tanh_backward(g, h),
-    "relu": lambda g, z, h: torch.ops.aten.threshold_backward(g, h, 0),
-    "elu": lambda g, z, h: torch.ops.aten.elu_backward(g, 1.0, 1, 1, False, z),
-    "leaky_relu": lambda g, z, h: torch.ops.aten.leaky_relu_backward(g, z, 0.01, False),
-    "gelu": lambda g, z, h: torch.ops.aten.gelu_backward(g, z),
-    "silu": lambda g, z, h: torch.ops.aten.silu_backward(g, z),
-}
-#: The activations whose backward reads only the output ``h`` (the others read only ``z``): what
-#: :meth:`MLP.input_gradient` gathers when it runs on some of the rows.
-_BACKWARD_READS_OUTPUT = frozenset({"tanh", "relu"})
-
-
 #: Largest batch (rows x widest layer) that :meth:`MLP.predict` computes in numpy: below it numpy's
 #: lower per-call overhead wins (acting on one vector step), above it torch's faster kernels do.
 _NUMPY_MAX_OUTPUTS = 1024
@@ -139,8 +124,9 @@ class MLP:
             "tanh": lambda z: np.tanh(z, out=z),
             "relu": lambda z: np.maximum(z, 0.0, out=z),
         }.get(activation, self._act)
-        self._act_backward_kernel = _ACTIVATION_BACKWARD[activation]
-        self._backward_reads_output = activation in _BACKWARD_READS_OUTPUT
+        # d activation / d z: autograd's own kernel where it works (see hpsrl.agents.kernels)
+        self._act_backward_kernel = kernels.activation_backward[activation]
+        self._backward_reads_output = activation in kernels.BACKWARD_READS_OUTPUT
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The network's output for the float32 batch ``x`` (keeps what :meth:`backward` needs)."""
@@ -282,7 +268,8 @@ class FlatAdam:
     flat parameter buffer of one module (see :func:`flatten_parameters`).
 
     The step is torch's fused Adam kernel (what ``torch.optim.Adam(fused=True)`` runs: the same
-    math as the default implementation, in one pass over the buffers instead of about ten), after
+    math as the default implementation, in one pass over the buffers instead of about ten; plain
+    torch ops where a torch release lacks it, see :mod:`hpsrl.agents.kernels`), after
     ``nn.utils.clip_grad_norm_``'s clipping (scale ``max_norm / (norm + 1e-6)`` when below 1).
     Avoiding ``torch.optim`` also avoids its import of ``torch._dynamo`` (seconds per process).
     """
@@ -303,6 +290,7 @@ class FlatAdam:
         self.steps = 0
         self._grads_array = self.grads.numpy()  # the norm is cheaper in numpy (BLAS dot)
         self._step_count = torch.zeros((), dtype=torch.float32)  # the kernel reads the step here
+        self._adam_step = kernels.adam_step  # fused where it works (see hpsrl.agents.kernels)
 
     def step(self) -> None:
         """Clip the gradients (if ``max_grad_norm``) and update the parameters in place."""
@@ -314,20 +302,16 @@ class FlatAdam:
         self.steps += 1
         self._step_count.fill_(self.steps)
         beta1, beta2 = self.betas
-        torch._fused_adam_(
-            [self.params],
-            [self.grads],
-            [self.exp_avg],
-            [self.exp_avg_sq],
-            [],
-            [self._step_count],
+        self._adam_step(
+            self.params,
+            self.grads,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self._step_count,
             lr=self.lr,
             beta1=beta1,
             beta2=beta2,
-            weight_decay=0.0,
             eps=self.eps,
-            amsgrad=False,
-            maximize=False,
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -84,6 +84,57 @@ def _standardized(advantages: np.ndarray) -> np.ndarray:
     return centered
 
 
+def loss_gradients(
+    actor: MLP,
+    critic: MLP,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    old_logprobs: np.ndarray,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    hp: Hyperparameters,
+) -> float:
+    """PPO's loss on a minibatch, ``pg_loss - ent_coef * entropy + vf_coef * v_loss`` as CleanRL
+    writes it; *writes* its gradient into the actor's and the critic's ``.grad``.
+
+    Written out by hand (no autograd; tests/test_discrete_gradients.py checks it against autograd).
+    With B samples, per sample i:
+
+    - pg_loss = mean_i max(-A_i r_i, -A_i clip(r_i)), r_i = exp(logp_i(a_i) - old_logp_i):
+      d / d r_i = -A_i / B where the unclipped term is the larger one (always inside the clip
+      range), else 0; and d r_i / d logits_i = r_i (onehot(a_i) - p_i).
+    - entropy = mean_i H_i, H_i = -sum_j p_ij logp_ij: d H_i / d logits_ij = -p_ij (logp_ij + H_i).
+    - v_loss = 0.5 mean_i (v_i - R_i)^2: d / d v_i = (v_i - R_i) / B.
+
+    max(-x, -y) = -min(x, y) exactly, so the code uses the surrogates x = A r, y = A clip(r).
+    """
+    B = len(obs)
+    rows = np.arange(B)
+    logprobs_all = _log_softmax(actor.forward(obs))
+    probs = np.exp(logprobs_all)
+    ratio = np.exp(logprobs_all[rows, actions] - old_logprobs)
+    surrogate = advantages * ratio
+    surrogate_clipped = advantages * np.clip(ratio, 1 - hp.clip_coef, 1 + hp.clip_coef)
+    pg_loss = -np.minimum(surrogate, surrogate_clipped).sum() / B
+    v_error = critic.forward(obs)[:, 0] - returns
+    v_loss = 0.5 * np.dot(v_error, v_error) / B
+    loss = pg_loss + hp.vf_coef * v_loss
+
+    unclipped = surrogate <= surrogate_clipped
+    grad_logprob = np.where(unclipped, surrogate, 0.0) * (-1.0 / B)
+    grad_logits = -probs
+    grad_logits[rows, actions] += 1.0
+    grad_logits *= grad_logprob[:, None]
+    if hp.ent_coef != 0.0:
+        entropies = -(probs * logprobs_all).sum(-1)
+        loss -= hp.ent_coef * entropies.sum() / B
+        entropy_grad = probs * (logprobs_all + entropies[:, None])
+        grad_logits += entropy_grad * (hp.ent_coef / B)
+    actor.backward(grad_logits)
+    critic.backward((v_error * (hp.vf_coef / B))[:, None])
+    return loss
+
+
 def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -216,15 +267,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         if hp.normalize_advantages and num_minibatches == 1:
             b_advantages = _standardized(b_advantages)
 
-        # -- Optimise the clipped surrogate, value loss and entropy bonus ------------------------
-        # Gradients are written out by hand (no autograd); with B samples, per sample i:
-        #   pg_loss = mean_i max(-A_i r_i, -A_i clip(r_i)), r_i = exp(logp_i(a_i) - old_logp_i):
-        #     d/d r_i = -A_i / B where the unclipped term is the larger one (always inside the clip
-        #     range), else 0; and d r_i / d logits_i = r_i (onehot(a_i) - p_i).
-        #   entropy = mean_i H_i, H_i = -sum_j p_ij logp_ij:
-        #     d H_i / d logits_ij = -p_ij (logp_ij + H_i).
-        #   v_loss = 0.5 mean_i (v_i - R_i)^2: d/d v_i = (v_i - R_i) / B.
-        # max(-x, -y) = -min(x, y) exactly, so the code uses the surrogates x = A r, y = A clip(r).
+        # -- Optimise the clipped surrogate, value loss and entropy bonus (loss_gradients) --------
         losses = []
         with np.errstate(all="ignore"):  # NaN/inf of a diverging run are caught by check_finite
             for _ in range(hp.update_epochs):
@@ -233,33 +276,19 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
                 order = rng.permutation(len(keep)) if num_minibatches > 1 else None
                 for start, stop in itertools.pairwise(bounds):
                     mb = slice(None) if order is None else order[start:stop]
-                    B = stop - start
-                    rows, mb_obs, mb_actions = np.arange(B), b_obs[mb], b_actions[mb]
-                    logprobs_all = _log_softmax(actor.forward(mb_obs))
-                    probs = np.exp(logprobs_all)
-                    ratio = np.exp(logprobs_all[rows, mb_actions] - b_logprobs[mb])
                     adv = b_advantages[mb]
                     if normalize_per_minibatch:
                         adv = _standardized(adv)
-                    surrogate = adv * ratio
-                    surrogate_clipped = adv * np.clip(ratio, 1 - hp.clip_coef, 1 + hp.clip_coef)
-                    pg_loss = -np.minimum(surrogate, surrogate_clipped).sum() / B
-                    v_error = critic.forward(mb_obs)[:, 0] - b_returns[mb]
-                    v_loss = 0.5 * np.dot(v_error, v_error) / B
-                    loss = pg_loss + hp.vf_coef * v_loss
-
-                    unclipped = surrogate <= surrogate_clipped
-                    grad_logprob = np.where(unclipped, surrogate, 0.0) * (-1.0 / B)
-                    grad_logits = -probs
-                    grad_logits[rows, mb_actions] += 1.0
-                    grad_logits *= grad_logprob[:, None]
-                    if hp.ent_coef != 0.0:
-                        entropies = -(probs * logprobs_all).sum(-1)
-                        loss -= hp.ent_coef * entropies.sum() / B
-                        entropy_grad = probs * (logprobs_all + entropies[:, None])
-                        grad_logits += entropy_grad * (hp.ent_coef / B)
-                    actor.backward(grad_logits)
-                    critic.backward((v_error * (hp.vf_coef / B))[:, None])
+                    loss = loss_gradients(
+                        actor,
+                        critic,
+                        b_obs[mb],
+                        b_actions[mb],
+                        b_logprobs[mb],
+                        adv,
+                        b_returns[mb],
+                        hp,
+                    )
                     optimizer.step()
                     losses.append(loss)
         check_finite(np.array(losses), "PPO loss", global_step)
