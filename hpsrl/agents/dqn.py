@@ -187,7 +187,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
             envs.close()
             raise
     target_network = copy.deepcopy(q_network)
-    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP. The target
+    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP. The target
     # network gets a flat buffer too, so that its update is one op.
     optimizer = FlatAdam(q_network, hp.learning_rate, max_grad_norm=hp.max_grad_norm)
     target_params, _ = flatten_parameters(target_network)

@@ -73,16 +73,16 @@ def build_mlp(
 
 # -- Training without autograd -------------------------------------------------------------------
 # The networks here are tiny (a few 64- or 256-wide layers), so a gradient step costs far more in
-# per-op overhead than in arithmetic: torch spends 5-10 us dispatching each op (plus autograd's
-# graph and one Adam kernel per tensor), numpy about 1 us. The agents therefore run their MLPs'
+# per-op overhead than in arithmetic: torch's dispatch of each op (plus autograd's graph and one
+# Adam kernel per tensor) costs several times numpy's. The agents therefore run their MLPs'
 # backward pass by hand in numpy (:class:`MLP`) and update all parameters as one flat buffer with
 # torch's fused Adam kernel (:class:`FlatAdam`): a gradient step is a few dozen cheap ops.
 
 #: Largest batch (rows x widest layer) that :meth:`MLP.predict` computes in numpy: below it numpy's
 #: lower per-call overhead wins (acting on one vector step), above it torch's faster kernels do.
 _NUMPY_MAX_OUTPUTS = 1024
-#: :meth:`MLP.predict` runs larger batches in blocks of this many rows: 20% faster than at once for
-#: the DQN's target values of a training phase (thousands of rows, 256-wide layers).
+#: :meth:`MLP.predict` runs larger batches in blocks of this many rows, whose activations stay in
+#: the CPU's cache (the DQN's target values of a training phase: thousands of rows, 256-wide).
 _PREDICT_BLOCK_ROWS = 256
 
 
@@ -106,8 +106,8 @@ class MLP:
         self._widest = max(linear.out_features for linear in linears)
         self._weights = [linear.weight.detach().numpy() for linear in linears]
         self._biases = [linear.bias.detach().numpy() for linear in linears]
-        # Products with W^T go through torch (MKL): numpy's BLAS is 25% slower on them for
-        # 256-wide layers, and as fast as MKL on the backward's products.
+        # Products with W^T go through torch (MKL), which is faster than numpy's BLAS on them for
+        # wide layers; numpy's is as fast on the backward's products.
         self._torch_weights_t = [linear.weight.detach().t() for linear in linears]
         self._torch_biases = [linear.bias.detach() for linear in linears]
         self._trainable = trainable
@@ -140,9 +140,8 @@ class MLP:
             return np.concatenate([self._run(x[i : i + _PREDICT_BLOCK_ROWS], None) for i in blocks])
         if len(x) * self._widest > _NUMPY_MAX_OUTPUTS:
             return self._run(x, None)
-        # One observation (an agent acting in one env): W @ h, a BLAS matrix-vector product, costs
-        # 3.3 us for a 256 x 256 layer where h[None] @ W.T costs 4.1 (DQN's 4-256-256-2 network:
-        # 7.8 instead of 11 us).
+        # One observation (an agent acting in one env): W @ h, a BLAS matrix-vector product, is
+        # cheaper than the matrix product h[None] @ W.T.
         one = len(x) == 1
         h = x[0] if one else x
         for i, (weight, bias) in enumerate(zip(self._weights, self._biases, strict=True)):
@@ -170,7 +169,7 @@ class MLP:
         if not self._trainable:
             raise RuntimeError("this MLP was built with trainable=False, for acting only")
         grad = grad_out
-        # column sums as products with ones: BLAS is 5x faster than numpy's sum(axis=0) here
+        # column sums as products with ones: BLAS beats numpy's sum(axis=0) here
         ones = np.ones(len(grad), dtype=grad.dtype)
         for i in range(self._last, -1, -1):
             x, z, h = self._saved[i]
@@ -228,9 +227,9 @@ def _backward_product(grad: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def greedy_actions(net: nn.Sequential, activation: str) -> Callable[[np.ndarray], np.ndarray]:
     """The index of ``net``'s largest output for each observation of a batch: a discrete agent's
-    greedy action, computed as when it acts in training (:meth:`MLP.predict`; for a few
-    observations numpy costs a quarter of the ``nn.Module``'s forward: 10 vs 39 us for 10
-    CartPole observations and a 64-64 actor). In-place changes to ``net``'s weights show through.
+    greedy action, computed as when it acts in training (:meth:`MLP.predict`, in numpy for a few
+    observations, where it costs far less than the ``nn.Module``'s forward). In-place changes to
+    ``net``'s weights show through.
     """
     mlp = MLP(net, activation, trainable=False)
     return lambda obs: mlp.predict(np.asarray(obs, dtype=np.float32)).argmax(-1)

@@ -70,7 +70,7 @@ class Agent(nn.Module):
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    # torch's kernel: numpy's reductions over a short last axis are slow (14 us for 256 x 2)
+    # torch's kernel: numpy's reductions over a short last axis are slow
     return torch.log_softmax(torch.from_numpy(logits), -1).numpy()
 
 
@@ -179,7 +179,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         except ValueError:
             envs.close()
             raise
-    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP
+    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP
     optimizer = FlatAdam(agent, hp.learning_rate, eps=1e-5, max_grad_norm=hp.max_grad_norm)
     actor, critic = MLP(agent.actor, hp.activation), MLP(agent.critic, hp.activation)
 
@@ -220,7 +220,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
 
         # -- Collect a rollout: one batched actor forward per vector step -------------------------
         # argmax(logits + Gumbel noise) is a sample of softmax(logits); the rollout's noise is
-        # drawn at once, and acting runs in numpy (see common.MLP)
+        # drawn at once, and acting runs in numpy (see networks.MLP)
         uniform = torch.rand((T, N, n_actions), generator=generator)
         gumbel = (-torch.log(-torch.log(uniform))).numpy()
         for t in range(T):

@@ -116,9 +116,8 @@ def flushing_denormals(train: Callable[..., TrainResult]) -> Callable[..., Train
     Numbers below float32's smallest normal (1.2e-38) count as zero meanwhile (the CPU's FTZ/DAZ
     flags, set by ``torch.set_flush_denormal`` for the calling thread, the one thread a rank
     computes on). Adam's moments of dead ReLU units decay into that range, where arithmetic is
-    several times slower: Adam's step took 48 instead of 88 us in the RL Zoo's CartPole DQN, which
-    trained about 6% faster (median of 8 interleaved runs, development machine) and reached the
-    same returns. What is lost is below any precision the training has. A process that set the
+    several times slower (so flushing them speeds up the RL Zoo's CartPole DQN, to the same
+    returns). What is lost is below any precision the training has. A process that set the
     flags itself finds them cleared after. Decorate the outermost training function only (TD3 and
     DDPG share one): a nested one would clear the flags when it returns.
     """
