@@ -49,7 +49,7 @@ def worker(case: str, scale: float, factor: int) -> None:
     import mpi4py.MPI  # noqa: F401  - a rank has the MPI library loaded too
     import torch._dynamo
 
-    from hpsrl.agents import get_algorithm, make_hyperparameters
+    from hpsrl.agents import RunSettings, get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
 
     env_id, algo, budget, overrides = CASES[case]
@@ -71,10 +71,7 @@ def worker(case: str, scale: float, factor: int) -> None:
         result = module.train(
             EnvSpec(env_id),
             make_hyperparameters(algo, overrides),
-            budget * factor,
-            0,
-            eval_seed=1,
-            eval_episodes=2,
+            RunSettings(budget * factor, 0, eval_seed=1, eval_episodes=2),
         )
     finally:
         module.EpisodeTracker = base

@@ -30,7 +30,7 @@ def worker(algo: str, steps: int) -> None:
     torch.set_num_threads(1)
     import torch._dynamo
 
-    from hpsrl.agents import get_algorithm
+    from hpsrl.agents import RunSettings, get_algorithm
     from hpsrl.envs import EnvSpec
     from hpsrl.mpi import world
 
@@ -41,10 +41,7 @@ def worker(algo: str, steps: int) -> None:
     result = module.train(
         EnvSpec("CartPole-v1"),
         module.Hyperparameters(),
-        steps,
-        100 + comm.rank,
-        eval_seed=1000 + comm.rank,
-        eval_episodes=1,
+        RunSettings(steps, 100 + comm.rank, eval_seed=1000 + comm.rank, eval_episodes=1),
     )
     finished = time.perf_counter()
     comm.Barrier()

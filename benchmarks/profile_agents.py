@@ -198,7 +198,7 @@ def child(algo: str, steps: int, zoo: bool) -> None:
     torch.set_num_threads(1)
     import torch._dynamo
 
-    from hpsrl.agents import get_algorithm
+    from hpsrl.agents import RunSettings, get_algorithm
     from hpsrl.envs import EnvSpec
 
     module = get_algorithm(algo)
@@ -210,10 +210,7 @@ def child(algo: str, steps: int, zoo: bool) -> None:
     result = module.train(
         EnvSpec("CartPole-v1"),
         module.Hyperparameters(**values),
-        steps,
-        0,
-        eval_seed=1,
-        eval_episodes=10,
+        RunSettings(steps, 0, eval_seed=1, eval_episodes=10),
     )
     print(
         json.dumps(

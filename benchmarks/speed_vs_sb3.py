@@ -19,7 +19,7 @@ imports lazily, is imported beforehand and reported apart), training seconds, th
 time, the CPU seconds of training and evaluation together (steadier than wall time on a loaded
 machine), and the mean return of greedy evaluation episodes (10 on CartPole-v1, 50 on the
 continuous-action envs, whose return depends much on the start state) run by the same procedure
-for both sides (:func:`hpsrl.agents.common.evaluate`, fed by ``model.predict(obs,
+for both sides (:func:`hpsrl.agents.episodes.evaluate`, fed by ``model.predict(obs,
 deterministic=True)`` for SB3). Whether the two sides' returns differ is tested per algorithm over
 seeds (Welch's t-test and the Mann-Whitney U test, with scipy).
 
@@ -271,7 +271,7 @@ def _linear(initial: float):
 
 
 def run_hpsrl(algo: str, seed: int, steps: int) -> dict[str, Any]:
-    from hpsrl.agents import get_algorithm
+    from hpsrl.agents import RunSettings, get_algorithm
     from hpsrl.envs import EnvSpec
 
     if algo in DISCRETE:
@@ -282,10 +282,12 @@ def run_hpsrl(algo: str, seed: int, steps: int) -> dict[str, Any]:
     result = module.train(
         EnvSpec(CASES[algo]["env"]),
         module.Hyperparameters(**values),
-        steps,
-        seed,
-        eval_seed=seed + EVAL_SEED_OFFSET,
-        eval_episodes=CASES[algo]["eval_episodes"],
+        RunSettings(
+            steps,
+            seed,
+            eval_seed=seed + EVAL_SEED_OFFSET,
+            eval_episodes=CASES[algo]["eval_episodes"],
+        ),
     )
     return {
         "env_steps": int(result.env_steps),
@@ -354,7 +356,7 @@ def _sb3_model(algo: str, seed: int) -> tuple[Any, Any]:
 
 
 def run_sb3(algo: str, seed: int, steps: int) -> dict[str, Any]:
-    from hpsrl.agents.common import evaluate
+    from hpsrl.agents.episodes import evaluate
     from hpsrl.envs import EnvSpec
 
     started = time.perf_counter()

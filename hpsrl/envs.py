@@ -9,7 +9,7 @@ Vector environments follow gymnasium 1.x's default ``NEXT_STEP`` autoreset: afte
 reports ``terminated`` or ``truncated``, its next ``step`` resets it, ignores the action and returns
 reward 0. The agents in :mod:`hpsrl.agents` account for that.
 
-Checkpoints (see :mod:`hpsrl.agents.common`) save the state of a vector env with
+Checkpoints (see :mod:`hpsrl.agents.checkpoints`) save the state of a vector env with
 :func:`get_vector_state` and put it back with :func:`set_vector_state`. Only environments whose
 whole state is known are supported, so that a resumed run continues exactly where it stopped:
 

@@ -92,7 +92,7 @@ def load_agent(path: str | Path, seed_index: int = 0) -> TrainedAgent:
 
 def evaluate_agent(agent: TrainedAgent, episodes: int, seed: int | None = None) -> np.ndarray:
     """Returns of ``episodes`` greedy episodes, on ``seed`` or the campaign's evaluation seed."""
-    from hpsrl.agents.common import evaluate
+    from hpsrl.agents.episodes import evaluate
     from hpsrl.envs import EnvSpec
 
     env = EnvSpec.from_config(agent.config["env"])

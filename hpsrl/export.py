@@ -119,7 +119,7 @@ def zoo_hyperparameters(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """RL Baselines3 Zoo's entry for the full hpsrl hyperparameters ``hp``, and the hpsrl fields
     that have no SB3 equivalent (by name, with their values)."""
-    from hpsrl.agents.common import ACTIVATIONS
+    from hpsrl.agents.networks import ACTIVATIONS
 
     if algorithm not in SB3_NAMES:
         raise ExportError(
@@ -283,7 +283,7 @@ def retrain(
 ) -> Iterator[RetrainedSeed]:
     """Train the exported hyperparameters for ``steps`` env steps (the campaign's if None) on
     ``seeds`` seeds derived from ``root_seed``, one after the other, yielding each evaluation."""
-    from hpsrl.agents import get_algorithm, make_hyperparameters
+    from hpsrl.agents import RunSettings, get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
     from hpsrl.mpi import limit_threads
 
@@ -299,11 +299,13 @@ def retrain(
         result = algorithm.train(
             env,
             hp,
-            total_steps=steps or training["steps"],
-            seed=int(train_seed),
-            eval_seed=int(eval_seed),
-            eval_episodes=training.get("eval_episodes", 10),
-            curve_points=training.get("curve_points", 20),
+            RunSettings(
+                total_steps=steps or training["steps"],
+                seed=int(train_seed),
+                eval_seed=int(eval_seed),
+                eval_episodes=training.get("eval_episodes", 10),
+                curve_points=training.get("curve_points", 20),
+            ),
         )
         yield RetrainedSeed(
             int(train_seed), int(eval_seed), result.eval_returns, result.train_seconds

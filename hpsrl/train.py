@@ -34,7 +34,7 @@ from hpsrl.storage import (
 )
 
 if TYPE_CHECKING:  # torch is imported only once a job really trains
-    from hpsrl.agents.common import Checkpointing
+    from hpsrl.agents.checkpoints import Checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _checkpointing(
     """Seed ``k``'s checkpoints: as training.checkpoint says, and always on a successive-halving
     rung (``rung``), whose training saves where it stops for the next rung to continue, or
     continues where the last rung stopped."""
-    from hpsrl.agents.common import Checkpointing
+    from hpsrl.agents.checkpoints import Checkpointing
 
     every = config["training"]["checkpoint"]
     minutes, steps = every["every_minutes"], every["every_steps"]
@@ -137,14 +137,14 @@ def train_seed(
     starting from inherited weights where :func:`inherited_from` names a file, and stopping at
     the individual's step budget (``pop.steps``); failures are returned, not raised, except for a
     parent's result file that is missing or damaged (StorageError)."""
-    from hpsrl.agents import get_algorithm, make_hyperparameters
+    from hpsrl.agents import RunSettings, get_algorithm, make_hyperparameters
     from hpsrl.envs import EnvSpec
 
     config = pop.config
     train_seed_, eval_seed = int(pop.train_seeds[individual, k]), int(pop.eval_seeds[individual, k])
     started = time.perf_counter()
     weights_from = inherited_from(pop, individual)
-    # train's initial_weights, passed only when inheriting (config checks that train takes it)
+    # RunSettings' initial_weights, given only when inheriting
     inherited: dict[str, Any] = {}
     inherited_steps = 0
     total_steps = config["training"]["steps"]
@@ -170,19 +170,23 @@ def train_seed(
         result = algorithm.train(
             EnvSpec.from_config(config["env"]),
             hp,
-            total_steps=total_steps,
-            seed=train_seed_,
-            eval_seed=eval_seed,
-            eval_episodes=config["training"]["eval_episodes"],
-            curve_points=config["training"]["curve_points"],
-            return_threshold=_return_threshold(config),
-            checkpoint=(
-                _checkpointing(config, checkpoints, k, stops_early or bool(pop.resumes[individual]))
-                if checkpoints
-                else None
+            RunSettings(
+                total_steps,
+                train_seed_,
+                eval_seed=eval_seed,
+                eval_episodes=config["training"]["eval_episodes"],
+                curve_points=config["training"]["curve_points"],
+                return_threshold=_return_threshold(config),
+                checkpoint=(
+                    _checkpointing(
+                        config, checkpoints, k, stops_early or bool(pop.resumes[individual])
+                    )
+                    if checkpoints
+                    else None
+                ),
+                stop_at=stop_at if stops_early else None,
+                **inherited,
             ),
-            **inherited,
-            **({"stop_at": stop_at} if stops_early else {}),
         )
     except StorageError:  # a parent's result file is gone: see _read_inheritance
         raise

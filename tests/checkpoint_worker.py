@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from hpsrl.agents import TrainResult, get_algorithm, make_hyperparameters
-from hpsrl.agents.common import Checkpointing
+from hpsrl.agents.checkpoints import Checkpointing
+from hpsrl.agents.run import RunSettings
 from hpsrl.envs import EnvSpec
 
 #: Small settings; DQN's buffer is smaller than the run, so the ring wraps around.
@@ -53,13 +54,15 @@ def run(
     return get_algorithm(algorithm).train(
         ENVS[env_name],
         make_hyperparameters(algorithm, HYPERPARAMETERS[algorithm]),
-        TOTAL_STEPS[algorithm],
-        seed,
-        eval_seed=EVAL_SEED,
-        eval_episodes=3,
-        curve_points=6,
-        return_threshold={"CartPole-v1": 30.0, "Acrobot-v1": -400.0}.get(env_name, 5.0),
-        checkpoint=checkpoint,
+        RunSettings(
+            TOTAL_STEPS[algorithm],
+            seed,
+            eval_seed=EVAL_SEED,
+            eval_episodes=3,
+            curve_points=6,
+            return_threshold={"CartPole-v1": 30.0, "Acrobot-v1": -400.0}.get(env_name, 5.0),
+            checkpoint=checkpoint,
+        ),
     )
 
 

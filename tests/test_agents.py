@@ -23,17 +23,10 @@ from hpsrl.agents import (
     make_hyperparameters,
     ppo,
 )
-from hpsrl.agents.common import (
-    ACTIVATIONS,
-    MLP,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    evaluate,
-    greedy_actions,
-)
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
+from hpsrl.agents.networks import ACTIVATIONS, MLP, FlatAdam, build_mlp, greedy_actions
+from hpsrl.agents.run import RunSettings, TrainResult
 from hpsrl.envs import EnvSpec
 from tests.conftest import REPO
 
@@ -57,11 +50,7 @@ def _train(algorithm: str, env: EnvSpec, steps: int, seed: int = 0, **hp: object
     return module.train(
         env,
         make_hyperparameters(algorithm, {**TINY[algorithm], **hp}),
-        steps,
-        seed,
-        eval_seed=1000 + seed,
-        eval_episodes=5,
-        curve_points=4,
+        RunSettings(steps, seed, eval_seed=1000 + seed, eval_episodes=5, curve_points=4),
     )
 
 
@@ -77,7 +66,7 @@ def test_learns_the_match_env(algorithm: str) -> None:
 
 @pytest.mark.slow
 def test_ppo_learns_cartpole() -> None:
-    result = ppo.train(CARTPOLE, ppo.Hyperparameters(), 20_000, seed=0, eval_seed=1)
+    result = ppo.train(CARTPOLE, ppo.Hyperparameters(), RunSettings(20_000, seed=0, eval_seed=1))
     assert result.eval_returns.mean() > 100  # a random policy gets about 22
     assert result.curve_returns[-1] > 50
 
@@ -85,7 +74,7 @@ def test_ppo_learns_cartpole() -> None:
 @pytest.mark.slow
 def test_dqn_learns_cartpole() -> None:
     hp = dqn.Hyperparameters(learning_starts=500, gradient_steps=32)
-    result = dqn.train(CARTPOLE, hp, 15_000, seed=0, eval_seed=1)
+    result = dqn.train(CARTPOLE, hp, RunSettings(15_000, seed=0, eval_seed=1))
     # A random policy gets about 22. After 15k steps the greedy return of one seed still varies
     # widely (40 to 470 over 32 seeds, median about 130); the training curve less so.
     assert result.eval_returns.mean() > 30
@@ -125,7 +114,7 @@ def test_result_shapes_and_saved_weights(algorithm: str) -> None:
 
 def test_saved_ppo_weights_rebuild_the_policy() -> None:
     hp = make_hyperparameters("ppo", TINY["ppo"])
-    result = ppo.train(CARTPOLE, hp, 500, seed=3, eval_seed=4, eval_episodes=3)
+    result = ppo.train(CARTPOLE, hp, RunSettings(500, seed=3, eval_seed=4, eval_episodes=3))
     agent = ppo.Agent(4, 2, hp.hidden_sizes, hp.activation)
     agent.load_state_dict(result.model_state)
     again = evaluate(greedy_actions(agent.actor, hp.activation), CARTPOLE, 3, seed=4)
@@ -243,9 +232,10 @@ def test_each_algorithm_declares_its_hyperparameters_without_torch(algorithm: st
     spec, module = hyperparameters_of(algorithm), get_algorithm(algorithm)
     assert module.Hyperparameters is spec.Hyperparameters
     assert module.GENES is spec.GENES
-    # config checks read ga.inherit_weights' support from ARCHITECTURE_FIELDS, not from train
-    takes_weights = "initial_weights" in inspect.signature(module.train).parameters
-    assert hasattr(spec, "ARCHITECTURE_FIELDS") == takes_weights
+    # every train takes RunSettings, initial_weights included: config checks read
+    # ga.inherit_weights' support from ARCHITECTURE_FIELDS, without torch
+    assert list(inspect.signature(module.train).parameters) == ["env", "hp", "run"]
+    assert hasattr(spec, "ARCHITECTURE_FIELDS")
     fields = {f.name for f in dataclasses.fields(spec.Hyperparameters)}
     assert set(spec.ARCHITECTURE_FIELDS) <= fields
     assert tuple(ACTIVATIONS) == ACTIVATION_NAMES

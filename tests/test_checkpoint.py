@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from hpsrl.agents import TrainResult, make_hyperparameters, ppo
-from hpsrl.agents.common import CHECKPOINT_FORMAT, Checkpointing
+from hpsrl.agents.checkpoints import CHECKPOINT_FORMAT, Checkpointing
+from hpsrl.agents.run import RunSettings
 from hpsrl.envs import EnvSpec
 from tests.checkpoint_worker import EVERY_STEPS, TOTAL_STEPS, run
 
@@ -143,12 +144,7 @@ def _train_small(checkpoint: Checkpointing | None, seed: int = 0, **hp: object) 
     return ppo.train(
         CARTPOLE,
         make_hyperparameters("ppo", {**SMALL_PPO, **hp}),
-        256,
-        seed,
-        eval_seed=9,
-        eval_episodes=2,
-        curve_points=4,
-        checkpoint=checkpoint,
+        RunSettings(256, seed, eval_seed=9, eval_episodes=2, curve_points=4, checkpoint=checkpoint),
     )
 
 

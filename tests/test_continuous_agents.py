@@ -26,8 +26,10 @@ from hpsrl.agents import (
     sac,
     td3,
 )
-from hpsrl.agents.common import Checkpointer, Checkpointing, evaluate
+from hpsrl.agents.checkpoints import Checkpointer, Checkpointing
 from hpsrl.agents.continuous import ActionBounds, ReplayBuffer
+from hpsrl.agents.episodes import evaluate
+from hpsrl.agents.run import RunSettings
 from hpsrl.envs import EnvConfigError, EnvSpec
 from hpsrl.export import full_hyperparameters, zoo_hyperparameters
 
@@ -57,13 +59,15 @@ def _train(
     return get_algorithm(algorithm).train(
         env,
         make_hyperparameters(algorithm, {**TINY, **hp}),
-        steps,
-        seed,
-        eval_seed=1000 + seed,
-        eval_episodes=3,
-        curve_points=3,
-        checkpoint=checkpoint,
-        initial_weights=initial_weights,
+        RunSettings(
+            steps,
+            seed,
+            eval_seed=1000 + seed,
+            eval_episodes=3,
+            curve_points=3,
+            checkpoint=checkpoint,
+            initial_weights=initial_weights,
+        ),
     )
 
 
@@ -131,7 +135,9 @@ def test_invalid_hyperparameters_name_the_field(algorithm: str, values: dict, me
 def test_discrete_actions_are_refused(algorithm: str) -> None:
     with pytest.raises(EnvConfigError, match=r"needs continuous \(Box\) actions; CartPole-v1"):
         get_algorithm(algorithm).train(
-            EnvSpec("CartPole-v1"), make_hyperparameters(algorithm, {}), 100, 0, eval_seed=1
+            EnvSpec("CartPole-v1"),
+            make_hyperparameters(algorithm, {}),
+            RunSettings(100, 0, eval_seed=1),
         )
 
 
@@ -466,7 +472,9 @@ def test_replay_buffer_skips_reset_steps_wraps_and_round_trips() -> None:
 def test_sac_learns_pendulum_within_20k_steps(seed: int) -> None:
     # the defaults are the hand-picked Pendulum settings (RL Zoo's learning rate, smaller networks)
     result = sac.train(
-        PENDULUM, sac.Hyperparameters(), 20_000, seed, eval_seed=100 + seed, eval_episodes=50
+        PENDULUM,
+        sac.Hyperparameters(),
+        RunSettings(20_000, seed, eval_seed=100 + seed, eval_episodes=50),
     )
     assert result.eval_returns.mean() >= -200  # a random policy gets about -1200
     assert result.curve_returns[-1] >= -250  # the stochastic policy while training
@@ -474,7 +482,9 @@ def test_sac_learns_pendulum_within_20k_steps(seed: int) -> None:
 
 @pytest.mark.slow
 def test_td3_learns_pendulum_within_20k_steps() -> None:
-    result = td3.train(PENDULUM, td3.Hyperparameters(), 20_000, 0, eval_seed=100, eval_episodes=50)
+    result = td3.train(
+        PENDULUM, td3.Hyperparameters(), RunSettings(20_000, 0, eval_seed=100, eval_episodes=50)
+    )
     assert result.eval_returns.mean() >= -200
 
 

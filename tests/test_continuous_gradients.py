@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from hpsrl.agents import sac, td3
-from hpsrl.agents.common import ACTIVATIONS, MLP, flatten_parameters
 from hpsrl.agents.continuous import CriticMLPs, Critics
 from hpsrl.agents.hyperparameters.sac import Hyperparameters as SACHyperparameters
+from hpsrl.agents.networks import ACTIVATIONS, MLP, flatten_parameters
 
 OBS_DIM, BATCH = 3, 23
 GAMMA, ALPHA = 0.97, 0.3

@@ -21,6 +21,7 @@ from gymnasium.utils.env_checker import check_env
 
 from hpsrl.agents import make_hyperparameters
 from hpsrl.agents.ppo import train
+from hpsrl.agents.run import RunSettings
 from hpsrl.config import check_environment, load_config, load_yaml
 from hpsrl.envs import EnvSpec
 
@@ -56,7 +57,9 @@ def test_example_config_validates_and_a_short_training_learns(example_on_path: N
     assert config["env"]["imports"] == ["hpsrl_example_env"]
     assert check_environment(config) == "discrete"
     hp = make_hyperparameters("ppo", config["fixed"])
-    result = train(EnvSpec.from_config(config["env"]), hp, 4096, 0, eval_seed=1, eval_episodes=10)
+    result = train(
+        EnvSpec.from_config(config["env"]), hp, RunSettings(4096, 0, eval_seed=1, eval_episodes=10)
+    )
     assert result.env_steps == 4096  # about a second
     # Random steps score about -0.3, the shortest walk 0.87 on average.
     assert np.mean(result.eval_returns) > 0.5

@@ -18,7 +18,9 @@ import torch
 import yaml
 
 from hpsrl.agents import get_algorithm, make_hyperparameters, ppo
-from hpsrl.agents.common import Checkpointing, evaluate
+from hpsrl.agents.checkpoints import Checkpointing
+from hpsrl.agents.episodes import evaluate
+from hpsrl.agents.run import RunSettings
 from hpsrl.config import (
     ConfigError,
     changed_keys,
@@ -75,7 +77,7 @@ def _train(
     """A short run on CartPole (evaluated on 3 episodes of eval seed 5)."""
     hyperparameters = make_hyperparameters(algorithm, {**SMALL[algorithm], **(hp or {})})
     return get_algorithm(algorithm).train(
-        CARTPOLE, hyperparameters, steps, seed, eval_seed=5, eval_episodes=3, **kwargs
+        CARTPOLE, hyperparameters, RunSettings(steps, seed, eval_seed=5, eval_episodes=3, **kwargs)
     )
 
 
@@ -139,7 +141,7 @@ def test_compared_strategies_other_than_ga_train_from_scratch(tiny_config):
 def trained_ppo() -> Any:
     """A PPO agent that balances CartPole well (default hyperparameters, about a second)."""
     torch.set_num_threads(1)
-    result = ppo.train(CARTPOLE, ppo.Hyperparameters(), 20_000, seed=0, eval_seed=1)
+    result = ppo.train(CARTPOLE, ppo.Hyperparameters(), RunSettings(20_000, seed=0, eval_seed=1))
     assert result.eval_returns.mean() > 200, "the parent must be well trained for these tests"
     return result
 
@@ -312,13 +314,15 @@ def _train_child(pop: Population, i: int, k: int, parent: Path) -> Any:
     return get_algorithm(config["algorithm"]).train(
         CARTPOLE,
         make_hyperparameters(config["algorithm"], pop.hyperparameters(i)),
-        config["training"]["steps"],
-        int(pop.train_seeds[i, k]),
-        eval_seed=int(pop.eval_seeds[i, k]),
-        eval_episodes=config["training"]["eval_episodes"],
-        curve_points=config["training"]["curve_points"],
-        return_threshold=50.0,
-        initial_weights=read_weights(parent, k),
+        RunSettings(
+            config["training"]["steps"],
+            int(pop.train_seeds[i, k]),
+            eval_seed=int(pop.eval_seeds[i, k]),
+            eval_episodes=config["training"]["eval_episodes"],
+            curve_points=config["training"]["curve_points"],
+            return_threshold=50.0,
+            initial_weights=read_weights(parent, k),
+        ),
     )
 
 

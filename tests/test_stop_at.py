@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from hpsrl.agents import TrainResult, get_algorithm, make_hyperparameters
-from hpsrl.agents.common import Checkpointing
+from hpsrl.agents.checkpoints import Checkpointing
+from hpsrl.agents.run import RunSettings
 from hpsrl.envs import EnvSpec
 from tests.checkpoint_worker import HYPERPARAMETERS
 from tests.test_checkpoint import SMALL_PPO
@@ -53,14 +54,16 @@ def _train(
     return get_algorithm(algorithm).train(
         env,
         make_hyperparameters(algorithm, hp),
-        total_steps,
-        0,
-        eval_seed=7,
-        eval_episodes=2,
-        curve_points=4,
-        return_threshold=THRESHOLD[algorithm],
-        checkpoint=checkpoint,
-        **stop,
+        RunSettings(
+            total_steps,
+            0,
+            eval_seed=7,
+            eval_episodes=2,
+            curve_points=4,
+            return_threshold=THRESHOLD[algorithm],
+            checkpoint=checkpoint,
+            **stop,
+        ),
     )
 
 

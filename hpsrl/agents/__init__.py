@@ -15,12 +15,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpsrl.agents.common import Checkpointing, TrainingDiverged, TrainResult
+    from hpsrl.agents.checkpoints import Checkpointing
+    from hpsrl.agents.run import RunSettings, TrainingDiverged, TrainResult
 
 __all__ = [
     "ACTION_KINDS",
     "ALGORITHMS",
     "Checkpointing",
+    "RunSettings",
     "TrainResult",
     "TrainingDiverged",
     "get_algorithm",
@@ -73,10 +75,17 @@ def make_hyperparameters(algorithm: str, values: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
-def __getattr__(name: str) -> Any:
-    """The training records of :mod:`hpsrl.agents.common`, imported (with torch) on first use."""
-    if name in ("Checkpointing", "TrainResult", "TrainingDiverged"):
-        from hpsrl.agents import common
+#: Where each training record lives (its module imports torch).
+_LAZY = {
+    "Checkpointing": "checkpoints",
+    "RunSettings": "run",
+    "TrainResult": "run",
+    "TrainingDiverged": "run",
+}
 
-        return getattr(common, name)
+
+def __getattr__(name: str) -> Any:
+    """The training records (:data:`_LAZY`), imported (with torch) on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"hpsrl.agents.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

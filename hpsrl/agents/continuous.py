@@ -9,16 +9,15 @@ Like ``ppo`` and ``dqn``, these agents train without autograd. With the RL Zoo's
 256-wide layers, batches of 256) a SAC gradient step needs fifteen 256 x 256 x 256 matrix products,
 which are its floor; through autograd it also ran a few hundred small torch ops, each with its
 dispatch and a fresh output buffer, and up to three products more. So the losses' gradients are
-written out (in each agent's module) on numpy arrays, through :class:`~hpsrl.agents.common.MLP`'s
+written out (in each agent's module) on numpy arrays, through :class:`~hpsrl.agents.networks.MLP`'s
 forward and backward passes (:class:`CriticMLPs` here for the critics), and leave out what autograd
 computes and throws away: the critics' parameter gradients of the actor's loss, and the backward
 pass of the critic that does not attain the minimum of a row. Adam runs as one kernel over each
-network's flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`), target networks move with
-one op on flat buffers, the agents act in numpy, and a training phase's samples are drawn and
+network's flat parameter buffer (:class:`~hpsrl.agents.networks.FlatAdam`), target networks move
+with one op on flat buffers, the agents act in numpy, and a training phase's samples are drawn and
 gathered at once. The torch modules (:class:`Critics`, the agents' actors) hold the weights and
 state the same maths with autograd: the tests (``tests/test_continuous_gradients.py``) check every
-hand-written gradient against them.
-"""
+hand-written gradient against them."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import MLP, build_mlp
+from hpsrl.agents.networks import MLP, build_mlp
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 # -- The environment's spaces ----------------------------------------------------------------------
@@ -103,7 +102,7 @@ class Critics(nn.Module):
 
 class CriticMLPs:
     """The hand-written forward and backward passes of a :class:`Critics` module (one
-    :class:`~hpsrl.agents.common.MLP` per Q-network, views of its weights).
+    :class:`~hpsrl.agents.networks.MLP` per Q-network, views of its weights).
 
     The losses' own gradients are a few lines of numpy in the agents; what they need from the
     critics is here: values, the gradient of a regression onto a target with respect to the

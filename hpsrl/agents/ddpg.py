@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from hpsrl.agents.common import Checkpointing, TrainResult
 from hpsrl.agents.hyperparameters.ddpg import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ddpg import GENES as GENES
 from hpsrl.agents.hyperparameters.ddpg import Hyperparameters
+from hpsrl.agents.run import RunSettings, TrainResult
 from hpsrl.agents.td3 import rebuild_policy, train_td3_family
 from hpsrl.envs import EnvSpec
 
@@ -28,21 +28,8 @@ def greedy_policy(
     return rebuild_policy(env, hp, weights, "DDPG", n_critics=1)
 
 
-def train(
-    env: EnvSpec,
-    hp: Hyperparameters,
-    total_steps: int,
-    seed: int,
-    *,
-    eval_seed: int,
-    eval_episodes: int = 10,
-    curve_points: int = 20,
-    return_threshold: float | None = None,
-    checkpoint: Checkpointing | None = None,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
-    stop_at: int | None = None,
-) -> TrainResult:
-    """Train DDPG on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
+    """Train DDPG on ``env`` for ``run.total_steps`` env steps (rounded up to whole vector steps).
 
     Same contract as :func:`hpsrl.agents.td3.train`: ``initial_weights``, determinism,
     checkpoints, ``stop_at`` and errors work the same way.
@@ -51,17 +38,9 @@ def train(
         "ddpg",
         env,
         hp,
-        total_steps,
-        seed,
+        run,
         n_critics=1,
         policy_delay=1,
         target_policy_noise=0.0,
         noise_clip=0.0,
-        eval_seed=eval_seed,
-        eval_episodes=eval_episodes,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        checkpoint=checkpoint,
-        initial_weights=initial_weights,
-        stop_at=stop_at,
     )

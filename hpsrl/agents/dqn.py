@@ -5,16 +5,15 @@ are in :mod:`hpsrl.agents.hyperparameters.dqn` (no torch there, for config check
 With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
 transition and is not stored; the done flag of a stored transition is ``terminated`` only, so
 truncated episodes bootstrap from their final observation.
-As in ``ppo``, gradients are written out by hand in numpy (:class:`hpsrl.agents.common.MLP`) and
+As in ``ppo``, gradients are written out by hand in numpy (:class:`hpsrl.agents.networks.MLP`) and
 Adam runs over one flat buffer; without Double DQN the targets of a whole training phase come from
 one forward pass of the target network, which does not change during the phase, over the distinct
 transitions the phase samples.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the training
 phase and target update it triggers), including the filled part of the replay buffer, and resumes
-from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed result
-is bit-identical to an uninterrupted one.
-"""
+from it when restarted; see :mod:`hpsrl.agents.checkpoints` for what is kept and when the resumed
+result is bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -22,36 +21,36 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import (
-    MLP,
-    Checkpointer,
-    Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flatten_parameters,
-    flushing_denormals,
-    greedy_actions,
-    load_weights,
-    loop_lengths,
-    rebuild_discrete,
-    restore_run,
-    run_fingerprint,
-    run_state,
-    state_dict_cpu,
+from hpsrl.agents.checkpoints import (
+    RunCheckpoint,
 )
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.dqn import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.dqn import GENES as GENES
 from hpsrl.agents.hyperparameters.dqn import Hyperparameters
+from hpsrl.agents.networks import (
+    MLP,
+    FlatAdam,
+    build_mlp,
+    flatten_parameters,
+    greedy_actions,
+    load_weights,
+    rebuild_discrete,
+)
+from hpsrl.agents.run import (
+    RunSettings,
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,71 @@ class QNetwork(nn.Module):
         return self.q(obs)
 
 
+class _ReplayArrays:
+    """The replay buffer: a preallocated ring of transitions, one array per field; the training
+    loop stores into and gathers from :attr:`arrays` itself."""
+
+    def __init__(self, capacity: int, obs_dim: int) -> None:
+        self.arrays = {
+            "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+            "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+            "actions": np.zeros(capacity, dtype=np.int64),
+            "rewards": np.zeros(capacity, dtype=np.float32),
+            "terminated": np.zeros(capacity, dtype=np.float32),
+        }
+        self.capacity = capacity
+        self.stored = 0
+        """Transitions ever stored; the ring position is ``stored % capacity``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored transitions (the filled part of the ring, copied) and their count."""
+        filled = min(self.stored, self.capacity)
+        return {
+            "stored": self.stored,
+            **{name: torch.from_numpy(a[:filled].copy()) for name, a in self.arrays.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of a buffer of the same capacity and shapes."""
+        self.stored = int(state["stored"])
+        for name, array in self.arrays.items():
+            array[: min(self.stored, self.capacity)] = state[name].numpy()
+
+
+def td_gradients(
+    q: MLP,
+    obs: np.ndarray,
+    taken: np.ndarray,
+    targets: np.ndarray,
+    td_errors: np.ndarray,
+    grad_q: np.ndarray,
+    grad_taken: np.ndarray,
+) -> None:
+    """*Write* the gradient of the TD loss ``smooth_l1_loss(Q(obs)[a], targets)`` (beta 1, mean
+    over the batch, as SB3 and CleanRL) into ``q``'s ``.grad``; put the TD errors into
+    ``td_errors`` (for :func:`huber`).
+
+    ``taken`` indexes each row's Q-value of its action in the flattened ``(batch, n_actions)``
+    output; ``grad_q`` ``(batch, n_actions)`` and ``grad_taken`` ``(batch,)`` are scratch arrays.
+    Written out by hand: d smooth_l1 / d q_taken = clip(q_taken - target, -1, 1) / batch, and
+    nothing flows to the Q-values of actions not taken (tests/test_discrete_gradients.py checks it
+    against autograd).
+    """
+    q_values = q.forward(obs)
+    td_error = np.subtract(q_values.take(taken), targets, out=td_errors)
+    np.clip(td_error, -1.0, 1.0, out=grad_taken)
+    np.divide(grad_taken, len(obs), out=grad_taken)
+    grad_q.fill(0.0)
+    grad_q.put(taken, grad_taken)
+    q.backward(grad_q)
+
+
+def huber(td_errors: np.ndarray) -> np.ndarray:
+    """``smooth_l1_loss`` (beta 1) of each TD error, elementwise."""
+    abs_errors = np.abs(td_errors)
+    return np.where(abs_errors < 1.0, 0.5 * td_errors**2, abs_errors - 0.5)
+
+
 def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -88,39 +152,21 @@ def greedy_policy(
 
 
 @flushing_denormals
-def train(
-    env: EnvSpec,
-    hp: Hyperparameters,
-    total_steps: int,
-    seed: int,
-    *,
-    eval_seed: int,
-    eval_episodes: int = 10,
-    curve_points: int = 20,
-    return_threshold: float | None = None,
-    checkpoint: Checkpointing | None = None,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
-    stop_at: int | None = None,
-) -> TrainResult:
-    """Train DQN on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
+    """Train DQN on ``env`` for ``run.total_steps`` env steps (rounded up to whole vector steps).
 
-    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
-    ``ARCHITECTURE_FIELDS``, as arrays) the Q-network, and the target network as its copy, start
-    from them instead of a fresh initialisation; the optimizer and the replay buffer start empty.
-    Entries that do not fit raise ``ValueError``.
-    Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
-    With ``checkpoint``, saves its state between vector steps and resumes from
-    ``checkpoint.path`` if that file holds a checkpoint of this same run.
-    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its epsilon schedule and curve
+    With ``run.initial_weights`` the Q-network, and the target network as its copy, start from
+    them; the optimizer and the replay buffer start empty. Deterministic for a given ``seed`` and
+    ``eval_seed`` on CPU with a fixed thread count. With ``run.checkpoint``, saves its state between
+    vector steps and resumes from ``checkpoint.path`` if that file holds a checkpoint of this same
+    run. With ``run.stop_at`` the run, still a ``total_steps`` run in its epsilon schedule and curve
     points, stops after the first vector step (and its training phase and target update) at or
-    past ``stop_at`` env steps, saves a checkpoint there (with ``checkpoint``) and evaluates the
-    policy as it is, so that a later call with a larger ``stop_at`` (or ``None``) goes on from that
-    point; see :mod:`hpsrl.agents.common`.
-    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when the TD loss becomes NaN/inf.
+    past ``stop_at`` env steps; see :mod:`hpsrl.agents.checkpoints`.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when the TD loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the network.
     """
     started = time.perf_counter()
-    # Vector steps of the whole run and of this call
-    num_vector_steps, stop_vector_step = loop_lengths(total_steps, hp.num_envs, stop_at)
+    seed = run.seed
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -134,14 +180,14 @@ def train(
     obs_dim = observation_dim(envs.single_observation_space)
     n_actions = int(envs.single_action_space.n)
     q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    if initial_weights is not None:  # replaces the fresh initialisation (which drew from generator)
+    if run.initial_weights is not None:  # replaces the fresh initialisation (drawn from generator)
         try:
-            load_weights(q_network, initial_weights)
+            load_weights(q_network, run.initial_weights)
         except ValueError:
             envs.close()
             raise
     target_network = copy.deepcopy(q_network)
-    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP. The target
+    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP. The target
     # network gets a flat buffer too, so that its update is one op.
     optimizer = FlatAdam(q_network, hp.learning_rate, max_grad_norm=hp.max_grad_norm)
     target_params, _ = flatten_parameters(target_network)
@@ -149,68 +195,43 @@ def train(
 
     # -- Replay buffer: preallocated ring of transitions ------------------------------------------
     capacity = hp.buffer_size
-    buf_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-    buf_next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-    buf_actions = np.zeros(capacity, dtype=np.int64)
-    buf_rewards = np.zeros(capacity, dtype=np.float32)
-    buf_terminated = np.zeros(capacity, dtype=np.float32)
-    buffer = {
-        "obs": buf_obs,
-        "next_obs": buf_next_obs,
-        "actions": buf_actions,
-        "rewards": buf_rewards,
-        "terminated": buf_terminated,
-    }
-    stored = 0  # transitions ever stored; the ring position is stored % capacity
+    replay = _ReplayArrays(capacity, obs_dim)
+    buf_obs, buf_next_obs = replay.arrays["obs"], replay.arrays["next_obs"]
+    buf_actions, buf_rewards = replay.arrays["actions"], replay.arrays["rewards"]
+    buf_terminated = replay.arrays["terminated"]
     # where each row's Q-value of one action lies in a flattened (batch_size, n_actions) array
     row_offsets = np.arange(hp.batch_size) * n_actions
 
     N = hp.num_envs
-    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
-    exploration_steps = hp.exploration_fraction * total_steps
+    tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
+    exploration_steps = hp.exploration_fraction * run.total_steps
     obs = envs.reset(seed=seed)[0].astype(np.float32, copy=False)
-    prev_done = np.zeros(N, dtype=bool)
-    global_step = 0
-    first_vector_step = 0
-    earlier_seconds = 0.0  # train time of the run before it was resumed
 
     # -- Resume from this run's checkpoint, if there is one ----------------------------------------
-    fingerprint = run_fingerprint(
+    checkpoint = RunCheckpoint(
         "dqn",
         env,
         hp,
-        total_steps=total_steps,
-        seed=seed,
-        eval_seed=eval_seed,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        initial_weights=initial_weights,
+        run,
+        steps_per_iteration=N,  # a vector step
+        counter="vector_step",
+        parts={
+            "q_network": q_network,
+            "target_network": target_network,
+            "optimizer": optimizer,
+            "replay": replay,
+        },
+        generator=generator,
+        rng=rng,
+        tracker=tracker,
+        envs=envs,
+        started=started,
     )
-    checkpointer = Checkpointer(checkpoint, fingerprint)
-    saved = checkpointer.load()
-    if saved is not None:
-        q_network.load_state_dict(saved["q_network"])
-        target_network.load_state_dict(saved["target_network"])
-        optimizer.load_state_dict(saved["optimizer"])
-        stored = int(saved["replay"]["stored"])
-        for name, array in buffer.items():
-            array[: min(stored, capacity)] = saved["replay"][name].numpy()
-        first_vector_step = int(saved["vector_step"])
-        global_step = int(saved["global_step"])
-        earlier_seconds = float(saved["train_seconds"])
-        obs, prev_done = restore_run(
-            saved,
-            generator=generator,
-            rng=rng,
-            tracker=tracker,
-            envs=envs,
-            seed=seed,
-            what=f"DQN seed {seed}",
-        )
-        obs = obs.astype(np.float32, copy=False)
-        del saved
+    start = checkpoint.resume_or_start(obs, np.zeros(N, dtype=bool))
+    obs, prev_done, global_step = start.obs, start.prev_done, start.global_step
+    obs = obs.astype(np.float32, copy=False)
 
-    for vector_step in range(first_vector_step, stop_vector_step):
+    for vector_step in range(start.iteration, checkpoint.stop_iteration):
         # -- Act epsilon-greedily -----------------------------------------------------------------
         progress = min(1.0, global_step / exploration_steps) if exploration_steps > 0 else 1.0
         epsilon = hp.epsilon_start + progress * (hp.epsilon - hp.epsilon_start)
@@ -233,17 +254,17 @@ def train(
         # Slices where possible: fancy indexing costs several times more on one or a few rows.
         k = N - int(np.count_nonzero(prev_done))
         real = slice(None) if k == N else ~prev_done
-        position = stored % capacity
+        position = replay.stored % capacity
         if position + k <= capacity:
             slots: slice | np.ndarray = slice(position, position + k)
         else:
-            slots = (stored + np.arange(k)) % capacity
+            slots = (replay.stored + np.arange(k)) % capacity
         buf_obs[slots] = obs[real]
         buf_next_obs[slots] = next_obs[real]
         buf_actions[slots] = actions[real]
         buf_rewards[slots] = rewards[real]
         buf_terminated[slots] = terminated[real]
-        stored += k
+        replay.stored += k
 
         previous_step, global_step = global_step, global_step + N
         prev_done = terminated | truncated
@@ -252,9 +273,9 @@ def train(
 
         # -- Train: `gradient_steps` TD updates every `train_frequency` env steps -----------------
         phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
-        if global_step > hp.learning_starts and phases > 0 and stored > 0:
+        if global_step > hp.learning_starts and phases > 0 and replay.stored > 0:
             n_updates = phases * hp.gradient_steps
-            size = min(stored, capacity)
+            size = min(replay.stored, capacity)
             batches = rng.integers(size, size=(n_updates, hp.batch_size))
             # One gather per buffer array for the whole phase, as (n_updates, batch_size, ...).
             p_obs = buf_obs[batches]
@@ -282,20 +303,12 @@ def train(
                         target = p_rewards[u] + hp.gamma * p_not_terminal[u] * next_q.take(best)
                     else:
                         target = targets[u]
-                    q_values = q_mlp.forward(p_obs[u])
-                    td_error = np.subtract(q_values.take(taken[u]), target, out=td_errors[u])
-                    # d smooth_l1 / d q_taken = clip(q_taken - target, -1, 1) / batch_size,
-                    # and nothing flows to the Q-values of actions not taken.
-                    np.clip(td_error, -1.0, 1.0, out=grad_taken)
-                    np.divide(grad_taken, hp.batch_size, out=grad_taken)
-                    grad_q.fill(0.0)
-                    grad_q.put(taken[u], grad_taken)
-                    q_mlp.backward(grad_q)
+                    td_gradients(
+                        q_mlp, p_obs[u], taken[u], target, td_errors[u], grad_q, grad_taken
+                    )
                     optimizer.step()
-                # smooth_l1_loss (beta 1) of each gradient step, from its TD errors
-                abs_errors = np.abs(td_errors)
-                huber = np.where(abs_errors < 1.0, 0.5 * td_errors**2, abs_errors - 0.5)
-            check_finite(huber.mean(-1), "DQN TD loss", global_step)
+                losses = huber(td_errors).mean(-1)  # of each gradient step
+            check_finite(losses, "DQN TD loss", global_step)
 
         # -- Update the target network every `target_update_interval` env steps -----------------
         if global_step // hp.target_update_interval > previous_step // hp.target_update_interval:
@@ -305,40 +318,15 @@ def train(
                 else:
                     target_params.lerp_(optimizer.params, hp.tau)
 
-        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
-        # (saving reads state and draws no random numbers)
-        stopping = stop_vector_step < num_vector_steps and vector_step + 1 == stop_vector_step
-        if checkpointer.due(global_step, stopping=stopping):
-            filled = min(stored, capacity)
-            replay = {name: torch.from_numpy(a[:filled].copy()) for name, a in buffer.items()}
-            checkpointer.save(
-                global_step,
-                {
-                    **run_state(
-                        global_step=global_step,
-                        train_seconds=earlier_seconds + time.perf_counter() - started,
-                        generator=generator,
-                        rng=rng,
-                        tracker=tracker,
-                        envs=envs,
-                        obs=obs,
-                        prev_done=prev_done,
-                    ),
-                    "vector_step": vector_step + 1,
-                    "q_network": q_network.state_dict(),
-                    "target_network": target_network.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "replay": {"stored": stored, **replay},
-                },
-            )
+        checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
     check_parameters(q_network, global_step)
-    train_seconds = earlier_seconds + time.perf_counter() - started
+    train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()
     eval_returns = evaluate(
-        greedy_actions(q_network.q, hp.activation), env, eval_episodes, eval_seed
+        greedy_actions(q_network.q, hp.activation), env, run.eval_episodes, run.eval_seed
     )
     return TrainResult(
         eval_returns=eval_returns,

@@ -5,14 +5,13 @@ are in :mod:`hpsrl.agents.hyperparameters.ppo` (no torch there, for config check
 Differences from CleanRL: gymnasium 1.x ``NEXT_STEP`` autoreset is handled by masking the reset step
 that follows each episode out of the loss; truncated episodes bootstrap from the value of their
 final observation; minibatches are near-equal splits of the valid samples of a rollout.
-Gradients are written out by hand in numpy (no autograd, see :class:`hpsrl.agents.common.MLP`)
-and Adam runs over one flat parameter buffer (:class:`~hpsrl.agents.common.FlatAdam`): the
+Gradients are written out by hand in numpy (no autograd, see :class:`hpsrl.agents.networks.MLP`)
+and Adam runs over one flat parameter buffer (:class:`~hpsrl.agents.networks.FlatAdam`): the
 networks are so small that torch's per-op overhead, not arithmetic, would otherwise dominate.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a rollout and its update and
-resumes from it when restarted; see :mod:`hpsrl.agents.common` for what is kept and when the resumed
-result is bit-identical to an uninterrupted one.
-"""
+resumes from it when restarted; see :mod:`hpsrl.agents.checkpoints` for what is kept and when the
+resumed result is bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -26,30 +25,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import (
-    MLP,
-    Checkpointer,
-    Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flushing_denormals,
-    greedy_actions,
-    load_weights,
-    loop_lengths,
-    rebuild_discrete,
-    restore_run,
-    run_fingerprint,
-    run_state,
-    state_dict_cpu,
-)
+from hpsrl.agents.checkpoints import RunCheckpoint
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.ppo import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ppo import GENES as GENES
 from hpsrl.agents.hyperparameters.ppo import Hyperparameters
+from hpsrl.agents.networks import (
+    MLP,
+    FlatAdam,
+    build_mlp,
+    greedy_actions,
+    load_weights,
+    rebuild_discrete,
+)
+from hpsrl.agents.run import (
+    RunSettings,
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 log = logging.getLogger(__name__)
@@ -74,7 +70,7 @@ class Agent(nn.Module):
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    # torch's kernel: numpy's reductions over a short last axis are slow (14 us for 256 x 2)
+    # torch's kernel: numpy's reductions over a short last axis are slow
     return torch.log_softmax(torch.from_numpy(logits), -1).numpy()
 
 
@@ -88,6 +84,57 @@ def _standardized(advantages: np.ndarray) -> np.ndarray:
     return centered
 
 
+def loss_gradients(
+    actor: MLP,
+    critic: MLP,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    old_logprobs: np.ndarray,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    hp: Hyperparameters,
+) -> float:
+    """PPO's loss on a minibatch, ``pg_loss - ent_coef * entropy + vf_coef * v_loss`` as CleanRL
+    writes it; *writes* its gradient into the actor's and the critic's ``.grad``.
+
+    Written out by hand (no autograd; tests/test_discrete_gradients.py checks it against autograd).
+    With B samples, per sample i:
+
+    - pg_loss = mean_i max(-A_i r_i, -A_i clip(r_i)), r_i = exp(logp_i(a_i) - old_logp_i):
+      d / d r_i = -A_i / B where the unclipped term is the larger one (always inside the clip
+      range), else 0; and d r_i / d logits_i = r_i (onehot(a_i) - p_i).
+    - entropy = mean_i H_i, H_i = -sum_j p_ij logp_ij: d H_i / d logits_ij = -p_ij (logp_ij + H_i).
+    - v_loss = 0.5 mean_i (v_i - R_i)^2: d / d v_i = (v_i - R_i) / B.
+
+    max(-x, -y) = -min(x, y) exactly, so the code uses the surrogates x = A r, y = A clip(r).
+    """
+    B = len(obs)
+    rows = np.arange(B)
+    logprobs_all = _log_softmax(actor.forward(obs))
+    probs = np.exp(logprobs_all)
+    ratio = np.exp(logprobs_all[rows, actions] - old_logprobs)
+    surrogate = advantages * ratio
+    surrogate_clipped = advantages * np.clip(ratio, 1 - hp.clip_coef, 1 + hp.clip_coef)
+    pg_loss = -np.minimum(surrogate, surrogate_clipped).sum() / B
+    v_error = critic.forward(obs)[:, 0] - returns
+    v_loss = 0.5 * np.dot(v_error, v_error) / B
+    loss = pg_loss + hp.vf_coef * v_loss
+
+    unclipped = surrogate <= surrogate_clipped
+    grad_logprob = np.where(unclipped, surrogate, 0.0) * (-1.0 / B)
+    grad_logits = -probs
+    grad_logits[rows, actions] += 1.0
+    grad_logits *= grad_logprob[:, None]
+    if hp.ent_coef != 0.0:
+        entropies = -(probs * logprobs_all).sum(-1)
+        loss -= hp.ent_coef * entropies.sum() / B
+        entropy_grad = probs * (logprobs_all + entropies[:, None])
+        grad_logits += entropy_grad * (hp.ent_coef / B)
+    actor.backward(grad_logits)
+    critic.backward((v_error * (hp.vf_coef / B))[:, None])
+    return loss
+
+
 def greedy_policy(
     env: EnvSpec, hp: Hyperparameters, weights: Mapping[str, np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -97,38 +144,22 @@ def greedy_policy(
 
 
 @flushing_denormals
-def train(
-    env: EnvSpec,
-    hp: Hyperparameters,
-    total_steps: int,
-    seed: int,
-    *,
-    eval_seed: int,
-    eval_episodes: int = 10,
-    curve_points: int = 20,
-    return_threshold: float | None = None,
-    checkpoint: Checkpointing | None = None,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
-    stop_at: int | None = None,
-) -> TrainResult:
-    """Train PPO on ``env`` for ``total_steps`` env steps (rounded up to whole rollouts), evaluate.
+def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
+    """Train PPO on ``env`` for ``run.total_steps`` env steps (rounded up to whole rollouts),
+    evaluate.
 
-    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
-    ``ARCHITECTURE_FIELDS``, as arrays) the actor and critic start from them instead of a fresh
-    initialisation; the optimizer starts afresh. Entries that do not fit raise ``ValueError``.
-    Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
-    With ``checkpoint``, saves its state after updates and resumes from ``checkpoint.path`` if
-    that file holds a checkpoint of this same run.
-    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its learning-rate schedule and
-    curve points, stops after ceil(stop_at / (num_steps * num_envs)) rollouts and their updates,
-    saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so that a
-    later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
-    :mod:`hpsrl.agents.common`.
-    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf.
+    With ``run.initial_weights`` the actor and critic start from them; the optimizer starts
+    afresh. Deterministic for a given ``seed`` and ``eval_seed`` on CPU with a fixed thread count.
+    With ``run.checkpoint``, saves its state after a rollout and its update and resumes from
+    ``checkpoint.path`` if that file holds a checkpoint of this same run. With ``run.stop_at`` the
+    run, still a ``total_steps`` run in its learning-rate schedule and curve points, stops after
+    ceil(stop_at / (num_steps * num_envs)) rollouts and their updates; see
+    :mod:`hpsrl.agents.checkpoints`.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the networks.
     """
     started = time.perf_counter()
-    # Rollouts of the whole run (they set the learning-rate schedule) and of this call
-    num_iterations, stop_iteration = loop_lengths(total_steps, hp.num_steps * hp.num_envs, stop_at)
+    seed = run.seed
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -142,13 +173,13 @@ def train(
     obs_dim = observation_dim(envs.single_observation_space)
     n_actions = int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    if initial_weights is not None:  # replaces the fresh initialisation (which drew from generator)
+    if run.initial_weights is not None:  # replaces the fresh initialisation (drawn from generator)
         try:
-            load_weights(agent, initial_weights)
+            load_weights(agent, run.initial_weights)
         except ValueError:
             envs.close()
             raise
-    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see common.MLP
+    # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP
     optimizer = FlatAdam(agent, hp.learning_rate, eps=1e-5, max_grad_norm=hp.max_grad_norm)
     actor, critic = MLP(agent.actor, hp.activation), MLP(agent.critic, hp.activation)
 
@@ -162,51 +193,34 @@ def train(
     valid = np.zeros((T, N), dtype=bool)  # False on the reset step that follows an episode's end
     advantages = np.zeros((T, N), dtype=np.float32)
 
-    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
     next_obs, _ = envs.reset(seed=seed)
-    prev_done = np.zeros(N, dtype=bool)
-    global_step = 0
-    first_iteration = 0
-    earlier_seconds = 0.0  # train time of the run before it was resumed
 
     # -- Resume from this run's checkpoint, if there is one ----------------------------------------
-    fingerprint = run_fingerprint(
+    checkpoint = RunCheckpoint(
         "ppo",
         env,
         hp,
-        total_steps=total_steps,
-        seed=seed,
-        eval_seed=eval_seed,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        initial_weights=initial_weights,
+        run,
+        steps_per_iteration=T * N,  # a rollout; the rollouts of the whole run set the lr schedule
+        counter="iteration",
+        parts={"agent": agent, "optimizer": optimizer},
+        generator=generator,
+        rng=rng,
+        tracker=tracker,
+        envs=envs,
+        started=started,
     )
-    checkpointer = Checkpointer(checkpoint, fingerprint)
-    saved = checkpointer.load()
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        optimizer.load_state_dict(saved["optimizer"])
-        first_iteration = int(saved["iteration"])
-        global_step = int(saved["global_step"])
-        earlier_seconds = float(saved["train_seconds"])
-        next_obs, prev_done = restore_run(
-            saved,
-            generator=generator,
-            rng=rng,
-            tracker=tracker,
-            envs=envs,
-            seed=seed,
-            what=f"PPO seed {seed}",
-        )
-        del saved
+    start = checkpoint.resume_or_start(next_obs, np.zeros(N, dtype=bool))
+    next_obs, prev_done, global_step = start.obs, start.prev_done, start.global_step
 
-    for iteration in range(first_iteration, stop_iteration):
+    for iteration in range(start.iteration, checkpoint.stop_iteration):
         if hp.anneal_lr:
-            optimizer.lr = hp.learning_rate * (1 - iteration / num_iterations)
+            optimizer.lr = hp.learning_rate * (1 - iteration / checkpoint.num_iterations)
 
         # -- Collect a rollout: one batched actor forward per vector step -------------------------
         # argmax(logits + Gumbel noise) is a sample of softmax(logits); the rollout's noise is
-        # drawn at once, and acting runs in numpy (see common.MLP)
+        # drawn at once, and acting runs in numpy (see networks.MLP)
         uniform = torch.rand((T, N, n_actions), generator=generator)
         gumbel = (-torch.log(-torch.log(uniform))).numpy()
         for t in range(T):
@@ -253,15 +267,7 @@ def train(
         if hp.normalize_advantages and num_minibatches == 1:
             b_advantages = _standardized(b_advantages)
 
-        # -- Optimise the clipped surrogate, value loss and entropy bonus ------------------------
-        # Gradients are written out by hand (no autograd); with B samples, per sample i:
-        #   pg_loss = mean_i max(-A_i r_i, -A_i clip(r_i)), r_i = exp(logp_i(a_i) - old_logp_i):
-        #     d/d r_i = -A_i / B where the unclipped term is the larger one (always inside the clip
-        #     range), else 0; and d r_i / d logits_i = r_i (onehot(a_i) - p_i).
-        #   entropy = mean_i H_i, H_i = -sum_j p_ij logp_ij:
-        #     d H_i / d logits_ij = -p_ij (logp_ij + H_i).
-        #   v_loss = 0.5 mean_i (v_i - R_i)^2: d/d v_i = (v_i - R_i) / B.
-        # max(-x, -y) = -min(x, y) exactly, so the code uses the surrogates x = A r, y = A clip(r).
+        # -- Optimise the clipped surrogate, value loss and entropy bonus (loss_gradients) --------
         losses = []
         with np.errstate(all="ignore"):  # NaN/inf of a diverging run are caught by check_finite
             for _ in range(hp.update_epochs):
@@ -270,33 +276,19 @@ def train(
                 order = rng.permutation(len(keep)) if num_minibatches > 1 else None
                 for start, stop in itertools.pairwise(bounds):
                     mb = slice(None) if order is None else order[start:stop]
-                    B = stop - start
-                    rows, mb_obs, mb_actions = np.arange(B), b_obs[mb], b_actions[mb]
-                    logprobs_all = _log_softmax(actor.forward(mb_obs))
-                    probs = np.exp(logprobs_all)
-                    ratio = np.exp(logprobs_all[rows, mb_actions] - b_logprobs[mb])
                     adv = b_advantages[mb]
                     if normalize_per_minibatch:
                         adv = _standardized(adv)
-                    surrogate = adv * ratio
-                    surrogate_clipped = adv * np.clip(ratio, 1 - hp.clip_coef, 1 + hp.clip_coef)
-                    pg_loss = -np.minimum(surrogate, surrogate_clipped).sum() / B
-                    v_error = critic.forward(mb_obs)[:, 0] - b_returns[mb]
-                    v_loss = 0.5 * np.dot(v_error, v_error) / B
-                    loss = pg_loss + hp.vf_coef * v_loss
-
-                    unclipped = surrogate <= surrogate_clipped
-                    grad_logprob = np.where(unclipped, surrogate, 0.0) * (-1.0 / B)
-                    grad_logits = -probs
-                    grad_logits[rows, mb_actions] += 1.0
-                    grad_logits *= grad_logprob[:, None]
-                    if hp.ent_coef != 0.0:
-                        entropies = -(probs * logprobs_all).sum(-1)
-                        loss -= hp.ent_coef * entropies.sum() / B
-                        entropy_grad = probs * (logprobs_all + entropies[:, None])
-                        grad_logits += entropy_grad * (hp.ent_coef / B)
-                    actor.backward(grad_logits)
-                    critic.backward((v_error * (hp.vf_coef / B))[:, None])
+                    loss = loss_gradients(
+                        actor,
+                        critic,
+                        b_obs[mb],
+                        b_actions[mb],
+                        b_logprobs[mb],
+                        adv,
+                        b_returns[mb],
+                        hp,
+                    )
                     optimizer.step()
                     losses.append(loss)
         check_finite(np.array(losses), "PPO loss", global_step)
@@ -308,36 +300,15 @@ def train(
                 losses[-1],
             )
 
-        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
-        # (saving reads state and draws no random numbers)
-        stopping = stop_iteration < num_iterations and iteration + 1 == stop_iteration
-        if checkpointer.due(global_step, stopping=stopping):
-            checkpointer.save(
-                global_step,
-                {
-                    **run_state(
-                        global_step=global_step,
-                        train_seconds=earlier_seconds + time.perf_counter() - started,
-                        generator=generator,
-                        rng=rng,
-                        tracker=tracker,
-                        envs=envs,
-                        obs=next_obs,
-                        prev_done=prev_done,
-                    ),
-                    "iteration": iteration + 1,
-                    "agent": agent.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                },
-            )
+        checkpoint.maybe_save(iteration, global_step, next_obs, prev_done)
     envs.close()
     check_parameters(agent, global_step)
-    train_seconds = earlier_seconds + time.perf_counter() - started
+    train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
     started = time.perf_counter()
     eval_returns = evaluate(
-        greedy_actions(agent.actor, hp.activation), env, eval_episodes, eval_seed
+        greedy_actions(agent.actor, hp.activation), env, run.eval_episodes, run.eval_seed
     )
     return TrainResult(
         eval_returns=eval_returns,

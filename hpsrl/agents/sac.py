@@ -19,7 +19,7 @@ are what the tests check those gradients against.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
 training phase it triggers), including the replay buffer, and resumes from it when restarted; see
-:mod:`hpsrl.agents.common` for what is kept and when the resumed result is bit-identical to an
+:mod:`hpsrl.agents.checkpoints` for what is kept and when the resumed result is bit-identical to an
 uninterrupted one.
 """
 
@@ -36,25 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hpsrl.agents.common import (
-    MLP,
-    Checkpointer,
-    Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flatten_parameters,
-    flushing_denormals,
-    load_weights,
-    loop_lengths,
-    restore_run,
-    run_fingerprint,
-    run_state,
-    state_dict_cpu,
+from hpsrl.agents.checkpoints import (
+    RunCheckpoint,
 )
 from hpsrl.agents.continuous import (
     ActionBounds,
@@ -64,9 +47,20 @@ from hpsrl.agents.continuous import (
     load_stored_weights,
     spaces_of,
 )
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.sac import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.sac import GENES as GENES
 from hpsrl.agents.hyperparameters.sac import Hyperparameters
+from hpsrl.agents.networks import MLP, FlatAdam, build_mlp, flatten_parameters, load_weights
+from hpsrl.agents.run import (
+    RunSettings,
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    loop_lengths,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
@@ -249,40 +243,22 @@ def greedy_policy(
 
 
 @flushing_denormals
-def train(
-    env: EnvSpec,
-    hp: Hyperparameters,
-    total_steps: int,
-    seed: int,
-    *,
-    eval_seed: int,
-    eval_episodes: int = 10,
-    curve_points: int = 20,
-    return_threshold: float | None = None,
-    checkpoint: Checkpointing | None = None,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
-    stop_at: int | None = None,
-) -> TrainResult:
-    """Train SAC on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
+    """Train SAC on ``env`` for ``run.total_steps`` env steps (rounded up to whole vector steps).
 
-    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
-    ``ARCHITECTURE_FIELDS``, as arrays) the actor, the critics and alpha start from them instead of
-    a fresh initialisation, and the target critics as copies of those critics; without
-    ``autotune_entropy`` alpha stays ``hp.ent_coef`` whatever they hold. The optimizers and the
-    replay buffer start empty. Deterministic for a given ``seed`` and ``eval_seed`` on CPU
-    with a fixed thread count. With ``checkpoint``, saves its state between vector steps and
-    resumes from ``checkpoint.path`` if that file holds a checkpoint of this same run.
-    With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its curve points and buffer
-    size, stops after the first vector step (and its training phase) at or past ``stop_at`` env
-    steps, saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so
-    that a later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
-    :mod:`hpsrl.agents.common`.
-    Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss becomes NaN/inf, and
-    ``ValueError`` when ``initial_weights`` do not fit the networks or ``stop_at`` is below 1.
+    With ``run.initial_weights`` the actor, the critics and alpha start from them, and the target
+    critics as copies of those critics; without ``autotune_entropy`` alpha stays ``hp.ent_coef``
+    whatever they hold. The optimizers and the replay buffer start empty. Deterministic for a given
+    ``seed`` and ``eval_seed`` on CPU with a fixed thread count. With ``run.checkpoint``, saves its
+    state between vector steps and resumes from ``checkpoint.path`` if that file holds a
+    checkpoint of this same run. With ``run.stop_at`` the run, still a ``total_steps`` run in its
+    curve points and buffer size, stops after the first vector step (and its training phase) at or
+    past ``stop_at`` env steps; see :mod:`hpsrl.agents.checkpoints`.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the networks.
     """
     started = time.perf_counter()
-    # Vector steps of the whole run and of this call
-    num_vector_steps, stop_vector_step = loop_lengths(total_steps, hp.num_envs, stop_at)
+    seed = run.seed
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
     generator = torch.Generator().manual_seed(seed)
@@ -294,8 +270,8 @@ def train(
         bounds = ActionBounds(envs.single_action_space, "SAC", env.id)
         obs_dim = observation_dim(envs.single_observation_space)
         agent = Agent(obs_dim, bounds.dim, hp, generator)
-        if initial_weights is not None:
-            load_weights(agent, initial_weights)
+        if run.initial_weights is not None:
+            load_weights(agent, run.initial_weights)
     except Exception:
         envs.close()
         raise
@@ -317,51 +293,38 @@ def train(
 
     N, act_dim = hp.num_envs, bounds.dim
     # a run never stores more transitions than it takes env steps: no larger buffer is needed
+    num_vector_steps, _ = loop_lengths(run.total_steps, N, None)
     buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
-    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
     obs = envs.reset(seed=seed)[0].reshape(N, -1).astype(np.float32, copy=False)
-    prev_done = np.zeros(N, dtype=bool)
-    global_step = 0
-    first_vector_step = 0
-    earlier_seconds = 0.0  # train time of the run before it was resumed
 
     # -- Resume from this run's checkpoint, if there is one ----------------------------------------
-    fingerprint = run_fingerprint(
+    checkpoint = RunCheckpoint(
         "sac",
         env,
         hp,
-        total_steps=total_steps,
-        seed=seed,
-        eval_seed=eval_seed,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        initial_weights=initial_weights,
+        run,
+        steps_per_iteration=N,  # a vector step
+        counter="vector_step",
+        parts={
+            "agent": agent,
+            "target_critic": target_critic,
+            "actor_optimizer": actor_optimizer,
+            "critic_optimizer": critic_optimizer,
+            "entropy_optimizer": entropy_optimizer,
+            "replay": buffer,
+        },
+        generator=generator,
+        rng=rng,
+        tracker=tracker,
+        envs=envs,
+        started=started,
     )
-    checkpointer = Checkpointer(checkpoint, fingerprint)
-    saved = checkpointer.load()
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        target_critic.load_state_dict(saved["target_critic"])
-        actor_optimizer.load_state_dict(saved["actor_optimizer"])
-        critic_optimizer.load_state_dict(saved["critic_optimizer"])
-        entropy_optimizer.load_state_dict(saved["entropy_optimizer"])
-        buffer.load_state_dict(saved["replay"])
-        first_vector_step = int(saved["vector_step"])
-        global_step = int(saved["global_step"])
-        earlier_seconds = float(saved["train_seconds"])
-        obs, prev_done = restore_run(
-            saved,
-            generator=generator,
-            rng=rng,
-            tracker=tracker,
-            envs=envs,
-            seed=seed,
-            what=f"SAC seed {seed}",
-        )
-        obs = obs.astype(np.float32, copy=False)
-        del saved
+    start = checkpoint.resume_or_start(obs, np.zeros(N, dtype=bool))
+    obs, prev_done, global_step = start.obs, start.prev_done, start.global_step
+    obs = obs.astype(np.float32, copy=False)
 
-    for vector_step in range(first_vector_step, stop_vector_step):
+    for vector_step in range(start.iteration, checkpoint.stop_iteration):
         # -- Act: uniformly at first, then by sampling the policy ---------------------------------
         if global_step < hp.learning_starts:
             actions = rng.uniform(-1.0, 1.0, (N, act_dim)).astype(np.float32)
@@ -415,40 +378,15 @@ def train(
             check_finite(losses[0], "SAC critic loss", global_step)
             check_finite(losses[1], "SAC actor loss", global_step)
 
-        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
-        # (saving reads state and draws no random numbers)
-        stopping = stop_vector_step < num_vector_steps and vector_step + 1 == stop_vector_step
-        if checkpointer.due(global_step, stopping=stopping):
-            checkpointer.save(
-                global_step,
-                {
-                    **run_state(
-                        global_step=global_step,
-                        train_seconds=earlier_seconds + time.perf_counter() - started,
-                        generator=generator,
-                        rng=rng,
-                        tracker=tracker,
-                        envs=envs,
-                        obs=obs,
-                        prev_done=prev_done,
-                    ),
-                    "vector_step": vector_step + 1,
-                    "agent": agent.state_dict(),
-                    "target_critic": target_critic.state_dict(),
-                    "actor_optimizer": actor_optimizer.state_dict(),
-                    "critic_optimizer": critic_optimizer.state_dict(),
-                    "entropy_optimizer": entropy_optimizer.state_dict(),
-                    "replay": buffer.state_dict(),
-                },
-            )
+        checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
     check_parameters(agent, global_step)
-    train_seconds = earlier_seconds + time.perf_counter() - started
+    train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the deterministic policy (tanh of the mean) on separate seeds -----------------
     started = time.perf_counter()
     eval_returns = evaluate(
-        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, eval_episodes, eval_seed
+        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, run.eval_episodes, run.eval_seed
     )
     return TrainResult(
         eval_returns=eval_returns,

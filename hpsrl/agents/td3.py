@@ -20,7 +20,7 @@ check those gradients against.
 
 With ``checkpoint=Checkpointing(...)`` the run saves its state after a vector step (and the
 training phase it triggers), including the replay buffer, and resumes from it when restarted; see
-:mod:`hpsrl.agents.common` for what is kept and when the resumed result is bit-identical to an
+:mod:`hpsrl.agents.checkpoints` for what is kept and when the resumed result is bit-identical to an
 uninterrupted one.
 """
 
@@ -36,25 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpsrl.agents.common import (
-    MLP,
-    Checkpointer,
-    Checkpointing,
-    EpisodeTracker,
-    FlatAdam,
-    TrainResult,
-    build_mlp,
-    check_finite,
-    check_parameters,
-    evaluate,
-    flatten_parameters,
-    flushing_denormals,
-    load_weights,
-    loop_lengths,
-    restore_run,
-    run_fingerprint,
-    run_state,
-    state_dict_cpu,
+from hpsrl.agents.checkpoints import (
+    RunCheckpoint,
 )
 from hpsrl.agents.continuous import (
     ActionBounds,
@@ -64,9 +47,20 @@ from hpsrl.agents.continuous import (
     load_stored_weights,
     spaces_of,
 )
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters.td3 import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.td3 import GENES as GENES
 from hpsrl.agents.hyperparameters.td3 import Hyperparameters
+from hpsrl.agents.networks import MLP, FlatAdam, build_mlp, flatten_parameters, load_weights
+from hpsrl.agents.run import (
+    RunSettings,
+    TrainResult,
+    check_finite,
+    check_parameters,
+    flushing_denormals,
+    loop_lengths,
+    state_dict_cpu,
+)
 from hpsrl.envs import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
@@ -170,53 +164,28 @@ def rebuild_policy(
     return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
 
 
-def train(
-    env: EnvSpec,
-    hp: Hyperparameters,
-    total_steps: int,
-    seed: int,
-    *,
-    eval_seed: int,
-    eval_episodes: int = 10,
-    curve_points: int = 20,
-    return_threshold: float | None = None,
-    checkpoint: Checkpointing | None = None,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
-    stop_at: int | None = None,
-) -> TrainResult:
-    """Train TD3 on ``env`` for ``total_steps`` env steps (rounded up to whole vector steps).
+def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
+    """Train TD3 on ``env`` for ``run.total_steps`` env steps (rounded up to whole vector steps).
 
-    With ``initial_weights`` (a ``TrainResult.model_state`` of a run with the same
-    ``ARCHITECTURE_FIELDS``, as arrays) the actor and the critics start from them instead of a
-    fresh initialisation, and the target networks as their copies; the optimizers and the replay
-    buffer start empty. Deterministic for a given ``seed`` and
-    ``eval_seed`` on CPU with a fixed thread count. With ``checkpoint``, saves its state between
-    vector steps and resumes from ``checkpoint.path`` if that file holds a checkpoint of this same
-    run. With ``stop_at`` (>= 1) the run, still a ``total_steps`` run in its curve points and
-    buffer size, stops after the first vector step (and its training phase) at or past ``stop_at``
-    env steps, saves a checkpoint there (with ``checkpoint``) and evaluates the policy as it is, so
-    that a later call with a larger ``stop_at`` (or ``None``) goes on from that point; see
-    :mod:`hpsrl.agents.common`. Raises :class:`~hpsrl.agents.common.TrainingDiverged` when a loss
-    becomes NaN/inf, and ``ValueError`` when ``initial_weights`` do not fit the networks or
-    ``stop_at`` is below 1.
+    With ``run.initial_weights`` the actor and the critics start from them, and the target networks
+    as their copies; the optimizers and the replay buffer start empty. Deterministic for a given
+    ``seed`` and ``eval_seed`` on CPU with a fixed thread count. With ``run.checkpoint``, saves its
+    state between vector steps and resumes from ``checkpoint.path`` if that file holds a
+    checkpoint of this same run. With ``run.stop_at`` the run, still a ``total_steps`` run in its
+    curve points and buffer size, stops after the first vector step (and its training phase) at or
+    past ``stop_at`` env steps; see :mod:`hpsrl.agents.checkpoints`.
+    Raises :class:`~hpsrl.agents.run.TrainingDiverged` when a loss becomes NaN/inf, and
+    ``ValueError`` when ``initial_weights`` do not fit the networks.
     """
     return train_td3_family(
         "td3",
         env,
         hp,
-        total_steps,
-        seed,
+        run,
         n_critics=2,
         policy_delay=hp.policy_delay,
         target_policy_noise=hp.target_policy_noise,
         noise_clip=hp.noise_clip,
-        eval_seed=eval_seed,
-        eval_episodes=eval_episodes,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        checkpoint=checkpoint,
-        initial_weights=initial_weights,
-        stop_at=stop_at,
     )
 
 
@@ -225,20 +194,12 @@ def train_td3_family(
     algorithm: str,
     env: EnvSpec,
     hp: Any,
-    total_steps: int,
-    seed: int,
+    run: RunSettings,
     *,
     n_critics: int,
     policy_delay: int,
     target_policy_noise: float,
     noise_clip: float,
-    eval_seed: int,
-    eval_episodes: int,
-    curve_points: int,
-    return_threshold: float | None,
-    checkpoint: Checkpointing | None,
-    initial_weights: Mapping[str, np.ndarray] | None,
-    stop_at: int | None,
 ) -> TrainResult:
     """The training loop of TD3 and of DDPG (one critic, ``policy_delay`` 1, no target noise).
 
@@ -246,8 +207,7 @@ def train_td3_family(
     names the run in its checkpoint's fingerprint and in messages.
     """
     started = time.perf_counter()
-    # Vector steps of the whole run and of this call
-    num_vector_steps, stop_vector_step = loop_lengths(total_steps, hp.num_envs, stop_at)
+    seed = run.seed
     name = algorithm.upper()
 
     # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
@@ -260,8 +220,8 @@ def train_td3_family(
         bounds = ActionBounds(envs.single_action_space, name, env.id)
         obs_dim = observation_dim(envs.single_observation_space)
         agent = Agent(obs_dim, bounds.dim, n_critics, hp.hidden_sizes, hp.activation, generator)
-        if initial_weights is not None:
-            load_weights(agent, initial_weights)
+        if run.initial_weights is not None:
+            load_weights(agent, run.initial_weights)
     except Exception:
         envs.close()
         raise
@@ -279,51 +239,38 @@ def train_td3_family(
 
     N, act_dim = hp.num_envs, bounds.dim
     # a run never stores more transitions than it takes env steps: no larger buffer is needed
+    num_vector_steps, _ = loop_lengths(run.total_steps, N, None)
     buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
-    tracker = EpisodeTracker(N, total_steps, curve_points, return_threshold)
+    tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
     obs = envs.reset(seed=seed)[0].reshape(N, -1).astype(np.float32, copy=False)
-    prev_done = np.zeros(N, dtype=bool)
-    global_step = 0
-    first_vector_step = 0
-    earlier_seconds = 0.0  # train time of the run before it was resumed
 
     # -- Resume from this run's checkpoint, if there is one ----------------------------------------
-    fingerprint = run_fingerprint(
+    checkpoint = RunCheckpoint(
         algorithm,
         env,
         hp,
-        total_steps=total_steps,
-        seed=seed,
-        eval_seed=eval_seed,
-        curve_points=curve_points,
-        return_threshold=return_threshold,
-        initial_weights=initial_weights,
+        run,
+        steps_per_iteration=N,  # a vector step
+        counter="vector_step",
+        parts={
+            "agent": agent,
+            "target_actor": target_actor,
+            "target_critic": target_critic,
+            "actor_optimizer": actor_optimizer,
+            "critic_optimizer": critic_optimizer,
+            "replay": buffer,
+        },
+        generator=generator,
+        rng=rng,
+        tracker=tracker,
+        envs=envs,
+        started=started,
     )
-    checkpointer = Checkpointer(checkpoint, fingerprint)
-    saved = checkpointer.load()
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        target_actor.load_state_dict(saved["target_actor"])
-        target_critic.load_state_dict(saved["target_critic"])
-        actor_optimizer.load_state_dict(saved["actor_optimizer"])
-        critic_optimizer.load_state_dict(saved["critic_optimizer"])
-        buffer.load_state_dict(saved["replay"])
-        first_vector_step = int(saved["vector_step"])
-        global_step = int(saved["global_step"])
-        earlier_seconds = float(saved["train_seconds"])
-        obs, prev_done = restore_run(
-            saved,
-            generator=generator,
-            rng=rng,
-            tracker=tracker,
-            envs=envs,
-            seed=seed,
-            what=f"{name} seed {seed}",
-        )
-        obs = obs.astype(np.float32, copy=False)
-        del saved
+    start = checkpoint.resume_or_start(obs, np.zeros(N, dtype=bool))
+    obs, prev_done, global_step = start.obs, start.prev_done, start.global_step
+    obs = obs.astype(np.float32, copy=False)
 
-    for vector_step in range(first_vector_step, stop_vector_step):
+    for vector_step in range(start.iteration, checkpoint.stop_iteration):
         # -- Act: uniformly at first, then the actor's action plus Gaussian noise -----------------
         if global_step < hp.learning_starts:
             actions = rng.uniform(-1.0, 1.0, (N, act_dim)).astype(np.float32)
@@ -378,40 +325,15 @@ def train_td3_family(
             check_finite(losses[0], f"{name} critic loss", global_step)
             check_finite(losses[1], f"{name} actor loss", global_step)
 
-        # -- Save a checkpoint when one is due or the run stops early here, to be continued ------
-        # (saving reads state and draws no random numbers)
-        stopping = stop_vector_step < num_vector_steps and vector_step + 1 == stop_vector_step
-        if checkpointer.due(global_step, stopping=stopping):
-            checkpointer.save(
-                global_step,
-                {
-                    **run_state(
-                        global_step=global_step,
-                        train_seconds=earlier_seconds + time.perf_counter() - started,
-                        generator=generator,
-                        rng=rng,
-                        tracker=tracker,
-                        envs=envs,
-                        obs=obs,
-                        prev_done=prev_done,
-                    ),
-                    "vector_step": vector_step + 1,
-                    "agent": agent.state_dict(),
-                    "target_actor": target_actor.state_dict(),
-                    "target_critic": target_critic.state_dict(),
-                    "actor_optimizer": actor_optimizer.state_dict(),
-                    "critic_optimizer": critic_optimizer.state_dict(),
-                    "replay": buffer.state_dict(),
-                },
-            )
+        checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
     check_parameters(agent, global_step)
-    train_seconds = earlier_seconds + time.perf_counter() - started
+    train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the actor without exploration noise on separate seeds -------------------------
     started = time.perf_counter()
     eval_returns = evaluate(
-        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, eval_episodes, eval_seed
+        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, run.eval_episodes, run.eval_seed
     )
     return TrainResult(
         eval_returns=eval_returns,

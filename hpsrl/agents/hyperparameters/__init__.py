@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-#: Activation functions a network may use (the ``activation`` gene); hpsrl.agents.common maps each
+#: Activation functions a network may use (the ``activation`` gene); hpsrl.agents.networks maps each
 #: to its torch module.
 ACTIVATION_NAMES = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu")
 
