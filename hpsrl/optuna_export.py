@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,18 @@ def _finished_at(campaign_dir: Path, gen: Generation, individual: int) -> dateti
     return datetime.datetime.fromtimestamp(result.stat().st_mtime)
 
 
-def campaign_trials(campaign_dir: str | Path) -> tuple[dict[str, Any], list[Any]]:
+def campaign_trials(
+    campaign_dir: str | Path, gens: Sequence[Generation] | None = None
+) -> tuple[dict[str, Any], list[Any]]:
     """The config of a campaign and one Optuna FrozenTrial per individual of its finished
-    generations, in order."""
+    generations, in order; ``gens``: those generations where the caller has read them already."""
     from optuna.trial import TrialState, create_trial
 
     from hpsrl.bayesopt import individual_parameters
 
     campaign_dir = Path(campaign_dir)
-    gens = [read_generation(path) for path in generation_files(campaign_dir)]
+    if gens is None:
+        gens = [read_generation(path) for path in generation_files(campaign_dir)]
     config = gens[-1].config
     space = search_space(config)
     trials = []
