@@ -547,7 +547,8 @@ def importance_section(campaign: Campaign) -> str:
         "objective (the best 10%, or the best 5 where fewer than 50 trained individuals have a "
         "value): PED-ANOVA (Optuna's PedAnovaImportanceEvaluator) over every individual trained "
         f"in full{_importance_span(gens, campaign)}, failed ones left out. A list gene appears as "
-        "its length (NAME.length) and its elements (NAME[i]). Sorted by the first objective; each objective's importances sum to 1."
+        "its length (NAME.length) and its elements (NAME[i]). Sorted by the first objective; each "
+        "objective's importances sum to 1."
     )
     figure = _interactive(fig, "importance", caption)
     return figure + (f"<p>Left out:</p><ul>{why}</ul>" if missing else "")
