@@ -67,6 +67,30 @@ def enabled() -> bool:
     return os.environ.get(ENABLED_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def campaigns_to_train(workflow: Any, rule: str) -> list[str] | None:
+    """The campaigns (wildcard ``campaign``) of the ``rule`` jobs this Snakemake run will run, in
+    the order Snakemake lists them; ``None`` where that cannot be read.
+
+    It reads ``workflow.dag.needrun_jobs()``, which is Snakemake's private API: a release may
+    rename or change it. The onstart hook then cannot tell whether any training job will run and
+    starts the pool anyway (a pool with nothing to train costs only its start), with a warning.
+    """
+    try:
+        jobs = list(workflow.dag.needrun_jobs())
+        campaigns = [job.wildcards.campaign for job in jobs if job.rule.name == rule]
+    # whatever a changed private API does, the answer is the same: not known
+    except Exception as err:
+        log.warning(
+            "cannot list the jobs this Snakemake run will run (workflow.dag.needrun_jobs(): "
+            "%s: %s): warm workers start whether or not a %s job runs",
+            type(err).__name__,
+            err,
+            rule,
+        )
+        return None
+    return list(dict.fromkeys(campaigns))
+
+
 def socket_path(snakemake_pid: int) -> Path:
     """Where the pool of the snakemake process ``snakemake_pid`` listens."""
     return Path(tempfile.gettempdir()) / f"hpsrl-{os.getuid()}" / f"workers-{snakemake_pid}.sock"

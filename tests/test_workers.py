@@ -3,6 +3,7 @@ killed or wrong, and ends with the process that started it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
 from hpsrl.storage import read_individual_arrays, read_weights, write_population
-from hpsrl.workers import socket_path
+from hpsrl.workers import campaigns_to_train, socket_path
 from tests.conftest import wait_until
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -282,3 +284,53 @@ def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
     assert run.wait(timeout=60) != 0
     wait_until(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
     assert "dropped what it had still queued" in log.read_text()
+
+
+# -- Which campaigns have training jobs to run (Snakemake's private DAG API) ----------------------
+
+
+def _job(rule: str, campaign: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        rule=SimpleNamespace(name=rule), wildcards=SimpleNamespace(campaign=campaign)
+    )
+
+
+def _workflow(jobs: list[SimpleNamespace]) -> SimpleNamespace:
+    return SimpleNamespace(dag=SimpleNamespace(needrun_jobs=lambda: iter(jobs)))
+
+
+def test_this_snakemake_lists_the_jobs_it_will_run():
+    # if this fails, a Snakemake upgrade removed its private DAG.needrun_jobs: warm workers then
+    # start in every local run, even one with nothing to train
+    import snakemake.api  # noqa: F401 (imports snakemake.dag without a circular import)
+    from snakemake.dag import DAG
+
+    assert callable(getattr(DAG, "needrun_jobs", None))
+
+
+def test_campaigns_to_train_lists_each_campaign_with_training_jobs_once_in_order():
+    jobs = [_job("init", "a"), _job("train_individuals", "b"), _job("train_individuals", "a"),
+            _job("train_individuals", "b"), _job("select", "c")]  # fmt: skip
+    assert campaigns_to_train(_workflow(jobs), "train_individuals") == ["b", "a"]
+    assert campaigns_to_train(_workflow(jobs[:1]), "train_individuals") == []
+
+
+def _raises():
+    raise RuntimeError("DAG not built yet")
+
+
+@pytest.mark.parametrize(
+    "workflow",
+    [
+        SimpleNamespace(),  # no dag
+        SimpleNamespace(dag=None),  # dag not there (yet)
+        SimpleNamespace(dag=SimpleNamespace()),  # no needrun_jobs
+        SimpleNamespace(dag=SimpleNamespace(needrun_jobs=_raises)),
+        _workflow([SimpleNamespace(rule="train_individuals")]),  # jobs of another shape
+    ],
+    ids=["no-dag", "dag-none", "no-needrun_jobs", "raises", "other-jobs"],
+)
+def test_campaigns_to_train_is_unknown_where_snakemake_changed(workflow, caplog):
+    with caplog.at_level(logging.WARNING, "hpsrl.workers"):
+        assert campaigns_to_train(workflow, "train_individuals") is None
+    assert "warm workers start whether or not a train_individuals job runs" in caplog.text

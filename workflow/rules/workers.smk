@@ -41,17 +41,18 @@ def pool_size():
 
 
 def start_warm_workers():
-    """Start this run's pool, where its training jobs go to warm workers (onstart: hooks.smk)."""
-    training = [
-        job
-        for job in workflow.dag.needrun_jobs()
-        if job.rule.name == "train_individuals"
-    ]
-    if uses_warm_workers() and training:
-        # its log goes with a campaign it trains for (under `snakemake compare`, one of several)
-        campaign = training[0].wildcards.campaign
-        POOL["process"] = warm_workers.start_pool(
-            pool_size(),
-            sorted({c["algorithm"] for c in CAMPAIGNS.values()}),
-            Path(RESULTS_DIR) / campaign / "logs" / "workers.log",
-        )
+    """Start this run's pool, where its training jobs go to warm workers (onstart: hooks.smk),
+    unless no training job will run. Where Snakemake's job list cannot be read (private API,
+    warm_workers.campaigns_to_train), the pool starts anyway."""
+    if not uses_warm_workers():
+        return
+    training = warm_workers.campaigns_to_train(workflow, "train_individuals")
+    if training == []:
+        return
+    # its log goes with a campaign it trains for (under `snakemake compare`, one of several)
+    campaign = training[0] if training else CAMPAIGN["campaign"]
+    POOL["process"] = warm_workers.start_pool(
+        pool_size(),
+        sorted({c["algorithm"] for c in CAMPAIGNS.values()}),
+        Path(RESULTS_DIR) / campaign / "logs" / "workers.log",
+    )
