@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hpsrl
-from hpsrl.campaign import batch_generation
+from hpsrl.campaign import batch_generation, rung_batch, rung_of
 from hpsrl.config import (
     ConfigError,
     check_environment,
     default_genes,
     load_config,
     load_yaml,
+    one_line,
     search_space,
 )
 from hpsrl.deploy import DeployError
@@ -86,7 +87,7 @@ def _cmd_populate(args: argparse.Namespace) -> None:
     from hpsrl.evolve import initial_population
     from hpsrl.storage import write_population
 
-    config = load_config(json.loads(args.config_json))
+    config = load_config(args.config_json)
     write_population(args.out, initial_population(config))
 
 
@@ -105,6 +106,13 @@ def _cmd_collect(args: argparse.Namespace) -> None:
         from hpsrl.train import remove_rung_checkpoints
 
         records = [read_generation(path) for path in args.rungs]
+        batches = [record.population.batch for record in records]
+        number = batch_generation(batches[0])
+        if number is None or batches != [rung_batch(number, r) for r in range(len(batches))]:
+            raise StorageError(
+                f"--rungs gave the records of {', '.join(batches)}; give those of one "
+                "generation's successive-halving rungs, genGGG/rung0.h5 first, in order"
+            )
         generation = combine_rungs(records, previous)
         config = generation.config
         if not config["training"]["checkpoint"]["keep"]:
@@ -135,22 +143,50 @@ def _cmd_promote(args: argparse.Namespace) -> None:
     from hpsrl.halving import promoted_population
     from hpsrl.storage import read_generation, write_population
 
-    write_population(args.out, promoted_population(read_generation(args.rung)))
+    record = read_generation(args.rung)
+    if rung_of(record.population.batch) is None:
+        raise StorageError(
+            f"{args.rung} is the record of {record.population.batch}, not of a "
+            "successive-halving rung; promote takes a rung's record, genGGG/rungR.h5"
+        )
+    write_population(args.out, promoted_population(record))
+
+
+def _generation_records(paths: Sequence[Path]) -> list:
+    """The generation records that evolve and retest read, checked to be that: a generation's
+    record each (not a rung's or the re-test's), in generation order."""
+    from hpsrl.storage import read_generation
+
+    records = [read_generation(path) for path in paths]
+    numbers = []
+    for path, record in zip(paths, records, strict=True):
+        batch = record.population.batch
+        if batch_generation(batch) is None or rung_of(batch) is not None:
+            raise StorageError(
+                f"{path} is the record of {batch}, not of a generation; give generation "
+                "records, genGGG.h5, in order"
+            )
+        numbers.append(batch_generation(batch))
+    if numbers != sorted(set(numbers)):
+        raise StorageError(
+            f"the generation records given hold generations {numbers}; give each once, in order"
+        )
+    return records
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
     from hpsrl.evolve import next_population
-    from hpsrl.storage import read_generation, write_population
+    from hpsrl.storage import write_population
 
-    history = [read_generation(path) for path in args.generations]
+    history = _generation_records(args.generations)
     write_population(args.out, next_population(history, history[-1].config))
 
 
 def _cmd_retest(args: argparse.Namespace) -> None:
     from hpsrl.evolve import retest_population
-    from hpsrl.storage import read_generation, write_population
+    from hpsrl.storage import write_population
 
-    generations = [read_generation(path) for path in args.generations]
+    generations = _generation_records(args.generations)
     write_population(args.out, retest_population(generations, generations[-1].config))
 
 
@@ -278,6 +314,17 @@ USAGE_ERROR = 2
 
 CAMPAIGN_DIR_HELP = "RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo"
 WATCH_SECONDS = 5.0  # hpsrl status --watch's default refresh
+
+
+def _json_object(text: str) -> dict:
+    """--config-json's value: a JSON object (argparse makes a ValueError a usage error)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is needed, not {type(value).__name__}")
+    return value
 
 
 def _user_command(
@@ -500,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The workflow's steps (called by the Snakemake rules), hidden from `hpsrl --help`.
     p = _workflow_step(sub, "populate", "write generation 0's population")
-    p.add_argument("--config-json", required=True, help="the validated config as JSON")
+    p.add_argument(
+        "--config-json", required=True, type=_json_object, help="the validated config as JSON"
+    )
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_cmd_populate)
 
@@ -610,16 +659,16 @@ def explain_failure(command: str, error: BaseException) -> str | None:
         # only a regular file the workflow wrote: never a device, a folder or a link's target
         if command in WORKFLOW_STEPS and error.path.is_file() and not error.path.is_symlink():
             aside = quarantine(error.path)
-            return (
+            return one_line(
                 f"hpsrl: error: {error.path} is damaged ({error.__cause__ or error}); moved it "
                 f"aside to {aside}; rerun snakemake to regenerate it"
             )
-        return f"hpsrl: error: {error}"
-    if isinstance(
-        error,
-        (ConfigError, StorageError, NothingToRetest, ExportError, DeployError, FileNotFoundError),
-    ):
-        return f"hpsrl: error: {error}"
+        return one_line(f"hpsrl: error: {error}")
+    if isinstance(error, (ConfigError, StorageError, NothingToRetest, ExportError, DeployError)):
+        return one_line(f"hpsrl: error: {error}")
+    if isinstance(error, OSError):  # a path given that cannot be read or written as asked
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return one_line(f"hpsrl: error: {where}{error.strerror or error}")
     return None
 
 

@@ -111,6 +111,8 @@ def export_study(campaign_dir: str | Path, path: str | Path) -> dict[str, Any]:
     from optuna.storages.journal import JournalFileBackend
 
     campaign_dir, path = Path(campaign_dir), Path(path)
+    if os.path.isdir(path):  # ("." has no name to put a temporary file beside)
+        raise StorageError(f"cannot write {path}: it is a folder; give a file name")
     config, trials = campaign_trials(campaign_dir)
     answer = best_summary(campaign_dir)
     numbers = {

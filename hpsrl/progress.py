@@ -30,14 +30,14 @@ from hpsrl.campaign import (
     rung_of,
 )
 from hpsrl.halving import rung_steps, rungs
-from hpsrl.storage import CorruptResultError, open_h5, read_population, result_status
+from hpsrl.storage import StorageError, open_h5, read_population, result_status
 
 
 def _stored_config(path: Path) -> dict[str, Any] | None:
     try:
         with open_h5(path) as f:
             return json.loads(f.attrs["config"])
-    except (CorruptResultError, KeyError, ValueError, OSError):
+    except (StorageError, KeyError, ValueError, OSError):
         return None
 
 
@@ -132,7 +132,7 @@ def _batch(
         out["steps"] = rung_steps(config)[rung]
     try:
         population = read_population(folder / "population.h5")
-    except (CorruptResultError, FileNotFoundError, KeyError, ValueError, OSError):
+    except (StorageError, KeyError, ValueError, OSError):
         out["stage"] = "planning"  # its population is not written yet
         return out
     n = len(population)

@@ -55,6 +55,7 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     read-only folder raises StorageError and leaves every existing file as it was.
     """
     path = Path(path)
+    _check_not_a_folder(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,14 +76,36 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
 
 @contextmanager
 def open_h5(path: str | Path) -> Iterator[h5py.File]:
-    """Open a result file for reading; a damaged one raises CorruptResultError naming it."""
+    """Open a result file for reading; a damaged one raises CorruptResultError naming it, a path
+    that is missing or a folder a StorageError (nothing there to regenerate)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise StorageError(f"{path} {what}, not an HDF5 result file")
     try:
         with h5py.File(path, "r") as f:
             yield f
     except (OSError, KeyError, ValueError) as e:
         raise CorruptResultError(
-            f"{path} cannot be read ({e}); delete it and rerun snakemake to regenerate it", path
+            f"{path} cannot be read ({_h5_problem(e)}); delete it and rerun snakemake to "
+            "regenerate it",
+            path,
         ) from e
+
+
+def _h5_problem(error: BaseException) -> str:
+    """h5py's error on one line: HDF5's own text of a failed read spans lines (it includes a
+    time stamp); the system's words for an errno say the same in a few."""
+    errno = getattr(error, "errno", None)
+    if isinstance(error, OSError) and errno:
+        return os.strerror(errno)
+    return " ".join(str(error).split())
+
+
+def _check_not_a_folder(path: Path) -> None:
+    """A file cannot be renamed over a folder: say so before writing it (``--out ''`` is ".")."""
+    if path.is_dir():
+        raise StorageError(f"cannot write {path}: it is a folder; give a file name")
 
 
 def quarantine(path: str | Path) -> Path:
@@ -497,7 +520,7 @@ def is_result_of(path: str | Path, pop: Population, individual: int) -> bool:
             return str(f.attrs["config_hash"]) == config_hash(pop.config) and _holds_individual(
                 f, pop, individual
             )
-    except (CorruptResultError, KeyError, ValueError):
+    except (StorageError, KeyError, ValueError):
         return False
 
 
@@ -513,7 +536,7 @@ def result_status(path: str | Path, pop: Population, individual: int) -> str | N
             ):
                 return None
             return str(f.attrs["status"])
-    except (CorruptResultError, KeyError, ValueError):
+    except (StorageError, KeyError, ValueError):
         return None
 
 
@@ -537,7 +560,7 @@ def is_same_training(path: str | Path, pop: Population, individual: int) -> bool
                 and _holds_individual(f, pop, individual)
                 and not any(_read_strings(f["weights_from"]))
             )
-    except (CorruptResultError, KeyError, ValueError):
+    except (StorageError, KeyError, ValueError):
         return False
 
 
@@ -580,10 +603,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file under a temporary name and rename it into place, so that a reader (or a
     rerun after a kill) never sees half of it; failures raise StorageError naming the file."""
     path = Path(path)
+    _check_not_a_folder(path)
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{_tmp_prefix(path)}tmp")
+        tmp = path.parent / f"{_tmp_prefix(path)}tmp"
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:

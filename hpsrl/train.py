@@ -243,8 +243,9 @@ def plan_job(
     twins = same_training or [None] * len(individuals)
     for individual, out_path, twin in zip(individuals, out_paths, twins, strict=True):
         if not 0 <= individual < len(pop):
-            raise ValueError(
-                f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}"
+            raise StorageError(
+                f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}; "
+                "check --individual"
             )
         if is_result_of(out_path, pop, individual):
             log.info("%s: already trained, kept", out_path)

@@ -83,8 +83,32 @@ def test_malformed_yaml_names_file_and_line(workdir):
     (workdir / "config" / "config.yaml").write_text("ga: {population: 4\nseed: 1\n")
     done = snakemake(workdir, "-n")
     assert done.returncode != 0
-    assert "config/config.yaml" in done.stderr and "line" in done.stderr
+    message = [line for line in done.stderr.splitlines() if line.startswith("hpsrl: ")]
+    assert message == [
+        "hpsrl: config file config/config.yaml is not valid YAML: line 2, column 5: expected "
+        "',' or '}', but got ':' (while parsing a flow mapping at line 1)"
+    ], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_malformed_configfile_stops_before_any_job(workdir):
+    # Snakemake parses a --configfile before the workflow runs, and its own message names neither
+    # the file nor the line (Snakemake 9.27: "Config file is not valid JSON or YAML"); hpsrl check
+    # does, as the README says.
+    bad = workdir / "bad.yaml"
+    bad.write_text("campaign: x\nga: {population: 4\nseed: 1\n")
+    done = snakemake(workdir, "-n", "--configfile", "bad.yaml")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert not (workdir / "results").exists()
+    checked = subprocess.run(
+        [str(BIN / "hpsrl"), "check", "bad.yaml"], cwd=workdir, capture_output=True, text=True
+    )
+    assert checked.returncode == 1
+    assert checked.stderr == (
+        "hpsrl: error: config file bad.yaml is not valid YAML: line 3, column 5: expected ',' "
+        "or '}', but got ':' (while parsing a flow mapping at line 2)\n"
+    )
 
 
 # -- writing results: never half a file, never a damaged earlier one ---------------------------
