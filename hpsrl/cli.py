@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hpsrl
-from hpsrl.campaign import batch_generation, rung_batch, rung_of
+from hpsrl.campaign import batch_generation, batch_name, rung_batch, rung_of
 from hpsrl.config import (
     ConfigError,
     check_environment,
@@ -27,7 +27,7 @@ from hpsrl.deploy import DeployError
 from hpsrl.evaluate import RECORDING_FORMATS
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
-from hpsrl.storage import CorruptResultError, StorageError, quarantine
+from hpsrl.storage import CorruptResultError, StorageError, check_one_campaign, quarantine
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -113,6 +113,12 @@ def _cmd_collect(args: argparse.Namespace) -> None:
                 f"--rungs gave the records of {', '.join(batches)}; give those of one "
                 "generation's successive-halving rungs, genGGG/rung0.h5 first, in order"
             )
+        _check_previous(previous, args.previous, number)
+        check_one_campaign(
+            [(path, r.config) for path, r in zip(args.rungs, records, strict=True)]
+            + ([(args.previous, previous.config)] if previous else [])
+        )
+        _check_promotions(records, args.rungs)
         generation = combine_rungs(records, previous)
         config = generation.config
         if not config["training"]["checkpoint"]["keep"]:
@@ -128,8 +134,12 @@ def _cmd_collect(args: argparse.Namespace) -> None:
                 f"{path} is missing (listed by {manifest}, now removed); rerun snakemake to "
                 "train it again"
             )
+    population = read_population(args.population)
+    if previous is not None:  # the older file first: it names a population of another campaign
+        _check_previous(previous, args.previous, batch_generation(population.batch))
+        check_one_campaign([(args.previous, previous.config), (args.population, population.config)])
     try:
-        generation = collect(read_population(args.population), list(listed), previous)
+        generation = collect(population, list(listed), previous)
     except CorruptResultError as e:
         # Without its manifest the job that wrote the damaged result runs again on the rerun,
         # training just the individuals whose results are missing.
@@ -137,6 +147,36 @@ def _cmd_collect(args: argparse.Namespace) -> None:
             listed[e.path].unlink(missing_ok=True)
         raise
     write_generation(args.out, generation)
+
+
+def _check_previous(previous, path: Path | None, generation: int | None) -> None:
+    """--previous must be the record of the generation before ``generation``."""
+    if previous is None:
+        return
+    expected = None if not generation else batch_name(generation - 1)
+    if previous.population.batch != expected:
+        wanted = f"{expected}.h5" if expected else "none (the first generation pools nothing)"
+        raise StorageError(
+            f"--previous {path} is the record of {previous.population.batch}; this batch pools "
+            f"its evidence with {wanted}"
+        )
+
+
+def _check_promotions(records: Sequence, paths: Sequence[Path]) -> None:
+    """Each rung after the first holds individuals of the rung before it, each once."""
+    for r in range(1, len(records)):
+        parents = records[r].population.parents[:, 0]
+        before = len(records[r - 1].population)
+        if len(set(parents.tolist())) != len(parents) or not all(0 <= p < before for p in parents):
+            problem = (
+                f"promotes individuals {parents.tolist()}, which are not distinct individuals "
+                f"of {paths[r - 1]} (0..{before - 1})"
+            )
+            raise CorruptResultError(
+                f"{paths[r]} {problem}; delete it and rerun snakemake to regenerate it",
+                paths[r],
+                problem,
+            )
 
 
 def _cmd_promote(args: argparse.Namespace) -> None:
@@ -149,15 +189,16 @@ def _cmd_promote(args: argparse.Namespace) -> None:
             f"{args.rung} is the record of {record.population.batch}, not of a "
             "successive-halving rung; promote takes a rung's record, genGGG/rungR.h5"
         )
+    check_one_campaign([(args.rung, record.config)])
     write_population(args.out, promoted_population(record))
 
 
 def _generation_records(paths: Sequence[Path]) -> list:
     """The generation records that evolve and retest read, checked to be that: a generation's
-    record each (not a rung's or the re-test's), in generation order."""
-    from hpsrl.storage import read_generation
+    record each (not a rung's or the re-test's), in generation order, of one campaign."""
+    from hpsrl.storage import read_generations
 
-    records = [read_generation(path) for path in paths]
+    records = read_generations(paths)
     numbers = []
     for path, record in zip(paths, records, strict=True):
         batch = record.population.batch
@@ -175,10 +216,17 @@ def _generation_records(paths: Sequence[Path]) -> list:
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
-    from hpsrl.evolve import next_population
+    from hpsrl.evolve import next_population, reads_whole_history
     from hpsrl.storage import write_population
 
     history = _generation_records(args.generations)
+    if reads_whole_history(history[-1].config) and [
+        batch_generation(g.population.batch) for g in history
+    ] != list(range(len(history))):
+        raise StorageError(
+            f"search.strategy {history[-1].config['search']['strategy']} proposes from every "
+            "earlier generation: give all their records, gen000.h5 first, in order"
+        )
     write_population(args.out, next_population(history, history[-1].config))
 
 
@@ -657,11 +705,17 @@ def explain_failure(command: str, error: BaseException) -> str | None:
     rerunning snakemake regenerates it."""
     if isinstance(error, CorruptResultError):
         # only a regular file the workflow wrote: never a device, a folder or a link's target
-        if command in WORKFLOW_STEPS and error.path.is_file() and not error.path.is_symlink():
+        # (os.path's tests: False, not OSError, for a name too long)
+        if (
+            command in WORKFLOW_STEPS
+            and os.path.isfile(error.path)
+            and not os.path.islink(error.path)
+        ):
             aside = quarantine(error.path)
+            problem = error.problem or f"is damaged ({error.__cause__ or error})"
             return one_line(
-                f"hpsrl: error: {error.path} is damaged ({error.__cause__ or error}); moved it "
-                f"aside to {aside}; rerun snakemake to regenerate it"
+                f"hpsrl: error: {error.path} {problem}; moved it aside to {aside}; rerun "
+                "snakemake to regenerate it"
             )
         return one_line(f"hpsrl: error: {error}")
     if isinstance(error, (ConfigError, StorageError, NothingToRetest, ExportError, DeployError)):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hpsrl.campaign import result_path
-from hpsrl.storage import StorageError, open_h5, read_weights
+from hpsrl.storage import StorageError, open_result, read_weights
 from hpsrl.summary import best_summary
 
 
@@ -74,16 +74,15 @@ def result_file(campaign_dir: str | Path, generation: str | None, individual: in
 
 def load_agent(path: str | Path, seed_index: int = 0) -> TrainedAgent:
     path = Path(path)
-    with open_h5(path) as f:
+    with open_result(path) as (f, config, seeds):
         if str(f.attrs["status"]) != "ok":
             raise StorageError(f"{path}: this individual failed ({f.attrs['error']}); no agent")
-        seeds = len(f["train_seeds"])
         if not 0 <= seed_index < seeds:
             raise StorageError(f"{path} has training seeds 0..{seeds - 1}, not {seed_index}")
         return TrainedAgent(
             result_path=path,
             seed_index=seed_index,
-            config=json.loads(f.attrs["config"]),
+            config=config,
             hyperparameters=json.loads(f.attrs["hyperparameters"]),
             eval_seed=int(f["eval_seeds"][seed_index]),
             stored_returns=f["episode_returns"][seed_index],

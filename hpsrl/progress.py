@@ -15,7 +15,6 @@ cannot be read counts as not written yet.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,15 @@ from hpsrl.campaign import (
     rung_of,
 )
 from hpsrl.halving import rung_steps, rungs
-from hpsrl.storage import StorageError, open_h5, read_population, result_status
+from hpsrl.storage import StorageError, open_h5, read_population, result_status, stored_config
 
 
 def _stored_config(path: Path) -> dict[str, Any] | None:
+    """The config of a campaign's file, or None where it has none that can be used (the file
+    is then passed over, as one not written yet)."""
     try:
         with open_h5(path) as f:
-            return json.loads(f.attrs["config"])
+            return stored_config(f, path)
     except (StorageError, KeyError, ValueError, OSError):
         return None
 

@@ -18,7 +18,7 @@ from hpsrl.campaign import RETEST_BATCH, batch_generation, batch_name, generatio
 from hpsrl.evidence import pooled_objectives, pools_evidence
 from hpsrl.evolve import best_candidates, best_individual, campaign_answer
 from hpsrl.progress import campaign_progress, latest_config, progress_line
-from hpsrl.storage import Generation, StorageError, read_generation, read_population
+from hpsrl.storage import Generation, StorageError, read_generations, read_population
 
 
 def _fmt(value: float) -> str:
@@ -123,7 +123,7 @@ def _finished_and_progress(
         if progress is None:
             raise
         files = []
-    return [read_generation(p) for p in files], progress
+    return read_generations(files), progress
 
 
 def _status_text(config: dict[str, Any], summaries: list[dict[str, Any]]) -> str:
@@ -254,11 +254,8 @@ def individual_rows(campaign_dir: str | Path) -> list[dict[str, Any]]:
     its objectives over its own seeds, the estimate selection ranked it by and the seeds of
     evidence behind that, its front, status, and per training seed its return, training seed,
     env steps and training seconds (``hpsrl table``). Failed values are None."""
-    rows = []
-    for path in generation_files(campaign_dir):
-        gen = read_generation(path)
-        rows += [individual_row(gen, i) for i in range(len(gen.population))]
-    return rows
+    gens = read_generations(generation_files(campaign_dir))
+    return [individual_row(gen, i) for gen in gens for i in range(len(gen.population))]
 
 
 def individual_row(gen: Generation, i: int) -> dict[str, Any]:
@@ -351,7 +348,12 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
     campaign_dir = Path(campaign_dir)
     files = generation_files(campaign_dir)
     config = read_population(files[-1]).config
-    candidates = [read_generation(path) for path in best_candidates(config, files)]
+    paths = list(best_candidates(config, files))
+    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
+    if retest_file.exists():  # read with the candidates: one campaign's, checked together
+        paths.append(retest_file)
+    candidates = read_generations(paths)
+    retest = candidates.pop() if paths[-1] == retest_file else None
     found = campaign_answer(config, candidates)
     summary: dict[str, Any] = {
         "campaign": config["campaign"],
@@ -367,7 +369,7 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
         }
         return summary
     source, best = found
-    retest = _retest_of(campaign_dir, source, best, config)
+    retest = _retest_of(retest, source, best, config)
     if retest is not None:  # what people quote first: seeds that nothing selected on
         summary["retest"] = retest
     names = [o["name"] for o in config["objectives"]]
@@ -393,13 +395,12 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
 
 
 def _retest_of(
-    campaign_dir: Path, source: Generation, best: int, config: dict[str, Any]
+    retest: Generation | None, source: Generation, best: int, config: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The held-out re-test of individual ``best`` of ``source``, if the campaign has one."""
-    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
-    if not retest_file.exists():
+    """The held-out re-test (its record, where the campaign has one) of individual ``best`` of
+    ``source``."""
+    if retest is None:
         return None
-    retest = read_generation(retest_file)
     # A re-test planned before the campaign was extended may be of an earlier best.
     if (
         int(retest.population.parents[0, 0]) != best

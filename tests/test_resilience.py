@@ -356,7 +356,11 @@ def test_damaged_or_lost_result_is_retrained_alone(workdir, tiny_config, referen
     assert "results/tiny/gen000/ind003.h5 is missing" in log.read_text()
     assert "rerun snakemake to train it again" in log.read_text()
     assert snakemake(workdir, "-j2").returncode != 0
-    assert "results/tiny/gen000/ind001.h5 is damaged (" in log.read_text()
+    assert (
+        "results/tiny/gen000/ind001.h5 cannot be read (Unable to synchronously open file "
+        "(truncated file: " in log.read_text()
+    )
+    assert "; moved it aside to results/tiny/gen000/ind001.h5.corrupt;" in log.read_text()
     assert "rerun snakemake to regenerate it" in log.read_text()
     assert (results / "gen000" / "ind001.h5.corrupt").exists()
 
