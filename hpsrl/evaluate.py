@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hpsrl.campaign import result_path
-from hpsrl.storage import StorageError, open_result, read_weights
+from hpsrl.storage import StorageError, open_result, read_seed_weights
 from hpsrl.summary import best_summary
 
 
@@ -38,6 +38,8 @@ class TrainedAgent:
     hyperparameters: dict[str, Any]
     eval_seed: int
     stored_returns: np.ndarray  # the evaluation episodes the campaign ran
+    weights: dict[str, np.ndarray]  # its network, read with the rest (not later, from a file
+    # that may have been replaced meanwhile)
 
     def policy(self) -> Callable[[np.ndarray], np.ndarray]:
         from hpsrl.agents import get_algorithm, make_hyperparameters
@@ -48,7 +50,7 @@ class TrainedAgent:
             return get_algorithm(algorithm).greedy_policy(
                 EnvSpec.from_config(self.config["env"]),
                 make_hyperparameters(algorithm, self.hyperparameters),
-                read_weights(self.result_path, self.seed_index),
+                self.weights,
             )
         except ValueError as e:  # weights or hyperparameters this version cannot rebuild
             raise StorageError(f"{self.result_path}: cannot rebuild its agent: {e}") from e
@@ -86,6 +88,7 @@ def load_agent(path: str | Path, seed_index: int = 0) -> TrainedAgent:
             hyperparameters=json.loads(f.attrs["hyperparameters"]),
             eval_seed=int(f["eval_seeds"][seed_index]),
             stored_returns=f["episode_returns"][seed_index],
+            weights=read_seed_weights(f, seed_index, path),
         )
 
 

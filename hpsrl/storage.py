@@ -690,11 +690,19 @@ def open_result(path: str | Path) -> Iterator[tuple[h5py.File, dict[str, Any], i
 
 def read_weights(path: str | Path, seed_index: int = 0) -> dict[str, np.ndarray]:
     """The network training seed ``seed_index`` ended with, as a state dict of arrays."""
-    with open_h5(path) as f:
-        return _seed_weights(f, seed_index, Path(path))
+    with open_result(path) as (f, _, _):
+        return read_seed_weights(f, seed_index, Path(path))
 
 
-def _seed_weights(f: h5py.File, seed_index: int, path: Path) -> dict[str, np.ndarray]:
+def read_all_weights(path: str | Path) -> list[dict[str, np.ndarray]]:
+    """The network each training seed ended with, from one opening of the checked file (so that
+    all come from the same file, even if it is replaced meanwhile)."""
+    with open_result(path) as (f, _, seeds):
+        return [read_seed_weights(f, k, Path(path)) for k in range(seeds)]
+
+
+def read_seed_weights(f: h5py.File, seed_index: int, path: Path) -> dict[str, np.ndarray]:
+    """Seed ``seed_index``'s network from the open result file ``f`` (at ``path``)."""
     group = f.get(f"weights/seed{seed_index}")
     if not isinstance(group, h5py.Group):
         raise _damaged(path, f"has no weights of training seed {seed_index}")
@@ -722,7 +730,7 @@ def read_lineage_weights(path: str | Path, seed_index: int) -> tuple[dict[str, n
             raise _damaged(path, f"has training seeds 0..{seeds - 1}, not {seed_index}")
         status = _read_strings(f["seed_status"])[seed_index]
         error = _read_strings(f["seed_error"])[seed_index]
-        weights = _seed_weights(f, seed_index, Path(path))
+        weights = read_seed_weights(f, seed_index, Path(path))
         lineage_env_steps = int(_lineage_env_steps(f)[seed_index])
     if status != "ok" or not weights:
         raise ValueError(f"{path} seed {seed_index} failed ({error}), so it has no weights")
