@@ -23,7 +23,7 @@ from hpsrl.campaign import generation_files
 from hpsrl.config import ConfigError, changed_keys
 from hpsrl.evidence import pooled_objectives
 from hpsrl.evolve import campaign_answer
-from hpsrl.storage import read_generations, write_text_atomic
+from hpsrl.storage import check_replaceable, read_generations, write_text_atomic
 from hpsrl.summary import best_summary
 
 # What must be equal for searches to be compared on the same problem and budget (keys that do not
@@ -193,6 +193,8 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
 
 
 def compare(campaign_dirs: Sequence[str | Path], plot_path: Path, summary_path: Path) -> None:
+    check_replaceable(plot_path)  # before any reading: neither a folder nor a device
+    check_replaceable(summary_path)
     traces = [search_trace(d) for d in campaign_dirs]
     check_comparable(traces)
     plot(traces, plot_path)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hpsrl.campaign import result_path
-from hpsrl.storage import StorageError, open_result, read_seed_weights
+from hpsrl.storage import StorageError, check_replaceable, open_result, read_seed_weights
 from hpsrl.summary import best_summary
 
 
@@ -132,6 +132,10 @@ def mp4_writer_problem() -> str | None:
 
 def check_recording(out: str | Path) -> None:
     """Fail before anything runs when ``out`` cannot be written (RecordingError)."""
+    try:
+        check_replaceable(out)
+    except StorageError as e:
+        raise RecordingError(str(e)) from e
     if Path(out).suffix.lower() == ".mp4" and (problem := mp4_writer_problem()):
         raise RecordingError(f"cannot record {out}: {problem}")
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from hpsrl.campaign import batch_generation, generation_files, result_path
 from hpsrl.config import search_space
-from hpsrl.storage import Generation, StorageError, read_generations
+from hpsrl.storage import Generation, StorageError, check_replaceable, read_generations
 from hpsrl.summary import best_summary, individual_row, plain_values
 
 
@@ -111,8 +111,7 @@ def export_study(campaign_dir: str | Path, path: str | Path) -> dict[str, Any]:
     from optuna.storages.journal import JournalFileBackend
 
     campaign_dir, path = Path(campaign_dir), Path(path)
-    if os.path.isdir(path):  # ("." has no name to put a temporary file beside)
-        raise StorageError(f"cannot write {path}: it is a folder; give a file name")
+    check_replaceable(path)  # (a folder, such as ".", has no name to put a temporary file beside)
     config, trials = campaign_trials(campaign_dir)
     answer = best_summary(campaign_dir)
     numbers = {

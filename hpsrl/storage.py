@@ -59,7 +59,7 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     read-only folder raises StorageError and leaves every existing file as it was.
     """
     path = Path(path)
-    _check_not_a_folder(path)
+    check_replaceable(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,10 +102,15 @@ def _h5_problem(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _check_not_a_folder(path: Path) -> None:
-    """A file cannot be renamed over a folder: say so before writing it (``--out ''`` is ".")."""
+def check_replaceable(path: str | Path) -> None:
+    """Before writing ``path`` under a temporary name and renaming it into place: refuse a path
+    where something other than a regular file is (a folder: ``--out ''`` is "."; a device such as
+    /dev/null, a pipe, a socket), which the rename would replace, not write to."""
+    path = Path(path)
     if path.is_dir():
         raise StorageError(f"cannot write {path}: it is a folder; give a file name")
+    if os.path.lexists(path) and not path.is_file():
+        raise StorageError(f"cannot write {path}: it is not a regular file; give a file name")
 
 
 def quarantine(path: str | Path) -> Path:
@@ -978,7 +983,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file under a temporary name and rename it into place, so that a reader (or a
     rerun after a kill) never sees half of it; failures raise StorageError naming the file."""
     path = Path(path)
-    _check_not_a_folder(path)
+    check_replaceable(path)
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -387,9 +388,22 @@ INTEGERS = ["0", "1", "2", "3", "-1", "7", str(2**31), str(2**63), str(-(2**63))
 NAMES = ["gen000", "gen001", "retest", "gen999", "gen000/rung0", "../made-up", "", "x\ny"]
 
 
+# Where a command writes. Only paths inside the folder it runs in are given there (tests run as
+# root on some machines: "/" or /dev/null as an output would be written over), and a pipe made
+# in that folder stands for a device.
+OUTPUTS = {"out", "folder", "optuna", "record", "plot", "summary", "manifest"}
+PIPE = "pipe.h5"
+INSIDE = [path for path in PATHS if not path.startswith("/")] + [PIPE]
+
+
+def _inside(text: str) -> bool:
+    """Whether a generated path stays in the folder the command runs in."""
+    return not text.startswith(("/", "~")) and ".." not in text
+
+
 def option_values(action) -> st.SearchStrategy[str]:
     """Values for one argparse option or positional: its choices, numbers for a number, paths
-    for the rest, and now and then anything."""
+    for the rest, and now and then anything (as a path, always one inside the folder)."""
     anything = st.text(st.characters(exclude_characters="\x00"), max_size=12)  # argv has no NUL
     if action.choices:
         return st.one_of(st.sampled_from(list(action.choices)), anything)
@@ -400,7 +414,10 @@ def option_values(action) -> st.SearchStrategy[str]:
     if action.dest == "config_json":
         configs = st.one_of(valid_configs(), mutated_configs())
         return st.one_of(configs.map(lambda c: json.dumps(c, default=str)), anything)
-    return st.one_of(st.sampled_from(PATHS), st.sampled_from(PATHS), anything)
+    anywhere = anything.filter(_inside)
+    if action.dest in OUTPUTS:
+        return st.one_of(st.sampled_from(INSIDE), st.sampled_from(INSIDE), anywhere)
+    return st.one_of(st.sampled_from(PATHS), st.sampled_from(PATHS), anywhere)
 
 
 def _subparsers() -> dict[str, Any]:
@@ -456,6 +473,7 @@ def fresh_copy(source: Path, tmp_path_factory) -> Iterator[Path]:
 
     folder = tmp_path_factory.mktemp("run", numbered=True)
     shutil.copytree(source, folder, dirs_exist_ok=True)
+    os.mkfifo(folder / PIPE)  # (not in ``source``: copying a pipe would wait for a writer)
     cwd = os.getcwd()
     os.chdir(folder)
     try:
@@ -545,3 +563,27 @@ def test_snakemake_plans_a_valid_config_and_names_the_problem_of_another(config,
         assert len([line for line in output.splitlines() if line.startswith("hpsrl: ")]) == 1, (
             output
         )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["populate", "--config-json", json.dumps(FUZZ_CAMPAIGN), "--out", PIPE],
+        ["report", "made-up", "--out", PIPE],
+        ["export", "made-up", "--optuna", PIPE],
+        ["compare", "made-up", "--plot", PIPE, "--summary", "s.yaml"],
+        ["evaluate", "made-up", "--record", "pipe.gif"],
+    ],
+)
+def test_an_output_that_is_no_regular_file_is_refused_and_left_alone(
+    argv, garbage, tmp_path_factory
+):
+    """A command never renames its output over a device, a pipe or a socket (as root, ``--out
+    /dev/null`` would replace /dev/null): it says so, and the pipe standing for one stays."""
+    with fresh_copy(garbage, tmp_path_factory) as folder:
+        os.mkfifo(folder / "pipe.gif")
+        status, _, stderr = run_main(argv)
+        assert status == 1, (argv, stderr)
+        assert "is not a regular file" in stderr, stderr
+        assert stat.S_ISFIFO(os.lstat(folder / PIPE).st_mode)
+        assert stat.S_ISFIFO(os.lstat(folder / "pipe.gif").st_mode)
