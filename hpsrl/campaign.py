@@ -94,6 +94,49 @@ def individuals_per_job(config: Mapping[str, Any], batch_size: int) -> int:
     return int(chosen)
 
 
+# A file of a campaign, relative to its folder: a batch's record, population or result file.
+_CAMPAIGN_FILE = re.compile(
+    rf"(?P<batch>{BATCH_PATTERN})"
+    rf"(\.h5|/population\.h5|/ind(?P<individual>{NUMBER_PATTERN})\.h5)"
+)
+
+
+def _campaign_file(path: Path) -> tuple[Path, re.Match[str]] | None:
+    for folder in list(path.parents)[:3]:
+        found = _CAMPAIGN_FILE.fullmatch(path.relative_to(folder).as_posix())
+        if found:
+            return folder, found
+    return None
+
+
+def campaign_folder(path: str | Path) -> Path | None:
+    """The campaign folder that a record, population or result file lies in, by its name
+    (``.../CAMPAIGN/gen003/ind005.h5`` -> ``.../CAMPAIGN``); None for a path named otherwise."""
+    found = _campaign_file(Path(path))
+    return found[0] if found else None
+
+
+def named_batch(path: str | Path) -> tuple[str, int | None] | None:
+    """The batch (and for a result file, the individual) that a file's name says it holds
+    (``.../gen003/ind005.h5`` -> ``("gen003", 5)``, ``.../gen003.h5`` -> ``("gen003", None)``);
+    None for a path named otherwise."""
+    found = _campaign_file(Path(path))
+    if found is None:
+        return None
+    individual = found[1]["individual"]
+    return found[1]["batch"], None if individual is None else int(individual)
+
+
+def first_population(campaign_dir: str | Path) -> Path | None:
+    """Generation 0's population (its first rung's, with successive halving), the file the
+    campaign's config is checked against; None before it is written."""
+    for batch in (batch_name(0), rung_batch(0, 0)):
+        path = Path(campaign_dir) / batch / "population.h5"
+        if path.exists():
+            return path
+    return None
+
+
 def generation_files(campaign_dir: str | Path) -> list[Path]:
     """The campaign's finished generation records, in generation order. FileNotFoundError (with
     what to do) for a folder that is no campaign or holds none yet."""

@@ -13,20 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hpsrl
-from hpsrl.campaign import batch_generation
+from hpsrl.campaign import batch_generation, batch_name, rung_batch, rung_of
 from hpsrl.config import (
     ConfigError,
     check_environment,
     default_genes,
     load_config,
     load_yaml,
+    one_line,
     search_space,
 )
 from hpsrl.deploy import DeployError
 from hpsrl.evaluate import RECORDING_FORMATS
 from hpsrl.evolve import NothingToRetest
 from hpsrl.export import ExportError
-from hpsrl.storage import CorruptResultError, StorageError, quarantine
+from hpsrl.storage import CorruptResultError, StorageError, check_one_campaign, quarantine
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -86,7 +87,7 @@ def _cmd_populate(args: argparse.Namespace) -> None:
     from hpsrl.evolve import initial_population
     from hpsrl.storage import write_population
 
-    config = load_config(json.loads(args.config_json))
+    config = load_config(args.config_json)
     write_population(args.out, initial_population(config))
 
 
@@ -105,6 +106,19 @@ def _cmd_collect(args: argparse.Namespace) -> None:
         from hpsrl.train import remove_rung_checkpoints
 
         records = [read_generation(path) for path in args.rungs]
+        batches = [record.population.batch for record in records]
+        number = batch_generation(batches[0])
+        if number is None or batches != [rung_batch(number, r) for r in range(len(batches))]:
+            raise StorageError(
+                f"--rungs gave the records of {', '.join(batches)}; give those of one "
+                "generation's successive-halving rungs, genGGG/rung0.h5 first, in order"
+            )
+        _check_previous(previous, args.previous, number)
+        check_one_campaign(
+            [(path, r.config) for path, r in zip(args.rungs, records, strict=True)]
+            + ([(args.previous, previous.config)] if previous else [])
+        )
+        _check_promotions(records, args.rungs)
         generation = combine_rungs(records, previous)
         config = generation.config
         if not config["training"]["checkpoint"]["keep"]:
@@ -120,8 +134,12 @@ def _cmd_collect(args: argparse.Namespace) -> None:
                 f"{path} is missing (listed by {manifest}, now removed); rerun snakemake to "
                 "train it again"
             )
+    population = read_population(args.population)
+    if previous is not None:  # the older file first: it names a population of another campaign
+        _check_previous(previous, args.previous, batch_generation(population.batch))
+        check_one_campaign([(args.previous, previous.config), (args.population, population.config)])
     try:
-        generation = collect(read_population(args.population), list(listed), previous)
+        generation = collect(population, list(listed), previous)
     except CorruptResultError as e:
         # Without its manifest the job that wrote the damaged result runs again on the rerun,
         # training just the individuals whose results are missing.
@@ -131,26 +149,92 @@ def _cmd_collect(args: argparse.Namespace) -> None:
     write_generation(args.out, generation)
 
 
+def _check_previous(previous, path: Path | None, generation: int | None) -> None:
+    """--previous must be the record of the generation before ``generation``."""
+    if previous is None:
+        return
+    expected = None if not generation else batch_name(generation - 1)
+    if previous.population.batch != expected:
+        wanted = f"{expected}.h5" if expected else "none (the first generation pools nothing)"
+        raise StorageError(
+            f"--previous {path} is the record of {previous.population.batch}; this batch pools "
+            f"its evidence with {wanted}"
+        )
+
+
+def _check_promotions(records: Sequence, paths: Sequence[Path]) -> None:
+    """Each rung after the first holds individuals of the rung before it, each once."""
+    for r in range(1, len(records)):
+        parents = records[r].population.parents[:, 0]
+        before = len(records[r - 1].population)
+        if len(set(parents.tolist())) != len(parents) or not all(0 <= p < before for p in parents):
+            problem = (
+                f"promotes individuals {parents.tolist()}, which are not distinct individuals "
+                f"of {paths[r - 1]} (0..{before - 1})"
+            )
+            raise CorruptResultError(
+                f"{paths[r]} {problem}; delete it and rerun snakemake to regenerate it",
+                paths[r],
+                problem,
+            )
+
+
 def _cmd_promote(args: argparse.Namespace) -> None:
     from hpsrl.halving import promoted_population
     from hpsrl.storage import read_generation, write_population
 
-    write_population(args.out, promoted_population(read_generation(args.rung)))
+    record = read_generation(args.rung)
+    if rung_of(record.population.batch) is None:
+        raise StorageError(
+            f"{args.rung} is the record of {record.population.batch}, not of a "
+            "successive-halving rung; promote takes a rung's record, genGGG/rungR.h5"
+        )
+    check_one_campaign([(args.rung, record.config)])
+    write_population(args.out, promoted_population(record))
+
+
+def _generation_records(paths: Sequence[Path]) -> list:
+    """The generation records that evolve and retest read, checked to be that: a generation's
+    record each (not a rung's or the re-test's), in generation order, of one campaign."""
+    from hpsrl.storage import read_generations
+
+    records = read_generations(paths)
+    numbers = []
+    for path, record in zip(paths, records, strict=True):
+        batch = record.population.batch
+        if batch_generation(batch) is None or rung_of(batch) is not None:
+            raise StorageError(
+                f"{path} is the record of {batch}, not of a generation; give generation "
+                "records, genGGG.h5, in order"
+            )
+        numbers.append(batch_generation(batch))
+    if numbers != sorted(set(numbers)):
+        raise StorageError(
+            f"the generation records given hold generations {numbers}; give each once, in order"
+        )
+    return records
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
-    from hpsrl.evolve import next_population
-    from hpsrl.storage import read_generation, write_population
+    from hpsrl.evolve import next_population, reads_whole_history
+    from hpsrl.storage import write_population
 
-    history = [read_generation(path) for path in args.generations]
+    history = _generation_records(args.generations)
+    if reads_whole_history(history[-1].config) and [
+        batch_generation(g.population.batch) for g in history
+    ] != list(range(len(history))):
+        raise StorageError(
+            f"search.strategy {history[-1].config['search']['strategy']} proposes from every "
+            "earlier generation: give all their records, gen000.h5 first, in order"
+        )
     write_population(args.out, next_population(history, history[-1].config))
 
 
 def _cmd_retest(args: argparse.Namespace) -> None:
     from hpsrl.evolve import retest_population
-    from hpsrl.storage import read_generation, write_population
+    from hpsrl.storage import write_population
 
-    generations = [read_generation(path) for path in args.generations]
+    generations = _generation_records(args.generations)
     write_population(args.out, retest_population(generations, generations[-1].config))
 
 
@@ -278,6 +362,17 @@ USAGE_ERROR = 2
 
 CAMPAIGN_DIR_HELP = "RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo"
 WATCH_SECONDS = 5.0  # hpsrl status --watch's default refresh
+
+
+def _json_object(text: str) -> dict:
+    """--config-json's value: a JSON object (argparse makes a ValueError a usage error)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is needed, not {type(value).__name__}")
+    return value
 
 
 def _user_command(
@@ -500,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The workflow's steps (called by the Snakemake rules), hidden from `hpsrl --help`.
     p = _workflow_step(sub, "populate", "write generation 0's population")
-    p.add_argument("--config-json", required=True, help="the validated config as JSON")
+    p.add_argument(
+        "--config-json", required=True, type=_json_object, help="the validated config as JSON"
+    )
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_cmd_populate)
 
@@ -608,18 +705,24 @@ def explain_failure(command: str, error: BaseException) -> str | None:
     rerunning snakemake regenerates it."""
     if isinstance(error, CorruptResultError):
         # only a regular file the workflow wrote: never a device, a folder or a link's target
-        if command in WORKFLOW_STEPS and error.path.is_file() and not error.path.is_symlink():
+        # (os.path's tests: False, not OSError, for a name too long)
+        if (
+            command in WORKFLOW_STEPS
+            and os.path.isfile(error.path)
+            and not os.path.islink(error.path)
+        ):
             aside = quarantine(error.path)
-            return (
-                f"hpsrl: error: {error.path} is damaged ({error.__cause__ or error}); moved it "
-                f"aside to {aside}; rerun snakemake to regenerate it"
+            problem = error.problem or f"is damaged ({error.__cause__ or error})"
+            return one_line(
+                f"hpsrl: error: {error.path} {problem}; moved it aside to {aside}; rerun "
+                "snakemake to regenerate it"
             )
-        return f"hpsrl: error: {error}"
-    if isinstance(
-        error,
-        (ConfigError, StorageError, NothingToRetest, ExportError, DeployError, FileNotFoundError),
-    ):
-        return f"hpsrl: error: {error}"
+        return one_line(f"hpsrl: error: {error}")
+    if isinstance(error, (ConfigError, StorageError, NothingToRetest, ExportError, DeployError)):
+        return one_line(f"hpsrl: error: {error}")
+    if isinstance(error, OSError):  # a path given that cannot be read or written as asked
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return one_line(f"hpsrl: error: {where}{error.strerror or error}")
     return None
 
 

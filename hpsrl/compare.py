@@ -23,7 +23,7 @@ from hpsrl.campaign import generation_files
 from hpsrl.config import ConfigError, changed_keys
 from hpsrl.evidence import pooled_objectives
 from hpsrl.evolve import campaign_answer
-from hpsrl.storage import read_generation, write_text_atomic
+from hpsrl.storage import check_replaceable, read_generations, write_text_atomic
 from hpsrl.summary import best_summary
 
 # What must be equal for searches to be compared on the same problem and budget (keys that do not
@@ -45,7 +45,7 @@ class SearchTrace:
 def search_trace(campaign_dir: str | Path) -> SearchTrace:
     """One search: after each generation, the configuration it would return (see
     hpsrl.evolve.campaign_answer) and its primary objective over all the seeds behind it."""
-    generations = [read_generation(path) for path in generation_files(campaign_dir)]
+    generations = read_generations(generation_files(campaign_dir))
     config = generations[-1].config
     answers = []
     for g in range(len(generations)):
@@ -193,6 +193,8 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
 
 
 def compare(campaign_dirs: Sequence[str | Path], plot_path: Path, summary_path: Path) -> None:
+    check_replaceable(plot_path)  # before any reading: neither a folder nor a device
+    check_replaceable(summary_path)
     traces = [search_trace(d) for d in campaign_dirs]
     check_comparable(traces)
     plot(traces, plot_path)

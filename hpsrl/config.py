@@ -8,9 +8,11 @@ Snakefile, the command line and the training jobs all see the same thing. Errors
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -60,6 +62,12 @@ class ConfigError(ValueError):
     """A campaign config that cannot run; the message says what to change."""
 
 
+def one_line(message: str) -> str:
+    """An error message as the one line it is meant to be: a line break that came in with what
+    a user wrote (a key, a path, a value) is shown as \\n, so that no message spans lines."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def schema() -> dict[str, Any]:
     text = resources.files("hpsrl").joinpath("schemas/config.schema.yaml").read_text()
     return yaml.safe_load(text)
@@ -72,17 +80,26 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 def _validator_with_defaults() -> type:
-    """A Draft 2020-12 validator that fills in each property's `default` (the jsonschema recipe)."""
+    """A Draft 2020-12 validator that fills in each property's `default` (the jsonschema recipe)
+    and turns whole floats where the schema wants an integer into integers: JSON Schema counts
+    4.0 as an integer, YAML reads `steps: 1.0e5` as a float, and numpy refuses a float count."""
     import jsonschema  # not on import: most hpsrl processes (train, collect) load no config
 
     base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
+
+    def wants_integer(subschema: Mapping[str, Any]) -> bool:
+        options = [subschema, *subschema.get("oneOf", [])]
+        return any(option.get("type") == "integer" for option in options)
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, subschema in properties.items():
                 if "default" in subschema and name not in instance:
                     instance[name] = copy.deepcopy(subschema["default"])
+                value = instance.get(name)
+                if isinstance(value, float) and value.is_integer() and wants_integer(subschema):
+                    instance[name] = int(value)
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(base, {"properties": set_defaults})
@@ -96,19 +113,26 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
         hint = f" Allowed keys here: {', '.join(allowed)}."
     elif error.validator == "enum":
         hint = f" Choose one of: {', '.join(map(str, error.validator_value))}."
+    elif error.validator == "pattern" and "patternHint" in error.schema:  # the schema's words
+        hint = f" {error.schema['patternHint'][0].upper()}{error.schema['patternHint'][1:]}."
     return f"config key '{key}': {error.message}.{hint}"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file, turning parse errors into a ConfigError naming the file and line."""
+    """Read a YAML config file, turning parse errors into a ConfigError naming the file and line.
+
+    The file is read as bytes, so that PyYAML detects its encoding and reports text that is not
+    UTF-8 as a YAML error with its position, rather than a UnicodeDecodeError."""
     path = Path(path)
     try:
-        with path.open() as stream:  # a stream, so parse errors name the file
+        with path.open("rb") as stream:
             data = yaml.safe_load(stream)
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path} does not exist") from e
+    except OSError as e:  # a folder, no permission, a name too long
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(e, path)}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -116,6 +140,25 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             f"config file {path} must hold a mapping of keys, got {type(data).__name__}"
         )
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError, path: Path) -> str:
+    """A PyYAML error on one line, starting with where it is (PyYAML's own text spreads the
+    problem, its context and their positions over several lines)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        text = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+        if error.context:
+            context = error.context_mark
+            where = f" at line {context.line + 1}" if context is not None else ""
+            text += f" ({error.context}{where})"
+        return text
+    if isinstance(error, yaml.reader.ReaderError):  # bytes that are not text: a position
+        line = path.read_bytes()[: error.position].count(b"\n") + 1
+        if error.encoding == "unicode":  # PyYAML's name for text it decoded
+            return f"line {line}: character U+{error.character:04X} is not allowed in YAML"
+        return f"line {line}: byte {error.character:#04x} is not {error.encoding} text"
+    return " ".join(str(error).split())
 
 
 # Keys that were renamed or replaced: a config that still has one gets a message naming the new.
@@ -135,12 +178,53 @@ def _check_moved_keys(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key '{key}' is now {moved_to}; replace it")
 
 
+# Where a value may be any number, infinities included: what the algorithm's own checks judge
+# (max_grad_norm: .inf turns clipping off) and what the environment is given.
+FREE_NUMBERS = ("fixed", "env.kwargs")
+
+
+def _check_plain_data(value: Any, key: str = "") -> None:
+    """Refuse what JSON cannot hold and numbers that are not numbers, naming the key: YAML also
+    reads unquoted dates as dates, ``!!binary`` as bytes, ``!!set`` as sets and ``.nan`` or
+    ``.inf`` as floats, which the schema's type checks would let through (NaN compares false
+    with every bound) or json.dumps would fail on."""
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            if not isinstance(name, (str, int, float, bool, type(None))):
+                raise ConfigError(
+                    f"config key '{key or '(top level)'}': the key {name!r} is a "
+                    f"{type(name).__name__}; keys are names (quote it)"
+                )
+            _check_plain_data(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain_data(item, f"{key}.{index}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        if not any(key == free or key.startswith(f"{free}.") for free in FREE_NUMBERS):
+            raise ConfigError(f"config key '{key}': {value} is not a finite number; write one")
+    elif isinstance(value, (datetime.date, datetime.time)):
+        raise ConfigError(
+            f"config key '{key}': {value} is a date (YAML reads an unquoted date as one); "
+            "write a number, or quote it"
+        )
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise ConfigError(
+            f"config key '{key}': a {type(value).__name__} ({value!r}) cannot be a config "
+            "value; write a number, a string, a list or a mapping"
+        )
+
+
 def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``raw`` against the schema, fill in defaults and check what a schema cannot.
 
     Returns a new dict (``raw`` is left as it is). Raises ConfigError.
     """
-    config = json.loads(json.dumps(raw))  # a deep copy of plain data; also rejects non-JSON values
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"a config is a mapping of keys (campaign: ..., env: ...), not a {type(raw).__name__}"
+        )
+    _check_plain_data(raw)
+    config = json.loads(json.dumps(raw))  # a deep copy of plain data
     _check_moved_keys(config)
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -455,6 +539,12 @@ def check_environment(config: Mapping[str, Any]) -> str:
         single.close()
     except EnvConfigError as e:
         raise ConfigError(f"config key 'env': {e}") from e
+    except Exception as e:  # the environment's own code (or its module's) refused its kwargs
+        problem = " ".join(f"{type(e).__name__}: {e}".split())
+        raise ConfigError(
+            f"config key 'env': making {config['env']['id']} with env.kwargs "
+            f"{config['env']['kwargs']} failed ({problem}); fix env.kwargs or the environment"
+        ) from e
     wanted = ACTION_KINDS[config["algorithm"]]
     if kind not in wanted:
         raise ConfigError(
@@ -470,5 +560,5 @@ def readable_config_file(path: str | Path) -> str:
     try:
         load_yaml(path)
     except ConfigError as e:
-        raise SystemExit(f"hpsrl: {e}") from None
+        raise SystemExit(one_line(f"hpsrl: {e}")) from None
     return str(path)

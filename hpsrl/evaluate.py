@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hpsrl.campaign import result_path
-from hpsrl.storage import StorageError, open_h5, read_weights
+from hpsrl.storage import StorageError, check_replaceable, open_result, read_seed_weights
 from hpsrl.summary import best_summary
 
 
@@ -38,6 +38,8 @@ class TrainedAgent:
     hyperparameters: dict[str, Any]
     eval_seed: int
     stored_returns: np.ndarray  # the evaluation episodes the campaign ran
+    weights: dict[str, np.ndarray]  # its network, read with the rest (not later, from a file
+    # that may have been replaced meanwhile)
 
     def policy(self) -> Callable[[np.ndarray], np.ndarray]:
         from hpsrl.agents import get_algorithm, make_hyperparameters
@@ -48,7 +50,7 @@ class TrainedAgent:
             return get_algorithm(algorithm).greedy_policy(
                 EnvSpec.from_config(self.config["env"]),
                 make_hyperparameters(algorithm, self.hyperparameters),
-                read_weights(self.result_path, self.seed_index),
+                self.weights,
             )
         except ValueError as e:  # weights or hyperparameters this version cannot rebuild
             raise StorageError(f"{self.result_path}: cannot rebuild its agent: {e}") from e
@@ -74,19 +76,19 @@ def result_file(campaign_dir: str | Path, generation: str | None, individual: in
 
 def load_agent(path: str | Path, seed_index: int = 0) -> TrainedAgent:
     path = Path(path)
-    with open_h5(path) as f:
+    with open_result(path) as (f, config, seeds):
         if str(f.attrs["status"]) != "ok":
             raise StorageError(f"{path}: this individual failed ({f.attrs['error']}); no agent")
-        seeds = len(f["train_seeds"])
         if not 0 <= seed_index < seeds:
             raise StorageError(f"{path} has training seeds 0..{seeds - 1}, not {seed_index}")
         return TrainedAgent(
             result_path=path,
             seed_index=seed_index,
-            config=json.loads(f.attrs["config"]),
+            config=config,
             hyperparameters=json.loads(f.attrs["hyperparameters"]),
             eval_seed=int(f["eval_seeds"][seed_index]),
             stored_returns=f["episode_returns"][seed_index],
+            weights=read_seed_weights(f, seed_index, path),
         )
 
 
@@ -130,6 +132,10 @@ def mp4_writer_problem() -> str | None:
 
 def check_recording(out: str | Path) -> None:
     """Fail before anything runs when ``out`` cannot be written (RecordingError)."""
+    try:
+        check_replaceable(out)
+    except StorageError as e:
+        raise RecordingError(str(e)) from e
     if Path(out).suffix.lower() == ".mp4" and (problem := mp4_writer_problem()):
         raise RecordingError(f"cannot record {out}: {problem}")
 

@@ -24,7 +24,7 @@ import yaml
 
 from hpsrl.campaign import result_path
 from hpsrl.config import STREAM_RETEST_EVAL, STREAM_RETEST_TRAIN, ConfigError, SeedPlan, load_yaml
-from hpsrl.storage import Generation, read_generation, read_weights
+from hpsrl.storage import Generation, read_all_weights, read_generation
 from hpsrl.summary import best_summary
 
 HYPERPARAMETERS_FILE = "hyperparameters.yaml"
@@ -228,6 +228,7 @@ def export_best(campaign_dir: str | Path, out_dir: str | Path) -> list[Path]:
             "campaign's folder to train it again"
         )
     exported = exported_hyperparameters(source, best)
+    weights = read_all_weights(result_file)  # all of it read before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / HYPERPARAMETERS_FILE, out_dir / ZOO_FILE]
     written[0].write_text(
@@ -235,10 +236,10 @@ def export_best(campaign_dir: str | Path, out_dir: str | Path) -> list[Path]:
         + yaml.safe_dump(exported, sort_keys=False)
     )
     written[1].write_text(rl_zoo_yaml(source.config, exported["hyperparameters"]))
-    for k in range(source.population.train_seeds.shape[1]):
+    for k, seed_weights in enumerate(weights):
         state = {
             name: torch.from_numpy(np.ascontiguousarray(array))
-            for name, array in read_weights(result_file, k).items()
+            for name, array in seed_weights.items()
         }
         path = out_dir / f"weights_seed{k}.pt"
         torch.save(state, path)

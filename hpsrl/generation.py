@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from hpsrl.campaign import batch_generation, rung_of
-from hpsrl.config import config_hash
 from hpsrl.evidence import (
     AGGREGATES,
     own_evidence,
@@ -23,9 +22,9 @@ from hpsrl.halving import combined_results
 from hpsrl.moo import non_dominated_sort, nsga2_rank_key, to_losses
 from hpsrl.storage import (
     PER_SEED_DATASETS,
-    CorruptResultError,
     Generation,
     Population,
+    StorageError,
     read_individual_arrays,
 )
 
@@ -45,19 +44,12 @@ def collect(
     """Stack the individuals' result files (in population order) into a Generation; ``previous``
     is the generation before it, whose evidence it pools (``search.evidence: pooled``)."""
     if len(individual_paths) != len(population):
-        raise ValueError(
+        raise StorageError(
             f"{population.batch}: {len(individual_paths)} result files for "
-            f"{len(population)} individuals"
+            f"{len(population)} individuals; give the manifests of all its training jobs"
         )
-    rows = [read_individual_arrays(path) for path in individual_paths]
-    expected_hash = config_hash(population.config)
-    for path, row in zip(individual_paths, rows, strict=True):
-        if row["config_hash"] != expected_hash:
-            raise CorruptResultError(
-                f"{path} was trained for another config (hash {row['config_hash']}, this "
-                f"campaign has {expected_hash}); delete it and rerun snakemake",
-                path,
-            )
+    # each checked to hold the training of its individual (CorruptResultError otherwise)
+    rows = [read_individual_arrays(path, population, i) for i, path in enumerate(individual_paths)]
     results: dict[str, Any] = {
         name: np.stack([r[name] for r in rows]) for name in PER_SEED_DATASETS
     }

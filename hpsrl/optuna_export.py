@@ -36,7 +36,7 @@ import numpy as np
 
 from hpsrl.campaign import batch_generation, generation_files, result_path
 from hpsrl.config import search_space
-from hpsrl.storage import Generation, StorageError, read_generation
+from hpsrl.storage import Generation, StorageError, check_replaceable, read_generations
 from hpsrl.summary import best_summary, individual_row, plain_values
 
 
@@ -60,7 +60,7 @@ def campaign_trials(
 
     campaign_dir = Path(campaign_dir)
     if gens is None:
-        gens = [read_generation(path) for path in generation_files(campaign_dir)]
+        gens = read_generations(generation_files(campaign_dir))
     config = gens[-1].config
     space = search_space(config)
     trials = []
@@ -111,6 +111,7 @@ def export_study(campaign_dir: str | Path, path: str | Path) -> dict[str, Any]:
     from optuna.storages.journal import JournalFileBackend
 
     campaign_dir, path = Path(campaign_dir), Path(path)
+    check_replaceable(path)  # (a folder, such as ".", has no name to put a temporary file beside)
     config, trials = campaign_trials(campaign_dir)
     answer = best_summary(campaign_dir)
     numbers = {

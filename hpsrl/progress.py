@@ -15,7 +15,6 @@ cannot be read counts as not written yet.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,16 @@ from hpsrl.campaign import (
     rung_of,
 )
 from hpsrl.halving import rung_steps, rungs
-from hpsrl.storage import CorruptResultError, open_h5, read_population, result_status
+from hpsrl.storage import StorageError, open_h5, read_population, result_status, stored_config
 
 
 def _stored_config(path: Path) -> dict[str, Any] | None:
+    """The config of a campaign's file, or None where it has none that can be used (the file
+    is then passed over, as one not written yet)."""
     try:
         with open_h5(path) as f:
-            return json.loads(f.attrs["config"])
-    except (CorruptResultError, KeyError, ValueError, OSError):
+            return stored_config(f, path)
+    except (StorageError, KeyError, ValueError, OSError):
         return None
 
 
@@ -132,7 +133,7 @@ def _batch(
         out["steps"] = rung_steps(config)[rung]
     try:
         population = read_population(folder / "population.h5")
-    except (CorruptResultError, FileNotFoundError, KeyError, ValueError, OSError):
+    except (StorageError, KeyError, ValueError, OSError):
         out["stage"] = "planning"  # its population is not written yet
         return out
     n = len(population)

@@ -37,7 +37,7 @@ from hpsrl.evolve import best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.interactive import figure_html
 from hpsrl.optuna_export import campaign_trials
-from hpsrl.storage import Generation, read_generation, write_text_atomic
+from hpsrl.storage import Generation, read_generations, write_text_atomic
 from hpsrl.summary import best_summary, best_yaml, status_table
 
 CURVE_X_LABEL = "environment steps"
@@ -57,10 +57,13 @@ class Campaign:
     @classmethod
     def read(cls, folder: str | Path) -> Campaign:
         folder = Path(folder)
-        generations = [read_generation(path) for path in generation_files(folder)]
+        paths = generation_files(folder)
         retest_file = folder / f"{RETEST_BATCH}.h5"
-        retest = read_generation(retest_file) if retest_file.exists() else None
-        return cls(folder, generations, retest)
+        if retest_file.exists():  # read with the generations: one campaign's, checked together
+            paths.append(retest_file)
+        records = read_generations(paths)
+        retest = records.pop() if paths[-1] == retest_file else None
+        return cls(folder, records, retest)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ import h5py
 import numpy as np
 
 import hpsrl
-from hpsrl.campaign import batch_generation
+from hpsrl.campaign import batch_generation, campaign_folder, first_population, named_batch
 from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
 
@@ -39,11 +40,14 @@ class StorageError(RuntimeError):
 
 
 class CorruptResultError(StorageError):
-    """An HDF5 file that cannot be read back (truncated, corrupt, or not HDF5)."""
+    """A result file that cannot be used: truncated, corrupt, not HDF5, or not holding what it
+    should (another hpsrl's, another campaign's, changed by hand). ``problem`` says what is
+    wrong without the path and the advice, for a message that adds its own."""
 
-    def __init__(self, message: str, path: str | Path):
+    def __init__(self, message: str, path: str | Path, problem: str | None = None):
         super().__init__(message)
         self.path = Path(path)
+        self.problem = problem
 
 
 @contextmanager
@@ -55,6 +59,7 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     read-only folder raises StorageError and leaves every existing file as it was.
     """
     path = Path(path)
+    check_replaceable(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,14 +80,37 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
 
 @contextmanager
 def open_h5(path: str | Path) -> Iterator[h5py.File]:
-    """Open a result file for reading; a damaged one raises CorruptResultError naming it."""
+    """Open a result file for reading; a damaged one raises CorruptResultError naming it, a path
+    that is missing or a folder a StorageError (nothing there to regenerate)."""
+    path = Path(path)
+    if not os.path.isfile(path):  # (os.path's: False, not OSError, for a name too long)
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise StorageError(f"{path} {what}, not an HDF5 result file")
     try:
         with h5py.File(path, "r") as f:
             yield f
     except (OSError, KeyError, ValueError) as e:
-        raise CorruptResultError(
-            f"{path} cannot be read ({e}); delete it and rerun snakemake to regenerate it", path
-        ) from e
+        raise _damaged(path, f"cannot be read ({_h5_problem(e)})") from e
+
+
+def _h5_problem(error: BaseException) -> str:
+    """h5py's error on one line: HDF5's own text of a failed read spans lines (it includes a
+    time stamp); the system's words for an errno say the same in a few."""
+    errno = getattr(error, "errno", None)
+    if isinstance(error, OSError) and errno:
+        return os.strerror(errno)
+    return " ".join(str(error).split())
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Before writing ``path`` under a temporary name and renaming it into place: refuse a path
+    where something other than a regular file is (a folder: ``--out ''`` is "."; a device such as
+    /dev/null, a pipe, a socket), which the rename would replace, not write to."""
+    path = Path(path)
+    if path.is_dir():
+        raise StorageError(f"cannot write {path}: it is a folder; give a file name")
+    if os.path.lexists(path) and not path.is_file():
+        raise StorageError(f"cannot write {path}: it is not a regular file; give a file name")
 
 
 def quarantine(path: str | Path) -> Path:
@@ -128,6 +156,305 @@ def _strings(values: Sequence[str]) -> np.ndarray:
 
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[()]]
+
+
+# -- what a file must hold ----------------------------------------------------------------------
+#
+# Every reader checks a file before it uses any of it: written by this schema version, a complete
+# config unchanged since (its stored hash), a batch's name, and every dataset there with the shape
+# and type that the config and the population's size give it. A file from another hpsrl, changed
+# by hand or damaged is refused with what is wrong (CorruptResultError, which a workflow step
+# answers by moving the file aside so that rerunning regenerates it), never half used.
+
+# Keys every stored config has, with what they hold: what the readers index without looking.
+STORED_CONFIG_KEYS = {
+    "campaign": "text",
+    "algorithm": "text",
+    "env.id": "text",
+    "genes": "a mapping",
+    "fixed": "a mapping",
+    "training.steps": "a whole number",
+    "training.seeds": "a whole number",
+    "training.eval_episodes": "a whole number",
+    "training.curve_points": "a whole number",
+    "training.aggregate": "text",
+    "objectives": "a list",
+    "ga.population": "a whole number",
+    "ga.generations": "a whole number",
+    "report.retest_seeds": "a whole number",
+}
+
+
+def _holds(value: Any, what: str) -> bool:
+    """Whether a stored config's ``value`` is ``what`` STORED_CONFIG_KEYS says (a whole number
+    may be stored as 4.0: hpsrl took those before it turned them into integers)."""
+    if what == "a whole number":
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and float(value).is_integer()
+        )
+    return isinstance(value, {"text": str, "a mapping": dict, "a list": list}[what])
+
+
+# numpy dtype kinds of each kind of dataset (h5py reads variable-length strings as objects)
+_KINDS = {"float": "f", "int": "iu", "number": "fiu", "str": "OSU"}
+
+
+def _damaged(
+    path: str | Path, problem: str, fix: str = "delete it and rerun snakemake to regenerate it"
+) -> CorruptResultError:
+    """The error for a file that ``problem`` (a phrase: "has no dataset ...") makes unusable."""
+    return CorruptResultError(f"{path} {problem}; {fix}", path, problem)
+
+
+def _stored_metadata(f: h5py.File, path: str | Path) -> tuple[dict[str, Any], str]:
+    """The config and batch of an hpsrl file, checked (see above)."""
+    from hpsrl.campaign import BATCH_PATTERN
+    from hpsrl.config import ConfigError
+
+    if "schema_version" not in f.attrs:
+        raise _damaged(path, "is not an hpsrl file (it has no schema_version attribute)")
+    version = f.attrs["schema_version"]
+    if not isinstance(version, (int, np.integer)) or int(version) != SCHEMA_VERSION:
+        written_by = f.attrs.get("hpsrl_version", "an unknown version")
+        shown = int(version) if isinstance(version, (int, np.integer)) else repr(version)
+        raise _damaged(
+            path,
+            f"was written by hpsrl {written_by} in results schema {shown}, which hpsrl "
+            f"{hpsrl.__version__} does not read (it reads schema {SCHEMA_VERSION})",
+            "read it with a matching hpsrl, or delete it and rerun snakemake to regenerate it",
+        )
+    try:
+        config = json.loads(f.attrs["config"])
+    except (KeyError, TypeError, ValueError):
+        config = None
+    if not isinstance(config, dict):
+        raise _damaged(path, "has no config attribute holding a JSON object")
+    for key, what in STORED_CONFIG_KEYS.items():
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not _holds(value, what):
+            raise _damaged(path, f"has a config whose {key} is not {what} ({value!r})")
+    objectives = config["objectives"]
+    if not objectives or not all(
+        isinstance(o, dict)
+        and isinstance(o.get("name"), str)
+        and isinstance(o.get("direction"), str)
+        for o in objectives
+    ):
+        raise _damaged(path, "has a config whose objectives lack names or directions")
+    try:
+        search_space(config)
+    except ConfigError as e:
+        raise _damaged(path, f"has a config whose genes cannot be read ({e})") from None
+    stored_hash = f.attrs.get("config_hash")
+    if stored_hash is None or str(stored_hash) != config_hash(config):
+        raise _damaged(
+            path,
+            f"has a config that was changed after it was written (its hash is "
+            f"{config_hash(config)}, the file says {stored_hash})",
+        )
+    batch = f.attrs.get("batch")
+    if not isinstance(batch, str) or not re.fullmatch(BATCH_PATTERN, batch):
+        raise _damaged(path, f"names no batch (attribute batch: {batch!r})")
+    named = named_batch(path)
+    if named is not None and named[0] != batch:
+        raise _damaged(path, f"holds batch {batch}, not {named[0]} as its name says")
+    return config, batch
+
+
+def stored_config(f: h5py.File, path: str | Path) -> dict[str, Any]:
+    """The config of an hpsrl file, checked (CorruptResultError where it cannot be used)."""
+    return _stored_metadata(f, path)[0]
+
+
+def _batch_seeds(config: Mapping[str, Any], batch: str) -> int:
+    """The training seeds of each individual of a batch: the re-test's own number, or
+    training.seeds."""
+    from hpsrl.campaign import RETEST_BATCH
+
+    if batch == RETEST_BATCH:
+        return int(config["report"]["retest_seeds"])
+    return int(config["training"]["seeds"])
+
+
+def _check_dataset(
+    group: h5py.Group, name: str, shape: tuple[int, ...], kind: str, meaning: str, path: Path
+) -> None:
+    """``group[name]`` must be a dataset of this shape (``meaning`` says what its axes count)
+    and kind of values."""
+    dataset = group.get(name)
+    where = f"{group.name.rstrip('/')}/{name}"
+    if not isinstance(dataset, h5py.Dataset):
+        raise _damaged(path, f"has no dataset {where}")
+    if dataset.shape != shape:
+        raise _damaged(path, f"has {where} of shape {dataset.shape}, not {shape} ({meaning})")
+    if dataset.dtype.kind not in _KINDS[kind]:
+        raise _damaged(path, f"has {where} of type {dataset.dtype}, not {kind}")
+
+
+def _check_population_group(
+    group: h5py.Group, config: dict[str, Any], batch: str, path: Path
+) -> int:
+    """Check the datasets of a population (see :func:`_write_population_group`); returns its
+    number of individuals."""
+    if not isinstance(group, h5py.Group):
+        raise _damaged(path, "has no population group")
+    operator = group.get("operator")
+    if not isinstance(operator, h5py.Dataset) or operator.ndim != 1:
+        raise _damaged(path, "has no dataset /population/operator of one value per individual")
+    n, seeds = len(operator), _batch_seeds(config, batch)
+    _check_dataset(group, "operator", (n,), "str", "individuals", path)
+    _check_dataset(group, "parents", (n, 2), "int", "individuals x 2 parents", path)
+    for name in ("train_seeds", "eval_seeds"):
+        _check_dataset(group, name, (n, seeds), "int", "individuals x seeds", path)
+    if "steps" in group:  # populations written before successive halving have none
+        _check_dataset(group, "steps", (n,), "int", "individuals", path)
+    if "resumes" in group:
+        _check_dataset(group, "resumes", (n,), "str", "individuals", path)
+    space = search_space(config)
+    genes = group.get("genes")
+    if not isinstance(genes, h5py.Group):
+        raise _damaged(path, "has no population/genes group")
+    example = space.to_columns([space.sample(np.random.default_rng(0))])
+    for name, column in example.items():
+        kind = "str" if column.dtype.kind in _KINDS["str"] else "number"
+        _check_dataset(genes, name, (n, *column.shape[1:]), kind, "individuals", path)
+    return n
+
+
+def _check_results_group(
+    group: h5py.Group, config: dict[str, Any], n: int, seeds: int, path: Path
+) -> None:
+    """Check a generation record's results against its population of ``n`` individuals (see
+    :func:`write_generation`)."""
+    if not isinstance(group, h5py.Group):
+        raise _damaged(path, "has no results group")
+    training = config["training"]
+    episodes, points = training["eval_episodes"], training["curve_points"]
+    objectives = len(config["objectives"])
+    per_seed = "individuals x seeds"
+    for name in ("returns", "steps_to_threshold", "train_seconds", "eval_seconds"):
+        _check_dataset(group, name, (n, seeds), "float", per_seed, path)
+    _check_dataset(group, "env_steps", (n, seeds), "number", per_seed, path)
+    if "lineage_env_steps" in group:  # written before weights could be inherited: none
+        _check_dataset(group, "lineage_env_steps", (n, seeds), "number", per_seed, path)
+    _check_dataset(
+        group,
+        "episode_returns",
+        (n, seeds, episodes),
+        "float",
+        f"{per_seed} x training.eval_episodes",
+        path,
+    )
+    _check_dataset(
+        group,
+        "curve_returns",
+        (n, seeds, points),
+        "float",
+        f"{per_seed} x training.curve_points",
+        path,
+    )
+    _check_dataset(group, "curve_steps", (points,), "number", "training.curve_points", path)
+    for name in ("status", "error"):
+        _check_dataset(group, name, (n,), "str", "individuals", path)
+    statuses = set(_read_strings(group["status"]))
+    if not statuses <= {"ok", "failed"}:
+        raise _damaged(path, f"has statuses {sorted(statuses - {'ok', 'failed'})}, not ok/failed")
+    for name in ("objectives", *(("estimate",) if "evidence" in group else ())):
+        _check_dataset(group, name, (n, objectives), "float", "individuals x objectives", path)
+    _check_dataset(group, "front", (n,), "number", "individuals", path)
+    _check_dataset(group, "rank_key", (n,), "float", "individuals", path)
+    if "evidence" not in group:  # written before evidence was recorded
+        return
+    evidence = group["evidence"]
+    _check_dataset(evidence, "offsets", (n + 1,), "int", "individuals + 1", path)
+    offsets = evidence["offsets"][()]
+    rows = int(offsets[-1])
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise _damaged(path, "has evidence offsets that do not rise from 0")
+    _check_dataset(evidence, "values", (rows, objectives), "float", "rows x objectives", path)
+    _check_dataset(evidence, "source", (rows, 3), "int", "rows x 3", path)
+    _check_dataset(evidence, "train_seeds", (rows,), "int", "rows", path)
+
+
+def _check_individual_file(f: h5py.File, config: dict[str, Any], batch: str, path: Path) -> int:
+    """Check one individual's result file (see :func:`write_individual`); returns its number of
+    training seeds."""
+    for name, kind, what in (
+        ("individual", int, "an integer"),
+        ("status", str, "text"),
+        ("error", str, "text"),
+    ):
+        value = f.attrs.get(name)
+        if isinstance(value, np.integer):
+            value = int(value)
+        if not isinstance(value, kind):
+            raise _damaged(path, f"has no attribute {name} holding {what}")
+    if f.attrs["status"] not in ("ok", "failed"):
+        raise _damaged(path, f"has status {f.attrs['status']!r}, not ok or failed")
+    named = named_batch(path)
+    if named is not None and named[1] is not None and named[1] != int(f.attrs["individual"]):
+        raise _damaged(
+            path, f"holds individual {f.attrs['individual']}, not {named[1]} as its name says"
+        )
+    seeds = _batch_seeds(config, batch)
+    training = config["training"]
+    episodes, points = training["eval_episodes"], training["curve_points"]
+    for name in ("train_seeds", "eval_seeds"):
+        _check_dataset(f, name, (seeds,), "int", "seeds", path)
+    for name in ("seed_status", "seed_error", *(("weights_from",) if "weights_from" in f else ())):
+        _check_dataset(f, name, (seeds,), "str", "seeds", path)
+    for name in ("returns", "steps_to_threshold", "train_seconds", "eval_seconds"):
+        _check_dataset(f, name, (seeds,), "float", "seeds", path)
+    for name in ("env_steps", *(("lineage_env_steps",) if "lineage_env_steps" in f else ())):
+        _check_dataset(f, name, (seeds,), "number", "seeds", path)
+    _check_dataset(
+        f, "episode_returns", (seeds, episodes), "float", "seeds x training.eval_episodes", path
+    )
+    _check_dataset(
+        f, "curve_returns", (seeds, points), "float", "seeds x training.curve_points", path
+    )
+    _check_dataset(f, "curve_steps", (points,), "number", "training.curve_points", path)
+    try:
+        hyperparameters = json.loads(f.attrs["hyperparameters"])
+    except (KeyError, TypeError, ValueError):
+        hyperparameters = None
+    if not isinstance(hyperparameters, dict):
+        raise _damaged(path, "has no hyperparameters attribute holding a JSON object")
+    return seeds
+
+
+def check_one_campaign(files: Sequence[tuple[str | Path, Mapping[str, Any]]]) -> None:
+    """Refuse files of more than one campaign among ``files`` (path, config): a file copied in
+    from another campaign, or made with another config, is named. The campaign is the one of
+    generation 0's population in their folder (which snakemake checks the config against
+    before every run), or else of the first file given."""
+    if not files:
+        return
+    given = {Path(path): config for path, config in files}
+    reference, reference_config = files[0]
+    folder = campaign_folder(reference)
+    first = first_population(folder) if folder is not None else None
+    if first in given:
+        reference, reference_config = first, given[first]
+    elif first is not None:
+        try:
+            with open_h5(first) as f:
+                reference, reference_config = first, _stored_metadata(f, first)[0]
+        except StorageError:  # damaged itself: the files given are compared among themselves
+            pass
+    common = config_hash(reference_config)
+    for path, config in files:
+        if config_hash(config) != common:
+            changed = changed_keys(reference_config, config) or ["(package defaults)"]
+            raise _damaged(
+                path,
+                f"belongs to another campaign than {reference} (they differ in "
+                f"{', '.join(changed)})",
+            )
 
 
 # -- populations --------------------------------------------------------------------------------
@@ -183,13 +510,22 @@ def _write_population_group(group: h5py.Group, pop: Population) -> None:
     group.create_dataset("resumes", data=_strings(pop.resumes), dtype=STR)
 
 
-def _read_population_group(group: h5py.Group, config: dict[str, Any], batch: str) -> Population:
+def _read_population_group(
+    group: h5py.Group, config: dict[str, Any], batch: str, path: Path
+) -> Population:
+    _check_population_group(group, config, batch, path)
     space = search_space(config)
     columns = {name: group["genes"][name][()] for name in space.names}
+    try:
+        individuals = space.from_columns(columns)
+        for individual in individuals:
+            space.validate(individual)
+    except ValueError as e:
+        raise _damaged(path, f"has genes outside the search space ({e})") from None
     return Population(
         batch=batch,
         config=config,
-        individuals=space.from_columns(columns),
+        individuals=individuals,
         parents=group["parents"][()],
         operators=_read_strings(group["operator"]),
         train_seeds=group["train_seeds"][()],
@@ -207,9 +543,10 @@ def write_population(path: str | Path, pop: Population) -> None:
 
 
 def read_population(path: str | Path) -> Population:
+    """The population a file holds (a population file or a generation record), checked."""
     with open_h5(path) as f:
-        config = json.loads(f.attrs["config"])
-        return _read_population_group(f["population"], config, str(f.attrs["batch"]))
+        config, batch = _stored_metadata(f, path)
+        return _read_population_group(f.get("population"), config, batch, Path(path))
 
 
 # -- one individual's training result ---------------------------------------------------------
@@ -313,9 +650,29 @@ PER_SEED_DATASETS = (
 )
 
 
-def read_individual_arrays(path: str | Path) -> dict[str, Any]:
-    """The per-seed arrays and status of one result file (weights are left on disk)."""
+def read_individual_arrays(
+    path: str | Path, pop: Population | None = None, individual: int | None = None
+) -> dict[str, Any]:
+    """The per-seed arrays and status of one result file (weights are left on disk), checked;
+    with ``pop`` and ``individual``, also that it holds the training of that individual of
+    that population (another campaign's, batch's or individual's is refused)."""
     with open_h5(path) as f:
+        config, batch = _stored_metadata(f, path)
+        _check_individual_file(f, config, batch, Path(path))
+        if pop is not None and individual is not None:
+            if config_hash(config) != config_hash(pop.config):
+                changed = changed_keys(pop.config, config) or ["(package defaults)"]
+                raise _damaged(
+                    path,
+                    f"was trained for another campaign than {pop.batch}'s population (they "
+                    f"differ in {', '.join(changed)})",
+                )
+            if not _holds_individual(f, pop, individual):
+                raise _damaged(
+                    path,
+                    f"holds {batch} individual {f.attrs['individual']}, not the training of "
+                    f"{pop.batch} individual {individual} (its genes, seeds and steps)",
+                )
         out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_DATASETS}
         out["curve_steps"] = f["curve_steps"][()]
         out["lineage_env_steps"] = _lineage_env_steps(f)
@@ -327,10 +684,36 @@ def read_individual_arrays(path: str | Path) -> dict[str, Any]:
         return out
 
 
-def read_weights(path: str | Path, seed_index: int = 0) -> dict[str, np.ndarray]:
+@contextmanager
+def open_result(path: str | Path) -> Iterator[tuple[h5py.File, dict[str, Any], int]]:
+    """An individual's result file, open for reading once checked: the file, its config and its
+    number of training seeds."""
     with open_h5(path) as f:
-        group = f["weights"][f"seed{seed_index}"]
-        return {name: group[name][()] for name in group}
+        config, batch = _stored_metadata(f, path)
+        yield f, config, _check_individual_file(f, config, batch, Path(path))
+
+
+def read_weights(path: str | Path, seed_index: int = 0) -> dict[str, np.ndarray]:
+    """The network training seed ``seed_index`` ended with, as a state dict of arrays."""
+    with open_result(path) as (f, _, _):
+        return read_seed_weights(f, seed_index, Path(path))
+
+
+def read_all_weights(path: str | Path) -> list[dict[str, np.ndarray]]:
+    """The network each training seed ended with, from one opening of the checked file (so that
+    all come from the same file, even if it is replaced meanwhile)."""
+    with open_result(path) as (f, _, seeds):
+        return [read_seed_weights(f, k, Path(path)) for k in range(seeds)]
+
+
+def read_seed_weights(f: h5py.File, seed_index: int, path: Path) -> dict[str, np.ndarray]:
+    """Seed ``seed_index``'s network from the open result file ``f`` (at ``path``)."""
+    group = f.get(f"weights/seed{seed_index}")
+    if not isinstance(group, h5py.Group):
+        raise _damaged(path, f"has no weights of training seed {seed_index}")
+    if not all(isinstance(group[name], h5py.Dataset) for name in group):
+        raise _damaged(path, f"has weights of training seed {seed_index} that are no arrays")
+    return {name: group[name][()] for name in group}
 
 
 def _lineage_env_steps(f: h5py.File | h5py.Group) -> np.ndarray:
@@ -346,10 +729,13 @@ def read_lineage_weights(path: str | Path, seed_index: int) -> tuple[dict[str, n
     cannot be read.
     """
     with open_h5(path) as f:  # (it turns any ValueError raised inside into a CorruptResultError)
+        config, batch = _stored_metadata(f, path)
+        seeds = _check_individual_file(f, config, batch, Path(path))
+        if not 0 <= seed_index < seeds:
+            raise _damaged(path, f"has training seeds 0..{seeds - 1}, not {seed_index}")
         status = _read_strings(f["seed_status"])[seed_index]
         error = _read_strings(f["seed_error"])[seed_index]
-        group = f["weights"][f"seed{seed_index}"]
-        weights = {name: group[name][()] for name in group}
+        weights = read_seed_weights(f, seed_index, Path(path))
         lineage_env_steps = int(_lineage_env_steps(f)[seed_index])
     if status != "ok" or not weights:
         raise ValueError(f"{path} seed {seed_index} failed ({error}), so it has no weights")
@@ -404,10 +790,13 @@ def write_generation(path: str | Path, gen: Generation) -> None:
 
 
 def read_generation(path: str | Path) -> Generation:
+    """A generation record (or a rung's, or the re-test's), checked: its population and every
+    result dataset of the shape its population and config give it."""
     with open_h5(path) as f:
-        config = json.loads(f.attrs["config"])
-        pop = _read_population_group(f["population"], config, str(f.attrs["batch"]))
-        group = f["results"]
+        config, batch = _stored_metadata(f, path)
+        pop = _read_population_group(f.get("population"), config, batch, Path(path))
+        group = f.get("results")
+        _check_results_group(group, config, len(pop), _batch_seeds(config, batch), Path(path))
         results: dict[str, Any] = {
             name: group[name][()] for name in (*PER_SEED_DATASETS, "curve_steps")
         }
@@ -443,20 +832,28 @@ def read_generation(path: str | Path) -> Generation:
         )
 
 
+def read_generations(paths: Sequence[str | Path]) -> list[Generation]:
+    """Records of one campaign, each checked (:func:`read_generation`), and all of one campaign
+    (:func:`check_one_campaign`): what every reader of several records reads them with."""
+    records = [read_generation(path) for path in paths]
+    check_one_campaign([(path, r.config) for path, r in zip(paths, records, strict=True)])
+    return records
+
+
 def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) -> None:
     """Refuse to continue a campaign whose finished results were made with another config.
 
     Only the generation budget may change (raising it extends the campaign).
     """
-    first = Path(campaign_dir) / "gen000" / "population.h5"
-    if not first.exists():
+    first = first_population(campaign_dir)
+    if first is None:
         return
     from hpsrl.config import ConfigError
 
     with open_h5(first) as f:
-        if str(f.attrs["config_hash"]) == config_hash(config):
-            return
-        stored = json.loads(f.attrs["config"])
+        stored, _ = _stored_metadata(f, first)
+    if config_hash(stored) == config_hash(config):
+        return
     changed = changed_keys(stored, config) or ["(package defaults)"]
     raise ConfigError(
         f"{campaign_dir} holds results of another config: {', '.join(changed)} changed. "
@@ -494,11 +891,17 @@ def is_result_of(path: str | Path, pop: Population, individual: int) -> bool:
         return False
     try:
         with open_h5(path) as f:
-            return str(f.attrs["config_hash"]) == config_hash(pop.config) and _holds_individual(
-                f, pop, individual
-            )
-    except (CorruptResultError, KeyError, ValueError):
+            return _is_training_of(f, Path(path), pop, individual)
+    except (StorageError, KeyError, ValueError):
         return False
+
+
+def _is_training_of(f: h5py.File, path: Path, pop: Population, individual: int) -> bool:
+    """Whether the result file ``f`` holds, intact, the training of this individual of ``pop``;
+    CorruptResultError where it is not intact (so that it is trained again)."""
+    config, batch = _stored_metadata(f, path)
+    _check_individual_file(f, config, batch, path)
+    return config_hash(config) == config_hash(pop.config) and _holds_individual(f, pop, individual)
 
 
 def result_status(path: str | Path, pop: Population, individual: int) -> str | None:
@@ -508,12 +911,10 @@ def result_status(path: str | Path, pop: Population, individual: int) -> str | N
         return None
     try:
         with open_h5(path) as f:
-            if str(f.attrs["config_hash"]) != config_hash(pop.config) or not _holds_individual(
-                f, pop, individual
-            ):
+            if not _is_training_of(f, Path(path), pop, individual):
                 return None
             return str(f.attrs["status"])
-    except (CorruptResultError, KeyError, ValueError):
+    except (StorageError, KeyError, ValueError):
         return None
 
 
@@ -531,13 +932,15 @@ def is_same_training(path: str | Path, pop: Population, individual: int) -> bool
         return False
     try:
         with open_h5(path) as f:
-            changed = changed_keys(json.loads(f.attrs["config"]), pop.config)
+            stored, batch = _stored_metadata(f, path)
+            _check_individual_file(f, stored, batch, Path(path))
+            changed = changed_keys(stored, pop.config)
             return (
                 all(key.split(".")[0] in SEARCH_ONLY_SECTIONS for key in changed)
                 and _holds_individual(f, pop, individual)
                 and not any(_read_strings(f["weights_from"]))
             )
-    except (CorruptResultError, KeyError, ValueError):
+    except (StorageError, KeyError, ValueError):
         return False
 
 
@@ -580,10 +983,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file under a temporary name and rename it into place, so that a reader (or a
     rerun after a kill) never sees half of it; failures raise StorageError naming the file."""
     path = Path(path)
+    check_replaceable(path)
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{_tmp_prefix(path)}tmp")
+        tmp = path.parent / f"{_tmp_prefix(path)}tmp"
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:
@@ -605,5 +1009,6 @@ def read_manifest(path: str | Path) -> list[Path]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise CorruptResultError(f"{path} cannot be read ({e})", path) from e
+        problem = getattr(e, "strerror", None) or e
+        raise _damaged(path, f"cannot be read ({problem})", "rerun snakemake") from e
     return [path.parent / line for line in lines if line.strip()]

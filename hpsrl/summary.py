@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,7 +21,7 @@ from hpsrl.campaign import RETEST_BATCH, batch_generation, batch_name, generatio
 from hpsrl.evidence import pooled_objectives, pools_evidence
 from hpsrl.evolve import best_candidates, best_individual, campaign_answer
 from hpsrl.progress import campaign_progress, latest_config, progress_line
-from hpsrl.storage import Generation, StorageError, read_generation, read_population
+from hpsrl.storage import Generation, StorageError, read_generations, read_population
 
 
 def _fmt(value: float) -> str:
@@ -123,7 +126,7 @@ def _finished_and_progress(
         if progress is None:
             raise
         files = []
-    return [read_generation(p) for p in files], progress
+    return read_generations(files), progress
 
 
 def _status_text(config: dict[str, Any], summaries: list[dict[str, Any]]) -> str:
@@ -204,7 +207,7 @@ def watch_status(
     file ends the watch on the first look, later it is shown and looked at again."""
     terminal = out.isatty() and not as_json
     shown, first = None, True
-    try:
+    with _interrupts_between_snapshots() as interrupted:
         while True:
             try:
                 if as_json:
@@ -229,10 +232,27 @@ def watch_status(
             shown = text
             if done:
                 return
-            time.sleep(every)
-    except KeyboardInterrupt:  # how a watch is meant to end
-        if terminal:
-            out.write("\n")
+            if interrupted.wait(every):  # Ctrl-C: how a watch is meant to end
+                if terminal:
+                    out.write("\n")
+                return
+
+
+@contextmanager
+def _interrupts_between_snapshots() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) sets the event instead of raising KeyboardInterrupt wherever the watch
+    is: raised inside h5py, it can leave h5py's lock held, and the process hangs (4 of 30 stops
+    of a watch refreshing every 0.01 s did). Off the main thread, where no handler can be set,
+    Ctrl-C raises."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _watch_note(kind: str, message: str, as_json: bool) -> str:
@@ -254,11 +274,8 @@ def individual_rows(campaign_dir: str | Path) -> list[dict[str, Any]]:
     its objectives over its own seeds, the estimate selection ranked it by and the seeds of
     evidence behind that, its front, status, and per training seed its return, training seed,
     env steps and training seconds (``hpsrl table``). Failed values are None."""
-    rows = []
-    for path in generation_files(campaign_dir):
-        gen = read_generation(path)
-        rows += [individual_row(gen, i) for i in range(len(gen.population))]
-    return rows
+    gens = read_generations(generation_files(campaign_dir))
+    return [individual_row(gen, i) for gen in gens for i in range(len(gen.population))]
 
 
 def individual_row(gen: Generation, i: int) -> dict[str, Any]:
@@ -351,7 +368,12 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
     campaign_dir = Path(campaign_dir)
     files = generation_files(campaign_dir)
     config = read_population(files[-1]).config
-    candidates = [read_generation(path) for path in best_candidates(config, files)]
+    paths = list(best_candidates(config, files))
+    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
+    if retest_file.exists():  # read with the candidates: one campaign's, checked together
+        paths.append(retest_file)
+    candidates = read_generations(paths)
+    retest = candidates.pop() if paths[-1] == retest_file else None
     found = campaign_answer(config, candidates)
     summary: dict[str, Any] = {
         "campaign": config["campaign"],
@@ -367,7 +389,7 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
         }
         return summary
     source, best = found
-    retest = _retest_of(campaign_dir, source, best, config)
+    retest = _retest_of(retest, source, best, config)
     if retest is not None:  # what people quote first: seeds that nothing selected on
         summary["retest"] = retest
     names = [o["name"] for o in config["objectives"]]
@@ -393,13 +415,12 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
 
 
 def _retest_of(
-    campaign_dir: Path, source: Generation, best: int, config: dict[str, Any]
+    retest: Generation | None, source: Generation, best: int, config: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The held-out re-test of individual ``best`` of ``source``, if the campaign has one."""
-    retest_file = campaign_dir / f"{RETEST_BATCH}.h5"
-    if not retest_file.exists():
+    """The held-out re-test (its record, where the campaign has one) of individual ``best`` of
+    ``source``."""
+    if retest is None:
         return None
-    retest = read_generation(retest_file)
     # A re-test planned before the campaign was extended may be of an earlier best.
     if (
         int(retest.population.parents[0, 0]) != best

@@ -24,6 +24,7 @@ from hpsrl.storage import (
     Population,
     SeedResult,
     StorageError,
+    check_one_campaign,
     copy_result,
     is_result_of,
     is_same_training,
@@ -240,11 +241,13 @@ def plan_job(
     copied here.
     """
     pop, todo = read_population(population_path), []
+    check_one_campaign([(population_path, pop.config)])  # not one copied from elsewhere
     twins = same_training or [None] * len(individuals)
     for individual, out_path, twin in zip(individuals, out_paths, twins, strict=True):
         if not 0 <= individual < len(pop):
-            raise ValueError(
-                f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}"
+            raise StorageError(
+                f"{population_path} has individuals 0..{len(pop) - 1}, not {individual}; "
+                "check --individual"
             )
         if is_result_of(out_path, pop, individual):
             log.info("%s: already trained, kept", out_path)

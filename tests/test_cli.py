@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,88 @@ def test_a_command_that_cannot_do_its_work_exits_1_with_one_line(tmp_path, args,
     assert done.stderr.startswith("hpsrl: error: ") and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
     assert done.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def made_up(tmp_path_factory) -> Path:
+    """A folder holding a campaign with made-up results, made-up/, and a text file."""
+    from tests.test_fuzz import write_made_up_campaign
+
+    folder = tmp_path_factory.mktemp("made-up")
+    write_made_up_campaign(folder / "made-up")
+    (folder / "text.txt").write_text("not a result\n")
+    return folder
+
+
+# Command lines that crashed with a traceback until tests/test_fuzz.py found them.
+FOUND_BY_THE_FUZZER = {
+    "promote, a generation's record": (
+        ["promote", "--out", "x.h5", "made-up/gen001.h5"],
+        "made-up/gen001.h5 is the record of gen001, not of a successive-halving rung",
+    ),
+    "evolve, the re-test's record": (
+        ["evolve", "--out", "x.h5", "made-up/retest.h5"],
+        "made-up/retest.h5 is the record of retest, not of a generation",
+    ),
+    "evolve, generations out of order": (
+        ["evolve", "--out", "x.h5", "made-up/gen001.h5", "made-up/gen000.h5"],
+        "hold generations [1, 0]; give each once, in order",
+    ),
+    "collect, --rungs of no rungs": (
+        ["collect", "--rungs", "made-up/retest.h5", "--out", "x.h5"],
+        "--rungs gave the records of retest",
+    ),
+    "train, an individual the population lacks": (
+        [
+            "train",
+            "--population",
+            "made-up/gen000/population.h5",
+            "--individual",
+            "7",
+            "--out",
+            "x.h5",
+        ],
+        "has individuals 0..3, not 7; check --individual",
+    ),
+    "a folder as a result file": (
+        ["promote", "--out", "x.h5", "made-up"],
+        "made-up is a folder, not an HDF5 result file",
+    ),
+    "report --out ''": (["report", "made-up", "--out", ""], "cannot write .: it is a folder"),
+    "export --optuna a folder": (
+        ["export", "made-up", "--optuna", "."],
+        "cannot write .: it is a folder; give a file name",
+    ),
+    "export --out a file": (
+        ["export", "made-up", "--out", "text.txt"],
+        "text.txt: File exists",
+    ),
+    "a path with a line break": (
+        ["status", "made\nup"],
+        "made\\nup is not a campaign folder",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FOUND_BY_THE_FUZZER))
+def test_what_the_fuzzer_found_exits_1_with_one_line(made_up, case):
+    args, message = FOUND_BY_THE_FUZZER[case]
+    done = subprocess.run(
+        [str(BIN / "hpsrl"), *args], cwd=made_up, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("hpsrl: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert not (made_up / "made-up" / "gen001.h5.corrupt").exists(), "nothing is moved aside"
+
+
+def test_populate_takes_a_json_object(tmp_path):
+    for value, message in (("{no", "not JSON"), ("[1]", "a JSON object is needed, not list")):
+        done = hpsrl_cli("populate", "--config-json", value, "--out", str(tmp_path / "p.h5"))
+        assert done.returncode == 2
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith("hpsrl populate: error: argument --config-json")
+        assert message in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hpsrl.config import ConfigError, SeedPlan, config_hash, load_config, load_yaml, search_space
+from hpsrl.config import (
+    ConfigError,
+    SeedPlan,
+    check_environment,
+    config_hash,
+    load_config,
+    load_yaml,
+    search_space,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples").glob("*.yaml")])
@@ -48,6 +57,14 @@ def test_defaults_are_filled_in(tiny_config):
         ),
         (lambda c: c["fixed"].update(gamma=0.9), ["gamma", "genes", "fixed"]),
         (lambda c: c["objectives"][1].pop("threshold"), ["threshold"]),
+        # found by tests/test_fuzz.py: each crashed with a traceback before
+        (
+            lambda c: c.update(search={"racing": {"share": float("nan")}}),
+            ["search.racing.share", "nan is not a finite number"],
+        ),
+        (lambda c: c.update(seed=datetime.date(2026, 1, 2)), ["'seed'", "date", "quote"]),
+        (lambda c: c["genes"].update({"x": {1, 2}}), ["genes.x", "set"]),
+        (lambda c: c.update(results_dir="runs/{x}"), ["results_dir", "braces"]),
     ],
 )
 def test_bad_configs_name_the_key(tiny_config, change, words):
@@ -63,6 +80,54 @@ def test_malformed_yaml_names_the_file(tmp_path):
     path.write_text("ga: {population: 4\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml"):
         load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"seed: 1\n\tga: {}\n", "line 2, column 1: found character '\\t' that cannot start"),
+        (b'seed: 1\ncampaign: "caf\xe9"\n', "line 2: byte 0xe9 is not utf-8 text"),
+        (b'seed: 1\ncampaign: "a\x01"\n', "line 2: character U+0001 is not allowed in YAML"),
+    ],
+)
+def test_yaml_errors_are_one_line_with_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_yaml(path)
+    assert str(info.value).startswith(f"config file {path} is not valid YAML: {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_folder_or_a_list_is_no_config(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read: Is a directory"):
+        load_yaml(tmp_path)
+    with pytest.raises(ConfigError, match="a config is a mapping of keys"):
+        load_config([1, 2])  # what hpsrl populate's --config-json could hold
+
+
+def test_whole_floats_count_as_integers(tiny_config):
+    # YAML reads 1.0e5 as a float; numpy refuses a float count (ga.population 4.0 crashed init)
+    tiny_config["ga"]["population"] = 4.0
+    tiny_config["training"].update(steps=2048.0, individuals_per_job=2.0)
+    config = load_config(tiny_config)
+    assert config["ga"]["population"] == 4 and type(config["ga"]["population"]) is int
+    assert type(config["training"]["steps"]) is int
+    assert type(config["training"]["individuals_per_job"]) is int
+    tiny_config["ga"]["population"] = 4.5
+    with pytest.raises(ConfigError, match=r"ga\.population"):
+        load_config(tiny_config)
+
+
+def test_an_environment_that_refuses_its_kwargs_is_a_config_error(tiny_config):
+    tiny_config["env"]["kwargs"] = {"gravity": 1}
+    with pytest.raises(ConfigError, match=r"config key 'env': making CartPole-v1 .*gravity"):
+        check_environment(load_config(tiny_config))
+
+
+def test_infinity_is_left_to_the_algorithm_where_it_means_something(tiny_config):
+    tiny_config["fixed"]["max_grad_norm"] = float("inf")  # no gradient clipping
+    assert load_config(tiny_config)["fixed"]["max_grad_norm"] == float("inf")
 
 
 def test_hash_ignores_generation_budget_only(tiny_config):

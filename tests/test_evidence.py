@@ -26,15 +26,16 @@ def record(config, population, returns, failed=(), previous=None):
     ``returns[i][k]`` (no training)."""
     returns = np.asarray(returns, dtype=float)
     n, s = returns.shape
+    episodes, points = config["training"]["eval_episodes"], config["training"]["curve_points"]
     results = {
         "returns": returns,
-        "episode_returns": returns[..., None].repeat(2, axis=2),
+        "episode_returns": returns[..., None].repeat(episodes, axis=2),
         "steps_to_threshold": np.full((n, s), np.inf),
         "env_steps": np.full((n, s), config["training"]["steps"]),
         "train_seconds": np.ones((n, s)),
         "eval_seconds": np.ones((n, s)),
-        "curve_steps": np.arange(1, 3),
-        "curve_returns": np.zeros((n, s, 2)),
+        "curve_steps": np.arange(1, points + 1),
+        "curve_returns": np.zeros((n, s, points)),
         "status": np.array(["failed" if i in failed else "ok" for i in range(n)]),
         "error": np.array(["diverged" if i in failed else "" for i in range(n)]),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -83,8 +84,32 @@ def test_malformed_yaml_names_file_and_line(workdir):
     (workdir / "config" / "config.yaml").write_text("ga: {population: 4\nseed: 1\n")
     done = snakemake(workdir, "-n")
     assert done.returncode != 0
-    assert "config/config.yaml" in done.stderr and "line" in done.stderr
+    message = [line for line in done.stderr.splitlines() if line.startswith("hpsrl: ")]
+    assert message == [
+        "hpsrl: config file config/config.yaml is not valid YAML: line 2, column 5: expected "
+        "',' or '}', but got ':' (while parsing a flow mapping at line 1)"
+    ], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_malformed_configfile_stops_before_any_job(workdir):
+    # Snakemake parses a --configfile before the workflow runs, and its own message names neither
+    # the file nor the line (Snakemake 9.27: "Config file is not valid JSON or YAML"); hpsrl check
+    # does, as the README says.
+    bad = workdir / "bad.yaml"
+    bad.write_text("campaign: x\nga: {population: 4\nseed: 1\n")
+    done = snakemake(workdir, "-n", "--configfile", "bad.yaml")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert not (workdir / "results").exists()
+    checked = subprocess.run(
+        [str(BIN / "hpsrl"), "check", "bad.yaml"], cwd=workdir, capture_output=True, text=True
+    )
+    assert checked.returncode == 1
+    assert checked.stderr == (
+        "hpsrl: error: config file bad.yaml is not valid YAML: line 3, column 5: expected ',' "
+        "or '}', but got ':' (while parsing a flow mapping at line 2)\n"
+    )
 
 
 # -- writing results: never half a file, never a damaged earlier one ---------------------------
@@ -332,7 +357,11 @@ def test_damaged_or_lost_result_is_retrained_alone(workdir, tiny_config, referen
     assert "results/tiny/gen000/ind003.h5 is missing" in log.read_text()
     assert "rerun snakemake to train it again" in log.read_text()
     assert snakemake(workdir, "-j2").returncode != 0
-    assert "results/tiny/gen000/ind001.h5 is damaged (" in log.read_text()
+    assert (
+        "results/tiny/gen000/ind001.h5 cannot be read (Unable to synchronously open file "
+        "(truncated file: " in log.read_text()
+    )
+    assert "; moved it aside to results/tiny/gen000/ind001.h5.corrupt;" in log.read_text()
     assert "rerun snakemake to regenerate it" in log.read_text()
     assert (results / "gen000" / "ind001.h5.corrupt").exists()
 
@@ -367,3 +396,179 @@ def test_a_device_given_as_a_result_is_never_moved_aside(tmp_path):
     assert main(["evolve", "--out", str(tmp_path / "p.h5"), "/dev/null"]) == 1
     assert Path("/dev/null").is_char_device()
     assert not Path("/dev/null.corrupt").exists()
+
+
+# -- reading while a campaign writes ------------------------------------------------------------
+
+# A reader that runs hpsrl commands (given as JSON, each without the campaign folder) on a
+# campaign folder in a loop until a file appears, each in this process (many reads a second), and
+# logs each as a JSON line: the command, its exit status, its stderr, its stdout's end, how long
+# it took and which generation records existed when it started.
+READER = textwrap.dedent("""
+    import contextlib, io, json, logging, sys, time, traceback
+    from pathlib import Path
+    from hpsrl.cli import main
+
+    logging.disable(logging.CRITICAL)
+    campaign, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    commands = json.loads(sys.argv[4])
+    with log.open("w") as out:
+        while not stop.exists():
+            for command in commands:
+                argv = [command[0], str(campaign), *command[1:]]
+                finished = sorted(p.name for p in campaign.glob("gen*.h5"))
+                stdout, stderr = io.StringIO(), io.StringIO()
+                started = time.monotonic()
+                with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                    try:
+                        status = main(argv)
+                    except SystemExit as e:
+                        status = e.code
+                    except BaseException:
+                        status = "traceback"
+                        traceback.print_exc()
+                out.write(json.dumps({
+                    "argv": argv, "status": status, "stderr": stderr.getvalue(),
+                    "stdout": stdout.getvalue()[-400:], "seconds": time.monotonic() - started,
+                    "finished": finished,
+                }) + "\\n")
+                out.flush()
+""")
+
+# What a read may say before the campaign has anything to show (exit status 1).
+NOT_YET = ("is not a campaign folder", "holds no finished generation (gen000.h5, ...) yet")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("locking", ["default", "FALSE"])
+def test_reading_a_running_campaign_never_fails_nor_changes_it(
+    workdir, tiny_config, reference_campaign, locking
+):
+    """hpsrl status, best, table and report, read in a loop from before the campaign starts
+    until it ends, each read either shows the campaign so far or says it has nothing to show yet,
+    and the campaign ends as one nobody read; with HDF5's file locking on (the default) and off
+    (HDF5_USE_FILE_LOCKING=FALSE, as on NFS mounts without locks), for reader and writers."""
+    tiny_config["report"]["retest_seeds"] = 0
+    write_config(workdir, tiny_config)
+    env = {} if locking == "default" else {"HDF5_USE_FILE_LOCKING": locking}
+    results, stop, log = workdir / "results" / "tiny", workdir / "stop", workdir / "reads.jsonl"
+    # The quick reads in one reader, the HTML report (seconds each) in another, so that the
+    # quick ones still come many a second.
+    commands = {
+        log: [["status"], ["status", "--json"], ["best"], ["table"]],
+        log.with_suffix(".report.jsonl"): [["report", "--out", str(workdir / "report.html")]],
+    }
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(results), str(stop), str(path), json.dumps(argvs)],
+            env={**os.environ, **env},
+        )
+        for path, argvs in commands.items()
+    ]
+    try:
+        for path, reader in zip(commands, readers, strict=True):
+            _wait_for(lambda p=path: p.exists() and p.stat().st_size > 0, reader, timeout=120)
+        done = snakemake(workdir, "-j2", env_extra=env)
+    finally:
+        stop.touch()
+        for reader in readers:
+            reader.wait(timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [reader.returncode for reader in readers] == [0, 0]
+
+    reads = [json.loads(line) for path in commands for line in path.read_text().splitlines()]
+    for read in reads:
+        if read["status"] != 0:
+            assert read["status"] == 1, read
+            assert read["stderr"].count("\n") == 1, read
+            assert any(words in read["stderr"] for words in NOT_YET), read
+            assert read["finished"] == [], "a finished generation is always shown"
+    # Reads that found the campaign half done: a generation record there, not the last one.
+    during = [r for r in reads if r["status"] == 0 and r["finished"] == ["gen000.h5"]]
+    shows_gen001 = ("in progress: gen001", '"batch": "gen001"')  # (as text, as JSON)
+    assert any(words in r["stdout"] for r in during for words in shows_gen001), len(reads)
+    shown = {r["argv"][0] for r in reads if r["status"] == 0 and r["finished"]}
+    assert shown == {"status", "best", "table", "report"}, len(reads)
+    assert max(r["seconds"] for r in reads) < 30, "a read never waits for a writer"
+
+    arrays = _campaign_arrays(results)
+    assert arrays.keys() == reference_campaign.keys()
+    for key, expected in reference_campaign.items():
+        np.testing.assert_array_equal(arrays[key], expected, err_msg=key)
+
+
+@pytest.mark.parametrize("locking", ["default", "FALSE"])
+def test_a_file_held_open_by_a_reader_is_replaced_without_waiting(tiny_config, tmp_path, locking):
+    """A reader that has a file open (with locking on, HDF5 holds a shared lock on it) does not
+    stop a writer from replacing it: the writer writes a new file and renames it over the old
+    one. The reader goes on reading the file it opened, whole; its next open reads the new."""
+    target = tmp_path / "population.h5"
+    write_population(target, initial_population(load_config(tiny_config)))
+    env = {**os.environ, **({} if locking == "default" else {"HDF5_USE_FILE_LOCKING": locking})}
+    read = textwrap.dedent(f"""
+        from hpsrl.storage import open_h5, read_population
+        with open_h5({str(target)!r}) as f:
+            print("open", flush=True)
+            input()
+            print(f.attrs["config"].count('"seed": 7'), flush=True)
+        print(read_population({str(target)!r}).config["seed"], flush=True)
+    """)
+    tiny_config["seed"] = 8
+    write = textwrap.dedent(f"""
+        from hpsrl.config import load_config
+        from hpsrl.evolve import initial_population
+        from hpsrl.storage import write_population
+        write_population({str(target)!r}, initial_population(load_config({tiny_config!r})))
+    """)
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    reader = subprocess.Popen([sys.executable, "-c", read], env=env, **pipes)
+    try:
+        assert reader.stdout.readline() == "open\n"
+        writer = subprocess.run(
+            [sys.executable, "-c", write], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert writer.returncode == 0, writer.stderr
+        reader.stdin.write("go on\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline() == "1\n", "the open file is the old one, whole"
+        assert reader.stdout.readline() == "8\n", "the next open reads the new one"
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_readers_open_files_read_only_and_close_them(tmp_path, monkeypatch):
+    """Every HDF5 file that status, best, table, report, export, evaluate and compare open is
+    opened read-only and closed by the time the command returns, and no file of the campaign
+    changes."""
+    from tests.test_fuzz import run_main, write_made_up_campaign
+
+    write_made_up_campaign(tmp_path / "made-up")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.h5")}
+    monkeypatch.chdir(tmp_path)
+    opened: list[tuple[str, str, h5py.File]] = []
+    real_file = h5py.File
+
+    def recording_file(name, mode="r", *args, **kwargs):
+        f = real_file(name, mode, *args, **kwargs)
+        opened.append((str(name), mode, f))
+        return f
+
+    monkeypatch.setattr(h5py, "File", recording_file)
+    for argv in (
+        ["status", "made-up"],
+        ["status", "made-up", "--json"],
+        ["best", "made-up"],
+        ["table", "made-up"],
+        ["report", "made-up", "--out", "report.html"],
+        ["export", "made-up", "--out", "export"],
+        ["evaluate", "made-up"],  # made-up weights: it opens the file, then cannot rebuild
+        ["compare", "made-up", "--plot", "c.png", "--summary", "c.yaml"],
+    ):
+        opened.clear()
+        status, _, stderr = run_main(argv)
+        assert status == 0 or "cannot rebuild its agent" in stderr, (argv, stderr)
+        assert opened, argv
+        assert {mode for _, mode, _ in opened} == {"r"}, (argv, opened)
+        assert not [name for name, _, f in opened if f.id.valid], f"{argv} left files open"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.h5")} == before

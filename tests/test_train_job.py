@@ -3,6 +3,7 @@ several individuals per job."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -58,8 +59,11 @@ def test_two_ranks_equal_two_single_rank_jobs(tiny_config, tmp_path):
         assert f.attrs["status"] == "ok"
     both = read_individual_arrays(tmp_path / "mpi.h5")
 
+    one_seed = copy.deepcopy(tiny_config)
+    one_seed["training"]["seeds"] = 1  # (a population file's seeds must be its config's)
     for k in range(2):  # the same individual, one seed per single-rank job
-        single = initial_population(load_config(tiny_config))
+        single = initial_population(load_config(one_seed))
+        assert single.individuals == pop.individuals
         single.train_seeds = pop.train_seeds[:, k : k + 1]
         single.eval_seeds = pop.eval_seeds[:, k : k + 1]
         write_population(tmp_path / f"seed{k}.h5", single)

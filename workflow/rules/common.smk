@@ -13,6 +13,7 @@ from hpsrl.config import (
     check_environment,
     compared_campaigns,
     load_config,
+    one_line,
     shared_first_generations,
 )
 from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
@@ -51,7 +52,7 @@ try:
             check_campaign_matches(campaign, f"{RESULTS_DIR}/{name}")
         check_writable(RESULTS_DIR)
 except (ConfigError, StorageError) as error:
-    sys.exit(f"hpsrl: {error}")
+    sys.exit(one_line(f"hpsrl: {error}"))
 
 # The folder of the campaign a job belongs to, as a path pattern of the rules.
 RESULTS = f"{RESULTS_DIR}/{{campaign}}"
