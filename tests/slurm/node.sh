@@ -59,7 +59,14 @@ done
 all=("${pids[@]}" "${tree[@]}")
 [ ${#all[@]} -gt 0 ] || { echo "[hpsrl-slurm node] $node: nothing running"; exit 0; }
 kill -STOP "${all[@]}" 2>/dev/null || true
+# The node's /dev/shm goes with it, as at a reboot: the MPICH segments its ranks had mapped (a new
+# job step with the same ID would attach to them and fail in MPI_Init).
+shm=()
+for p in "${tree[@]}"; do
+  mapfile -t -O "${#shm[@]}" shm < <(grep -o '/dev/shm/mpich_[a-z]*_[0-9a-f_]*' "/proc/$p/maps" 2>/dev/null | sort -u)
+done
 kill -KILL "${all[@]}" 2>/dev/null || true
+[ ${#shm[@]} -eq 0 ] || rm -f "${shm[@]}"
 rm -f "$RUN/slurmd-$node.pid"
 echo "[hpsrl-slurm node] $node killed: slurmd ${pids[*]:-(not running)}; slurmstepd ${steps[*]:-none};" \
      "$(( ${#tree[@]} - ${#steps[@]} )) processes under them"

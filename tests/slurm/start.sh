@@ -352,6 +352,22 @@ if [ "$conf_changed" = 1 ]; then
   alive "$RUN/slurmctld.pid" /usr/sbin/slurmctld && stop_pid slurmctld "$RUN/slurmctld.pid"
 fi
 
+# MPICH ranks that were killed (a cancelled job, a killed node) leave their shared-memory segment in
+# /dev/shm, named after a hash of the Slurm job and step ID ("JOBID.STEP"). A new cluster numbers
+# jobs from 1 again, and its job steps would attach to the old segments of the same IDs and fail
+# in MPI_Init ("UCX ERROR failed to unpack address", "Message truncated") or hang. So when
+# slurmctld starts without saved state, the segments that no process has mapped are removed.
+if [ ! -e "$STATE/ctld/job_state" ] && ! alive "$RUN/slurmctld.pid" /usr/sbin/slurmctld; then
+  mapped=$(cat /proc/[0-9]*/maps 2>/dev/null | grep -o '/dev/shm/mpich_[a-z]*_[0-9a-f_]*' | sort -u || true)
+  stale=0
+  for f in /dev/shm/mpich_shm_* /dev/shm/mpich_vci_*; do
+    [ -e "$f" ] || continue
+    grep -qxF "$f" <<<"$mapped" && continue
+    rm -f "$f" && stale=$((stale + 1))
+  done
+  [ "$stale" = 0 ] || log "removed $stale MPICH shared-memory segments of killed jobs from /dev/shm"
+fi
+
 if alive "$RUN/slurmctld.pid" /usr/sbin/slurmctld; then
   log "slurmctld already running (pid $(cat "$RUN/slurmctld.pid"))"
 else
