@@ -1,9 +1,9 @@
 """Per-job Slurm cost for short trainings: one Slurm job per individual vs several per job.
 
 Runs one generation of a small campaign (8 individuals x 2 seeds, 20k steps each) through a Slurm
-cluster in several ways, one Slurm job at a time (``--jobs 1``: the test cluster advertises 8 CPUs
-on 2 real cores, so concurrent jobs would share cores and hide the per-job cost), and reports the
-wall time of each and the seconds per training job that are not training:
+cluster in several ways, one Slurm job at a time (``--jobs 1``: the test cluster advertises 8 CPUs,
+2 nodes x 4, on 2 real cores, so concurrent jobs would share cores and hide the per-job cost), and
+reports the wall time of each and the seconds per training job that are not training:
 
 - ``1 per job``: the default, one Slurm job per individual;
 - ``4 per job``, ``8 per job``: ``training.individuals_per_job`` 4 and 8 (2 jobs, 1 job);

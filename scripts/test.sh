@@ -7,7 +7,7 @@ bash scripts/setup.sh
 source .venv/bin/activate
 
 # The Slurm integration tests need a real cluster: as root (CI), bring up the project's local
-# one-node cluster (installs Debian's Slurm packages once; see tests/slurm/README.md).
+# cluster of 2 compute nodes (installs Debian's Slurm packages once; see tests/slurm/README.md).
 if [ "$(id -u)" = 0 ] && [ "${HPSRL_SLURM_TESTS:-1}" != 0 ] && command -v apt-get >/dev/null; then
   bash tests/slurm/start.sh
 else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from hpsrl.slurm import run_ids
-from tests.conftest import wait_until
+from tests.conftest import copy_workflow, wait_until
 from tests.test_workflow import BIN, snakemake, training_jobs_shown, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,16 +45,41 @@ pytestmark = [
 ]
 
 
-def _slurm_campaign(workdir: Path, config: dict, *, dry_run_first: bool = False) -> Path:
+# The environment that makes the tests' modules importable to snakemake and its jobs.
+_TESTS_IMPORTABLE = {
+    "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+}
+
+
+def _copy_profile(workdir: Path, train_resources: dict | None = None) -> None:
+    """The test cluster's profile in workdir/slurm-profile, with ``train_resources`` added to the
+    training jobs' resources."""
+    profile = workdir / "slurm-profile"
+    shutil.copytree(REPO / "tests" / "slurm" / "profile", profile)
+    if train_resources:
+        settings = yaml.safe_load((profile / "config.yaml").read_text())
+        settings["set-resources"]["train_individuals"].update(train_resources)
+        (profile / "config.yaml").write_text(yaml.safe_dump(settings))
+
+
+def _slurm_campaign(
+    workdir: Path,
+    config: dict,
+    *,
+    dry_run_first: bool = False,
+    train_resources: dict | None = None,
+) -> Path:
     """Run ``config`` through the test cluster. With ``dry_run_first``, a dry run under the same
     profile comes first, and must have shown the very training jobs (resources and commands)
-    that the run then submitted."""
-    shutil.copytree(REPO / "tests" / "slurm" / "profile", workdir / "slurm-profile")
+    that the run then submitted. ``train_resources`` are added to the training jobs' resources."""
+    _copy_profile(workdir, train_resources)
     write_config(workdir, config)
     if dry_run_first:
-        dry = snakemake(workdir, "-n", "--profile", "slurm-profile")
+        dry = snakemake(workdir, "-n", "--profile", "slurm-profile", env_extra=_TESTS_IMPORTABLE)
         assert dry.returncode == 0, dry.stderr[-4000:]
-    done = snakemake(workdir, "--profile", "slurm-profile", timeout=900)
+    done = snakemake(
+        workdir, "--profile", "slurm-profile", timeout=900, env_extra=_TESTS_IMPORTABLE
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     if dry_run_first:
         submitted = training_jobs_shown(done.stderr)
@@ -142,19 +168,13 @@ def test_failed_training_inside_slurm_is_recorded_and_campaign_completes(workdir
     assert yaml.safe_load((results / "best.yaml").read_text())["individual"] is None
 
 
-# The environment that makes the tests' modules importable to snakemake and its jobs.
-_TESTS_IMPORTABLE = {
-    "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-}
-
-
 def _start_slurm_campaign(
     workdir: Path, config: dict, *args: str, path: str = ""
 ) -> subprocess.Popen:
     """snakemake --profile slurm-profile ARGS in workdir, in the background; ``path`` goes before
     PATH (a folder of wrappers). The tests' own modules are importable, in the Slurm jobs too
     (sbatch passes the environment on), for the test environments of tests/fixtures_envs.py."""
-    shutil.copytree(REPO / "tests" / "slurm" / "profile", workdir / "slurm-profile")
+    _copy_profile(workdir)
     write_config(workdir, config)
     env = {
         **os.environ,
@@ -224,6 +244,42 @@ def _running_training_jobs(run_id: str) -> list[str]:
         timeout=30,
     ).stdout
     return [line.split()[0] for line in out.splitlines() if "train_individuals" in line]
+
+
+_COMPARED = ("status", "returns", "episode_returns", "objectives")
+
+
+def _results(results: Path) -> dict[str, np.ndarray]:
+    with h5py.File(results / "gen000.h5") as f:
+        return {name: f["results"][name][()] for name in _COMPARED}
+
+
+def assert_same_results(results: Path, expected: dict[str, np.ndarray]) -> None:
+    """The campaign in ``results`` trained generation 0 exactly as ``expected`` says."""
+    got = _results(results)
+    for name in _COMPARED:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """``uninterrupted(config)``: generation 0 of a campaign of ``_held_campaign``, as a local run
+    that nothing holds or interrupts trains it; one run per population, shared by the tests."""
+    runs: dict[int, dict[str, np.ndarray]] = {}
+
+    def results(config: dict) -> dict[str, np.ndarray]:
+        population = config["ga"]["population"]
+        if population not in runs:
+            local = copy_workflow(tmp_path_factory.mktemp(f"uninterrupted{population}"))
+            config = copy.deepcopy(config)
+            config["env"]["kwargs"].update(hold=str(local / "no-hold"), waiting=str(local / "w"))
+            write_config(local, config)
+            done = snakemake(local, "-j2", env_extra=_TESTS_IMPORTABLE)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs[population] = _results(local / "results" / config["campaign"])
+        return runs[population]
+
+    return results
 
 
 # Slurm states change on its polling intervals: look once a second, for up to 5 minutes.
@@ -305,8 +361,13 @@ def test_ctrl_c_cancels_every_slurm_job_of_the_run(workdir, tiny_config, tmp_pat
     assert all(state.startswith("CANCELLED") for state in states.values()), states
 
 
-def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_config, tmp_path):
-    _hold, waiting = _held_campaign(tiny_config, tmp_path)
+def test_after_a_hard_kill_the_documented_cleanup_and_a_rerun_complete_the_campaign(
+    workdir, tiny_config, tmp_path, uninterrupted
+):
+    # snakemake on the "login node" is SIGKILLed while its training jobs run on the compute nodes;
+    # the orphans are cancelled as docs/cluster.md says, and the same command run again finishes
+    # the campaign (removing the killed run's locks itself) with an uninterrupted run's results.
+    hold, waiting = _held_campaign(tiny_config, tmp_path)
     tiny_config["ga"].update(population=2, tournament_size=2)
     proc = _start_slurm_campaign(workdir, tiny_config)
     try:
@@ -325,10 +386,14 @@ def test_after_a_hard_kill_the_documented_cleanup_cancels_orphans(workdir, tiny_
     states = _run_ended(run_id, len(jobs))
     assert sorted(states) == sorted(jobs), states
     assert all(state.startswith("CANCELLED") for state in states.values()), states
-    unlock = snakemake(
-        workdir, "--profile", "slurm-profile", "--unlock", env_extra=_TESTS_IMPORTABLE
+
+    hold.unlink()
+    rerun = snakemake(
+        workdir, "--profile", "slurm-profile", timeout=900, env_extra=_TESTS_IMPORTABLE
     )
-    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    assert "hpsrl: removed the locks" in rerun.stderr, rerun.stderr[-4000:]
+    assert_same_results(workdir / "results" / "tiny", uninterrupted(tiny_config))
 
 
 def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config, tmp_path):

@@ -2,7 +2,7 @@
 # tests/slurm/stop.sh -- stop exactly the daemons tests/slurm/start.sh started,
 # found by their pid files under $HPSRL_SLURM_PREFIX (default /tmp/hpsrl-slurm).
 #
-#   (default)     cancel the cluster's jobs, then SIGTERM slurmd, slurmctld,
+#   (default)     cancel the cluster's jobs, then SIGTERM the slurmds, slurmctld,
 #                 slurmdbd, mariadbd, munged in turn and wait for each to exit
 #                 (SIGKILL only after 30 s: a killed slurmctld loses queued jobs)
 #   --keep-jobs   do not cancel jobs first
@@ -65,7 +65,12 @@ if [ "$KEEP_JOBS" = 0 ] && alive "$RUN/slurmctld.pid" /usr/sbin/slurmctld; then
   fi
 fi
 
-stop_daemon slurmd    "$RUN/slurmd.pid"       /usr/sbin/slurmd
+# one slurmd per node (slurmd-NODE.pid); slurmd.pid is the one node of older versions of start.sh
+for pf in "$RUN"/slurmd-*.pid "$RUN/slurmd.pid"; do
+  [ -e "$pf" ] || continue
+  name=${pf##*/}; name=${name%.pid}
+  stop_daemon "${name/-/ }" "$pf" /usr/sbin/slurmd
+done
 stop_daemon slurmctld "$RUN/slurmctld.pid"    /usr/sbin/slurmctld
 stop_daemon slurmdbd  "$RUN/slurmdbd.pid"     /usr/sbin/slurmdbd
 stop_daemon mariadbd  "$RUN/mysql/mysqld.pid" /usr/sbin/mariadbd
