@@ -280,10 +280,17 @@ def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
     wait_until(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
     pool = _pool_pid(socket_path(run.pid))
     time.sleep(2)  # the seeds are in training
+    workers = [int(pid) for pid in Path(f"/proc/{pool}/task/{pool}/children").read_text().split()]
+    assert workers, "the pool has its worker processes"
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-    assert run.wait(timeout=60) != 0
+    # Seconds when the machine is free; a fresh-clone CI run on two cores kept busy by another
+    # process once needed more than 60.
+    assert run.wait(timeout=180) != 0
     wait_until(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
-    assert "dropped what it had still queued" in log.read_text()
+    # The pool ends on its own SIGINT too, so whether it saw the jobs go first (and logged that it
+    # dropped their queued seeds) is a race; what matters is that no worker trains on.
+    for worker in workers:
+        wait_until(lambda w=worker: not Path(f"/proc/{w}").exists() or _is_zombie(w), timeout=15)
 
 
 # -- Which campaigns have training jobs to run (Snakemake's private DAG API) ----------------------
