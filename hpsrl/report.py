@@ -78,9 +78,14 @@ class Campaign:
         return self.config["objectives"]
 
     @cached_property
+    def best(self) -> dict[str, Any]:
+        """What ``hpsrl best`` says of the campaign (read once: it reads every generation)."""
+        return best_summary(self.folder)
+
+    @cached_property
     def individuals(self) -> interactive.Individuals:
         """Every individual, with the answer hpsrl best gives marked."""
-        return interactive.Individuals.of(self.generations, best_summary(self.folder))
+        return interactive.Individuals.of(self.generations, self.best)
 
 
 def objective_label(objective: dict[str, Any], config: dict[str, Any]) -> str:
@@ -391,10 +396,9 @@ def _pre(text: str) -> str:
     return f"<pre>{_escape(text)}</pre>"
 
 
-def headline(folder: Path) -> str:
+def headline(best: dict[str, Any]) -> str:
     """What the campaign found, held-out test first: the answer trained again on fresh seeds
     that nothing selected on, then what the search saw of it."""
-    best = best_summary(folder)
     if best["individual"] is None:
         return f"<p><strong>{_escape(best['note'])}</strong></p>"
     objectives = best["objectives"]
@@ -459,12 +463,12 @@ def summary_section(campaign: Campaign) -> str:
             ),
         )
     return (
-        headline(campaign.folder)
+        headline(campaign.best)
         + _table(["", ""], rows)
         + "<h3>Per generation (<code>hpsrl status</code>)</h3>"
         + _pre(status_table(campaign.folder))
         + "<h3>Best individual (<code>hpsrl best</code>)</h3>"
-        + _pre(best_yaml(campaign.folder))
+        + _pre(best_yaml(campaign.folder, campaign.best))
     )
 
 

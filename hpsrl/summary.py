@@ -438,5 +438,7 @@ def _retest_of(
     return out
 
 
-def best_yaml(campaign_dir: str | Path) -> str:
-    return yaml.safe_dump(best_summary(campaign_dir), sort_keys=False)
+def best_yaml(campaign_dir: str | Path, best: dict[str, Any] | None = None) -> str:
+    """``hpsrl best``'s output: :func:`best_summary` as YAML (``best``: that summary where the
+    caller has it already)."""
+    return yaml.safe_dump(best if best is not None else best_summary(campaign_dir), sort_keys=False)
