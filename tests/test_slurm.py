@@ -80,12 +80,21 @@ def _slurm_campaign(
     done = snakemake(
         workdir, "--profile", "slurm-profile", timeout=900, env_extra=_TESTS_IMPORTABLE
     )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:] + _job_logs(workdir)
     if dry_run_first:
         submitted = training_jobs_shown(done.stderr)
         assert submitted, done.stderr[-4000:]
         assert training_jobs_shown(dry.stdout) == submitted
     return workdir / "results" / config["campaign"]
+
+
+def _job_logs(workdir: Path) -> str:
+    """The tail of every job log of the campaign: what a failed job printed, for the failure."""
+    tails = []
+    for log in sorted(workdir.glob("results/*/logs/**/*.log")):
+        tail = log.read_text(errors="replace")[-1500:]
+        tails.append(f"\n--- {log.relative_to(workdir)}:\n{tail}")
+    return "".join(tails)
 
 
 @pytest.fixture(autouse=True)
