@@ -34,6 +34,14 @@ from hpsrl.campaign import (
     rung_of,
 )
 
+# MPICH's ranks swap network addresses through the launcher's PMI at start-up. Its UCX addresses run
+# to kilobytes, sent in pieces that Slurm's PMI server can misread ("mpi/pmi2: value not properly
+# terminated in client request", pmodels/mpich#6924): one rank dies, the other hangs until the job's
+# time limit. libfabric's addresses are 16 bytes, and hpsrl's ranks exchange a few kilobytes per
+# training: it loses nothing. Jobs inherit this (sbatch exports the environment); only MPICH reads
+# it, and a value set by the user wins.
+os.environ.setdefault("MPIR_CVAR_CH4_NETMOD", "ofi")
+
 # The validated configs with every default filled in (schema: hpsrl/schemas/config.schema.yaml).
 # A bad config stops here with one message, before any job starts.
 try:
