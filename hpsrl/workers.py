@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsrl import LOG_FORMAT  # the package's __init__: nothing but constants
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
@@ -255,8 +257,8 @@ def _work(conn: Connection, algorithms: list[str]) -> None:
     """A worker: import once, then train the seeds the coordinator sends until it sends None."""
     import importlib
 
-    from hpsrl.cli import LOG_FORMAT, RUNTIME_ERROR, explain_failure
     from hpsrl.mpi import limit_threads
+    from hpsrl.recovery import RUNTIME_ERROR, failure_message, quarantine_damaged_input
     from hpsrl.train import train_seed
 
     for name in algorithms:
@@ -271,7 +273,7 @@ def _work(conn: Connection, algorithms: list[str]) -> None:
         try:
             conn.send(("seed", train_seed(pop, individual, k, checkpoints)))
         except Exception as e:  # train_seed records training failures; this is the job's
-            message = explain_failure("train", e)
+            message = failure_message(e, quarantine_damaged_input("train", e))
             conn.send(("error", RUNTIME_ERROR, message or traceback.format_exc()))
     os._exit(0)  # nothing to flush or clean up: skip tearing torch down
 
@@ -439,9 +441,9 @@ class _Coordinator:
         self._finish(job, 0)
 
     def _fail(self, job: _Job, error: Exception) -> None:
-        from hpsrl.cli import RUNTIME_ERROR, explain_failure
+        from hpsrl.recovery import RUNTIME_ERROR, failure_message, quarantine_damaged_input
 
-        message = explain_failure("train", error)
+        message = failure_message(error, quarantine_damaged_input("train", error))
         self._finish(job, RUNTIME_ERROR, message or _message(error))
 
     def _finish(self, job: _Job, status: int, message: str = "") -> None:
@@ -544,8 +546,6 @@ def _message(error: BaseException) -> str:
 
 class _Relay(logging.Handler):
     def __init__(self, coordinator: _Coordinator, job: _Job) -> None:
-        from hpsrl.cli import LOG_FORMAT
-
         super().__init__()
         self.coordinator, self.job = coordinator, job
         self.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -565,8 +565,6 @@ def serve(path: Path, workers: int, parent: int, algorithms: list[str]) -> None:
     listener.listen(128)
     coordinator = None
     try:
-        from hpsrl.cli import LOG_FORMAT  # numpy, h5py, ...: about a second
-
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         log.info("%d warm workers for snakemake pid %d, listening on %s", workers, parent, path)
         coordinator = _Coordinator(listener, workers, algorithms)
