@@ -25,6 +25,7 @@ from hpsrl.recovery import (
     quarantine_damaged_input,
 )
 from hpsrl.storage import CorruptResultError, StorageError, check_one_campaign
+from hpsrl.train_request import add_train_arguments, train_arguments_problem
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -579,17 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_populate)
 
     p = _workflow_step(sub, "train", "train individuals on their seeds (an MPI job)")
-    p.add_argument("--population", required=True, type=Path)
-    p.add_argument("--individual", required=True, type=int, nargs="+", help="indices, in order")
-    p.add_argument("--out", required=True, type=Path, nargs="+", help="a result file for each")
-    p.add_argument("--manifest", type=Path, help="list the result files here once all are done")
-    p.add_argument(
-        "--same-training-as",
-        type=Path,
-        nargs="+",
-        help="for each individual, another campaign's result file to copy instead of training "
-        "where it holds the very same training (compare: generation 0 of the first strategy)",
-    )
+    add_train_arguments(p)  # the warm workers read a job's request with the same options
     p.set_defaults(func=_cmd_train)
 
     p = _workflow_step(sub, "collect", "stack a batch's results into its record, genGGG.h5")
@@ -659,20 +650,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--watch takes a number of seconds above 0, not {args.watch:g}")
     if args.command == "collect" and bool(args.population) != bool(args.jobs):
         parser.error("collect takes training jobs' manifests with --population, none with --rungs")
-    if args.command == "train" and len(args.individual) != len(args.out):
-        parser.error(
-            f"--individual names {len(args.individual)} individuals but --out "
-            f"{len(args.out)} result files; give one --out file per individual"
-        )
-    if (
-        args.command == "train"
-        and args.same_training_as
-        and len(args.same_training_as) != len(args.individual)
-    ):
-        parser.error(
-            f"--individual names {len(args.individual)} individuals but --same-training-as "
-            f"{len(args.same_training_as)} files; give one per individual"
-        )
+    if args.command == "train" and (problem := train_arguments_problem(args)):
+        parser.error(problem)
     return args
 
 
