@@ -13,21 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hpsrl
+from hpsrl import LOG_FORMAT
 from hpsrl.campaign import batch_generation, batch_name, rung_batch, rung_of
-from hpsrl.config import (
-    ConfigError,
-    check_environment,
-    default_genes,
-    load_config,
-    load_yaml,
-    one_line,
-    search_space,
-)
-from hpsrl.deploy import DeployError
+from hpsrl.config import check_environment, default_genes, load_config, load_yaml, search_space
 from hpsrl.evaluate import RECORDING_FORMATS
-from hpsrl.evolve import NothingToRetest
-from hpsrl.export import ExportError
-from hpsrl.storage import CorruptResultError, StorageError, check_one_campaign, quarantine
+from hpsrl.recovery import (
+    RUNTIME_ERROR,
+    delete_manifest_of_damaged_result,
+    delete_manifests_of_missing_results,
+    failure_message,
+    quarantine_damaged_input,
+)
+from hpsrl.storage import CorruptResultError, StorageError, check_one_campaign
+from hpsrl.train_request import add_train_arguments, train_arguments_problem
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -127,13 +125,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
         write_generation(args.out, generation)
         return
     listed = {path: manifest for manifest in args.jobs for path in read_manifest(manifest)}
-    for path, manifest in listed.items():
-        if not path.exists():
-            manifest.unlink()
-            raise StorageError(
-                f"{path} is missing (listed by {manifest}, now removed); rerun snakemake to "
-                "train it again"
-            )
+    delete_manifests_of_missing_results(listed)
     population = read_population(args.population)
     if previous is not None:  # the older file first: it names a population of another campaign
         _check_previous(previous, args.previous, batch_generation(population.batch))
@@ -141,10 +133,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
     try:
         generation = collect(population, list(listed), previous)
     except CorruptResultError as e:
-        # Without its manifest the job that wrote the damaged result runs again on the rerun,
-        # training just the individuals whose results are missing.
-        if e.path in listed:
-            listed[e.path].unlink(missing_ok=True)
+        delete_manifest_of_damaged_result(e.path, listed)
         raise
     write_generation(args.out, generation)
 
@@ -348,17 +337,6 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     compare(args.campaign_dirs, args.plot, args.summary)
     print(f"wrote {args.plot} and {args.summary}")
 
-
-# Commands that read results only the workflow made: a damaged input is moved aside, so that
-# rerunning snakemake regenerates it instead of failing on it again.
-WORKFLOW_STEPS = ("train", "collect", "promote", "evolve", "retest")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-# Exit statuses, as Unix tools (and argparse) give them: 1 when a command could not do its work
-# (a missing or damaged file, a campaign with nothing to show, ...), 2 when it was called wrongly
-# (argparse's usage errors). A bug ends with its traceback and status 1.
-RUNTIME_ERROR = 1
-USAGE_ERROR = 2
 
 CAMPAIGN_DIR_HELP = "RESULTS_DIR/CAMPAIGN, e.g. results/cartpole-ppo"
 WATCH_SECONDS = 5.0  # hpsrl status --watch's default refresh
@@ -602,17 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_populate)
 
     p = _workflow_step(sub, "train", "train individuals on their seeds (an MPI job)")
-    p.add_argument("--population", required=True, type=Path)
-    p.add_argument("--individual", required=True, type=int, nargs="+", help="indices, in order")
-    p.add_argument("--out", required=True, type=Path, nargs="+", help="a result file for each")
-    p.add_argument("--manifest", type=Path, help="list the result files here once all are done")
-    p.add_argument(
-        "--same-training-as",
-        type=Path,
-        nargs="+",
-        help="for each individual, another campaign's result file to copy instead of training "
-        "where it holds the very same training (compare: generation 0 of the first strategy)",
-    )
+    add_train_arguments(p)  # the warm workers read a job's request with the same options
     p.set_defaults(func=_cmd_train)
 
     p = _workflow_step(sub, "collect", "stack a batch's results into its record, genGGG.h5")
@@ -666,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line's arguments, checked; a bad one exits with usage (status 2,
-    USAGE_ERROR)."""
+    recovery.USAGE_ERROR)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if (
@@ -682,48 +650,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--watch takes a number of seconds above 0, not {args.watch:g}")
     if args.command == "collect" and bool(args.population) != bool(args.jobs):
         parser.error("collect takes training jobs' manifests with --population, none with --rungs")
-    if args.command == "train" and len(args.individual) != len(args.out):
-        parser.error(
-            f"--individual names {len(args.individual)} individuals but --out "
-            f"{len(args.out)} result files; give one --out file per individual"
-        )
-    if (
-        args.command == "train"
-        and args.same_training_as
-        and len(args.same_training_as) != len(args.individual)
-    ):
-        parser.error(
-            f"--individual names {len(args.individual)} individuals but --same-training-as "
-            f"{len(args.same_training_as)} files; give one per individual"
-        )
+    if args.command == "train" and (problem := train_arguments_problem(args)):
+        parser.error(problem)
     return args
-
-
-def explain_failure(command: str, error: BaseException) -> str | None:
-    """The one-line message for an expected failure of ``command``, or None for a bug (which
-    keeps its traceback). A damaged file that a workflow step read is moved aside first, so that
-    rerunning snakemake regenerates it."""
-    if isinstance(error, CorruptResultError):
-        # only a regular file the workflow wrote: never a device, a folder or a link's target
-        # (os.path's tests: False, not OSError, for a name too long)
-        if (
-            command in WORKFLOW_STEPS
-            and os.path.isfile(error.path)
-            and not os.path.islink(error.path)
-        ):
-            aside = quarantine(error.path)
-            problem = error.problem or f"is damaged ({error.__cause__ or error})"
-            return one_line(
-                f"hpsrl: error: {error.path} {problem}; moved it aside to {aside}; rerun "
-                "snakemake to regenerate it"
-            )
-        return one_line(f"hpsrl: error: {error}")
-    if isinstance(error, (ConfigError, StorageError, NothingToRetest, ExportError, DeployError)):
-        return one_line(f"hpsrl: error: {error}")
-    if isinstance(error, OSError):  # a path given that cannot be read or written as asked
-        where = f"{error.filename}: " if error.filename is not None else ""
-        return one_line(f"hpsrl: error: {where}{error.strerror or error}")
-    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -739,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as e:
-        message = explain_failure(args.command, e)
+        message = failure_message(e, quarantine_damaged_input(args.command, e))
         if message is None:
             raise
         print(message, file=sys.stderr)

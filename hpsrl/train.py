@@ -1,5 +1,6 @@
-"""One training job: one or more individuals, each with its seeds spread over the MPI ranks; rank 0
-writes each individual's result.
+"""One training job: one or more individuals, each with its seeds spread over the MPI ranks (or
+the warm workers of a local run, hpsrl/workers.py); rank 0 writes each individual's result, then
+the job's manifest (:class:`TrainingJob`, whoever trains the seeds).
 
 A seed whose training raises or diverges becomes a failed SeedResult with the traceback, not a
 crash: the individual is recorded as failed and the campaign goes on.
@@ -33,6 +34,7 @@ from hpsrl.storage import (
     write_individual,
     write_manifest,
 )
+from hpsrl.train_request import TrainRequest
 
 if TYPE_CHECKING:  # torch is imported only once a job really trains
     from hpsrl.agents.checkpoints import Checkpointing
@@ -259,6 +261,50 @@ def plan_job(
     return pop, todo
 
 
+class TrainingJob:
+    """One training job's bookkeeping, whoever trains its seeds (the job's own MPI ranks:
+    :func:`run_job`; the warm workers of a local run: hpsrl/workers.py): what is left to train
+    (:func:`plan_job`), each individual's result file written as soon as all its seeds are in
+    (:meth:`record_seeds`), then the manifest (:meth:`write_manifest`). ``ranks``: the processes
+    that train its seeds side by side, recorded in each result file."""
+
+    def __init__(self, request: TrainRequest, ranks: int) -> None:
+        self.request, self.ranks = request, ranks
+        self.pop, self.todo = plan_job(
+            request.population, request.individuals, request.out_paths, request.same_training
+        )
+        self._due = dict(self.todo)  # individual -> its result file, until written
+        self._seeds: dict[int, dict[int, SeedResult]] = {i: {} for i, _ in self.todo}
+
+    @property
+    def seeds(self) -> list[tuple[int, int]]:
+        """The (individual, seed index) pairs to train, in order."""
+        n_seeds = self.pop.train_seeds.shape[1]
+        return [(individual, k) for individual, _ in self.todo for k in range(n_seeds)]
+
+    def checkpoints(self, individual: int) -> Path:
+        """Where the seeds of ``individual`` (not written yet) keep their checkpoints."""
+        return checkpoint_dir(self._due[individual])
+
+    def record_seeds(self, individual: int, by_seed: dict[int, SeedResult]) -> None:
+        """Take trained seeds of ``individual`` (seed index -> result); once all its seeds are in,
+        write its result file."""
+        self._seeds[individual].update(by_seed)
+        if len(self._seeds[individual]) == self.pop.train_seeds.shape[1]:
+            out_path = self._due.pop(individual)
+            write_result(self.pop, individual, self._seeds.pop(individual), out_path, self.ranks)
+
+    @property
+    def all_written(self) -> bool:
+        return not self._due
+
+    def write_manifest(self) -> None:
+        """List every result file of the job (those kept or copied too) in its manifest, where it
+        has one: the rule's output, written last."""
+        if self.request.manifest is not None:
+            write_manifest(self.request.manifest, self.request.out_paths)
+
+
 def run_job(
     population_path: str | Path,
     individuals: Sequence[int],
@@ -268,27 +314,37 @@ def run_job(
 ) -> None:
     """Train ``individuals`` (those :func:`plan_job` leaves) one after the other, each with its
     seeds spread over the MPI ranks; rank 0 writes each result to its ``out_paths`` entry as soon
-    as it is done, then ``manifest``.
+    as it is done, then ``manifest`` (:class:`TrainingJob`).
     """
+    request = TrainRequest(
+        Path(population_path),
+        tuple(individuals),
+        tuple(Path(p) for p in out_paths),
+        None if manifest is None else Path(manifest),
+        None if same_training is None else tuple(Path(p) for p in same_training),
+    )
     comm = world()
-    pop, todo = None, None
+    job, pop, todo = None, None, None
     if comm.rank == 0:
-        pop, todo = plan_job(population_path, individuals, out_paths, same_training)
+        job = TrainingJob(request, comm.size)
+        pop, todo = job.pop, job.todo
     todo = comm.bcast(todo, root=0)
     if todo:
         pop = comm.bcast(pop, root=0)
         limit_threads()
-        _train_all(comm, pop, todo)
-    if comm.rank == 0 and manifest is not None:
-        write_manifest(manifest, out_paths)
+        _train_all(comm, pop, todo, job)
+    if job is not None:
+        job.write_manifest()
 
 
-def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None:
+def _train_all(
+    comm: Any, pop: Population, todo: list[tuple[int, Path]], job: TrainingJob | None
+) -> None:
     """The ranks train the seeds of ``todo``'s individuals in order, each rank taking the next seed
-    not yet taken as soon as it is free; rank 0 writes an individual as soon as all its seeds have
-    reported. Seeds take different times (evaluation episodes end when they end, diverging
-    hyperparameters train faster or slower), so a fixed share per rank would leave ranks waiting
-    for the slowest at the end of the job."""
+    not yet taken as soon as it is free; rank 0 hands each seed to ``job`` as it reports, which
+    writes an individual as soon as all its seeds are in. Seeds take different times (evaluation
+    episodes end when they end, diverging hyperparameters train faster or slower), so a fixed
+    share per rank would leave ranks waiting for the slowest at the end of the job."""
     n_seeds = pop.train_seeds.shape[1]
     tasks = [(individual, out_path, k) for individual, out_path in todo for k in range(n_seeds)]
     counter = TaskCounter(comm)
@@ -298,26 +354,18 @@ def _train_all(comm: Any, pop: Population, todo: list[tuple[int, Path]]) -> None
             individual, out_path, k = tasks[task]
             yield individual, k, train_seed(pop, individual, k, checkpoint_dir(out_path))
 
-    if comm.rank != 0:
+    if job is None:  # not rank 0
         sends = [send_to_root(comm, {k: seed}, tag=i) for i, k, seed in my_next_seed()]
         for request in sends:
             request.wait()
         counter.close()
         return
-    paths = dict(todo)
-    reported: dict[int, dict[int, SeedResult]] = {individual: {} for individual, _ in todo}
-
-    def report(individual: int, seeds: dict[int, SeedResult]) -> None:
-        reported[individual].update(seeds)
-        if len(reported[individual]) == n_seeds:
-            write_result(pop, individual, reported.pop(individual), paths[individual], comm.size)
-
     for individual, k, seed in my_next_seed():
-        report(individual, {k: seed})
+        job.record_seeds(individual, {k: seed})
         for tag, seeds in arrived(comm):
-            report(tag, seeds)
-    while reported:
-        report(*next_arrival(comm))
+            job.record_seeds(tag, seeds)
+    while not job.all_written:
+        job.record_seeds(*next_arrival(comm))
     counter.close()
 
 

@@ -10,19 +10,23 @@ job's command then only hands its individuals to the coordinator,
 
     python -m hpsrl.workers submit SOCKET -- mpiexec -n 2 python -m mpi4py -m hpsrl train ...
 
-a process that imports nothing heavy, and waits. The coordinator queues the job's seeds, gives
-each to the next free worker, writes each individual's result file as soon as all its seeds are
-in, then the job's manifest, and sends the job its log lines and exit status.
+a process that imports nothing heavy, and waits. It reads the job's request from the command
+after ``--`` (:func:`~hpsrl.train_request.read_train_command`) and sends the pool that request as
+JSON, not the command. The coordinator queues the job's seeds, gives each to the next free
+worker, hands each seed back to the job's :class:`~hpsrl.train.TrainingJob`, which writes each
+individual's result file as soon as all its seeds are in, then the job's manifest, and sends the
+job its log lines and exit status.
 
-A job trains and writes what the command after ``--`` would: the same :func:`~hpsrl.train.plan_job`,
-:func:`~hpsrl.train.train_seed` and :func:`~hpsrl.train.write_result`. A job that comes while the
+A job trains and writes what the command after ``--`` would: the same
+:class:`~hpsrl.train.TrainingJob` and :func:`~hpsrl.train.train_seed`. A job that comes while the
 pool is still starting (a resumed campaign's first jobs start with the run) waits for it to
 listen, at most START_TIMEOUT_S. Where no pool answers (one that could not start or stopped, a
 pool of a run in another folder), the job runs that command itself, and its log says why. A job
 that is killed takes its seeds not yet started out of the queue. The pool exits with the
 snakemake process that started it.
 
-This module imports only the standard library at the top: ``submit`` runs once per job.
+This module imports only the standard library at the top (and hpsrl's constants and
+:mod:`hpsrl.train_request`, which import nothing else): ``submit`` runs once per job.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import io
 import json
 import logging
 import os
@@ -45,11 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsrl import LOG_FORMAT  # the package's __init__: nothing but constants
+from hpsrl.train_request import TrainRequest, read_train_command
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from hpsrl.storage import Population, SeedResult
+    from hpsrl.storage import SeedResult
+    from hpsrl.train import TrainingJob
 
 log = logging.getLogger("hpsrl.workers")  # not __main__, its name when run as a module
 
@@ -177,16 +184,21 @@ def stop_pool(pool: subprocess.Popen | None) -> None:
 
 def submit(path: str, command: list[str]) -> int:
     """Have the pool at ``path`` train what ``command`` (an ``hpsrl train`` command line) would,
-    relaying its log lines to stderr; returns its exit status. Without a pool that answers,
-    replaces this process with ``command``."""
+    relaying its log lines to stderr; returns its exit status. The pool gets the command's
+    :class:`~hpsrl.train_request.TrainRequest`, not the command. Without a pool that answers, or
+    for arguments that are no request (the command then gives its own usage error), replaces
+    this process with ``command``."""
     if "train" not in command:
         print(f"hpsrl: error: not an `hpsrl train` command: {' '.join(command)}", file=sys.stderr)
         return 2
+    train = read_train_command(command[command.index("train") + 1 :])
+    if train is None:
+        _run_alone(command)
     client, why = _connect(Path(path))
     if client is None:
         print(f"hpsrl: {why}; it trains on its own ranks", file=sys.stderr)
         _run_alone(command)
-    request = {"cwd": os.getcwd(), "train": command[command.index("train") + 1 :]}
+    request = {"cwd": os.getcwd(), "train": train.to_json()}
     why = "the warm workers stopped before this job was done"
     try:
         client.sendall(json.dumps(request).encode() + b"\n")
@@ -255,8 +267,8 @@ def _work(conn: Connection, algorithms: list[str]) -> None:
     """A worker: import once, then train the seeds the coordinator sends until it sends None."""
     import importlib
 
-    from hpsrl.cli import LOG_FORMAT, RUNTIME_ERROR, explain_failure
     from hpsrl.mpi import limit_threads
+    from hpsrl.recovery import RUNTIME_ERROR, failure_message, quarantine_damaged_input
     from hpsrl.train import train_seed
 
     for name in algorithms:
@@ -271,22 +283,19 @@ def _work(conn: Connection, algorithms: list[str]) -> None:
         try:
             conn.send(("seed", train_seed(pop, individual, k, checkpoints)))
         except Exception as e:  # train_seed records training failures; this is the job's
-            message = explain_failure("train", e)
+            message = failure_message(e, quarantine_damaged_input("train", e))
             conn.send(("error", RUNTIME_ERROR, message or traceback.format_exc()))
     os._exit(0)  # nothing to flush or clean up: skip tearing torch down
 
 
 @dataclass(eq=False)
 class _Job:
-    """One training job's request: what it still trains, and the socket to answer on."""
+    """One training job's request: the socket to answer on, and its training (what it still
+    trains, and writes each result file and the manifest: :class:`~hpsrl.train.TrainingJob`)."""
 
     client: socket.socket
     name: str
-    pop: Population | None = None
-    out_paths: dict[int, Path] = field(default_factory=dict)  # individual -> result still due
-    seeds: dict[int, dict[int, SeedResult]] = field(default_factory=dict)
-    manifest: Path | None = None
-    results: list[Path] = field(default_factory=list)  # every result file, for the manifest
+    training: TrainingJob | None = None  # once planned
     over: bool = False  # answered, failed or given up by its client
     started: float = field(default_factory=time.monotonic)
 
@@ -356,7 +365,7 @@ class _Coordinator:
         client.settimeout(5)  # a client sends its request as soon as it connects
         try:
             request = json.loads(client.makefile("rb").readline())
-            cwd, argv = Path(request["cwd"]), [str(a) for a in request["train"]]
+            cwd, train = Path(request["cwd"]), TrainRequest.from_json(request["train"])
             client.settimeout(None)
         except (OSError, ValueError, KeyError, TypeError):  # not one of our clients
             client.close()
@@ -367,37 +376,23 @@ class _Coordinator:
                 client.sendall(json.dumps({"alone": f"runs in {cwd}, not {Path.cwd()}"}).encode())
             client.close()
             return
-        job = _Job(client, name=" ".join(argv))
+        job = _Job(client, name=str(train.manifest or train.out_paths[0]))
         self.jobs[client] = job
         self._send(job, log=f"hpsrl: trained by the warm workers of pid {os.getpid()}")
         with self._logging_to(job):
-            self._plan(job, argv)
+            self._plan(job, train)
 
-    def _plan(self, job: _Job, argv: list[str]) -> None:
-        from hpsrl.cli import USAGE_ERROR, parse_args
-        from hpsrl.train import plan_job
+    def _plan(self, job: _Job, train: TrainRequest) -> None:
+        from hpsrl.train import TrainingJob
 
-        usage = io.StringIO()
         try:
-            with contextlib.redirect_stderr(usage):
-                args = parse_args(["train", *argv])
-        except SystemExit:
-            self._finish(job, USAGE_ERROR, usage.getvalue().strip())
-            return
-        try:
-            job.results, job.manifest = args.out, args.manifest
-            job.name = str(job.manifest or job.results[0])
-            job.pop, todo = plan_job(
-                args.population, args.individual, job.results, args.same_training_as
-            )
+            job.training = TrainingJob(train, ranks=len(self.workers))
         except Exception as e:
             self._fail(job, e)
             return
-        seeds = job.pop.train_seeds.shape[1]
-        job.out_paths = dict(todo)
-        job.seeds = {individual: {} for individual, _ in todo}
-        self.queue.extend((job, individual, k) for individual, _ in todo for k in range(seeds))
-        log.info("%s: %d seeds queued", job.name, len(todo) * seeds)
+        seeds = job.training.seeds
+        self.queue.extend((job, individual, k) for individual, k in seeds)
+        log.info("%s: %d seeds queued", job.name, len(seeds))
         self._maybe_done(job)
 
     def _client_spoke(self, job: _Job) -> None:
@@ -409,39 +404,28 @@ class _Coordinator:
         self._forget(job)
 
     def _seed_done(self, job: _Job, individual: int, k: int, seed: SeedResult) -> None:
-        from hpsrl.train import write_result
-
-        job.seeds[individual][k] = seed
-        if len(job.seeds[individual]) < job.pop.train_seeds.shape[1]:
-            return
-        with self._logging_to(job):
+        with self._logging_to(job):  # writing the individual's result file logs it
             try:
-                out_path = job.out_paths.pop(individual)
-                write_result(
-                    job.pop, individual, job.seeds.pop(individual), out_path, len(self.workers)
-                )
+                job.training.record_seeds(individual, {k: seed})
             except Exception as e:
                 self._fail(job, e)
                 return
             self._maybe_done(job)
 
     def _maybe_done(self, job: _Job) -> None:
-        from hpsrl.storage import write_manifest
-
-        if job.over or job.out_paths:
+        if job.over or not job.training.all_written:
             return
         try:
-            if job.manifest is not None:
-                write_manifest(job.manifest, job.results)
+            job.training.write_manifest()
         except Exception as e:
             self._fail(job, e)
             return
         self._finish(job, 0)
 
     def _fail(self, job: _Job, error: Exception) -> None:
-        from hpsrl.cli import RUNTIME_ERROR, explain_failure
+        from hpsrl.recovery import RUNTIME_ERROR, failure_message, quarantine_damaged_input
 
-        message = explain_failure("train", error)
+        message = failure_message(error, quarantine_damaged_input("train", error))
         self._finish(job, RUNTIME_ERROR, message or _message(error))
 
     def _finish(self, job: _Job, status: int, message: str = "") -> None:
@@ -484,13 +468,12 @@ class _Coordinator:
     # -- workers -------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        from hpsrl.train import checkpoint_dir
-
         for worker in self.workers:
             if not (worker.ready and worker.task is None and self.queue):
                 continue
             job, individual, k = worker.task = self.queue.popleft()
-            worker.conn.send((job.pop, individual, k, checkpoint_dir(job.out_paths[individual])))
+            training = job.training
+            worker.conn.send((training.pop, individual, k, training.checkpoints(individual)))
 
     def _from_worker(self, worker: _Worker) -> None:
         try:
@@ -525,10 +508,11 @@ class _Coordinator:
         code = worker.process.exitcode
         if worker.task is not None:
             job, individual, k = worker.task
+            batch = job.training.pop.batch
             self._finish(
                 job,
                 1,
-                f"hpsrl: error: the warm worker training {job.pop.batch} individual {individual} "
+                f"hpsrl: error: the warm worker training {batch} individual {individual} "
                 f"seed {k} died (exit status {code}); rerun snakemake to train the job again",
             )
         log.warning("worker pid %s died (exit status %s)", worker.process.pid, code)
@@ -544,8 +528,6 @@ def _message(error: BaseException) -> str:
 
 class _Relay(logging.Handler):
     def __init__(self, coordinator: _Coordinator, job: _Job) -> None:
-        from hpsrl.cli import LOG_FORMAT
-
         super().__init__()
         self.coordinator, self.job = coordinator, job
         self.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -565,8 +547,6 @@ def serve(path: Path, workers: int, parent: int, algorithms: list[str]) -> None:
     listener.listen(128)
     coordinator = None
     try:
-        from hpsrl.cli import LOG_FORMAT  # numpy, h5py, ...: about a second
-
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         log.info("%d warm workers for snakemake pid %d, listening on %s", workers, parent, path)
         coordinator = _Coordinator(listener, workers, algorithms)

@@ -521,7 +521,7 @@ def test_every_command_runs_or_says_why_in_one_line(argv, garbage, tmp_path_fact
 # -- the same through the real commands -----------------------------------------------------------
 
 
-# What hpsrl's log lines start with (cli.LOG_FORMAT): a time stamp and a level.
+# What hpsrl's log lines start with (hpsrl.LOG_FORMAT): a time stamp and a level.
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) ")
 
 

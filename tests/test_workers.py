@@ -3,6 +3,8 @@ killed or wrong, and ends with the process that started it."""
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
 import os
 import re
@@ -16,9 +18,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from hpsrl.cli import parse_args
 from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
 from hpsrl.storage import read_individual_arrays, read_weights, write_population
+from hpsrl.train_request import TrainRequest, read_train_command
 from hpsrl.workers import campaigns_to_train, socket_path
 from tests.conftest import wait_until
 from tests.test_workflow import BIN, snakemake, write_config
@@ -341,3 +345,72 @@ def test_campaigns_to_train_is_unknown_where_snakemake_changed(workflow, caplog)
     with caplog.at_level(logging.WARNING, "hpsrl.workers"):
         assert campaigns_to_train(workflow, "train_individuals") is None
     assert "warm workers start whether or not a train_individuals job runs" in caplog.text
+
+
+# -- The request a job hands the pool -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--population", "p.h5", "--individual", "3", "--out", "a.h5"],
+        ["--population", "p.h5", "--individual", "3", "4", "--out", "a.h5", "b.h5",
+         "--manifest", "ind003-004.txt", "--same-training-as", "x.h5", "y.h5"],
+    ],
+    ids=["one", "all-options"],
+)  # fmt: skip
+def test_the_pool_gets_the_request_hpsrl_train_would_run(argv):
+    request = read_train_command(argv)
+    assert request == TrainRequest.from_arguments(parse_args(["train", *argv]))
+    assert TrainRequest.from_json(json.loads(json.dumps(request.to_json()))) == request
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--population", "p.h5", "--individual", "0", "1", "--out", "a.h5"],
+        ["--population", "p.h5", "--individual", "0", "--out", "a.h5",
+         "--same-training-as", "x.h5", "y.h5"],
+        ["--population", "p.h5", "--individual", "zero", "--out", "a.h5"],
+        ["--population", "p.h5", "--individual", "0"],
+        ["--population", "p.h5", "--individual", "0", "--out", "a.h5", "--verbose"],
+        ["--help"],
+    ],
+)  # fmt: skip
+def test_what_hpsrl_train_refuses_is_no_request_and_the_command_says_why(argv, capsys):
+    # submit then runs the command itself, which gives its own usage error (or help)
+    assert read_train_command(argv) is None
+    with pytest.raises(SystemExit):
+        parse_args(["train", *argv])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"individuals": [0], "out_paths": ["a.h5"], "manifest": None, "same_training": None},
+        {"population": "p.h5", "individuals": [], "out_paths": [], "manifest": None,
+         "same_training": None},
+        {"population": "p.h5", "individuals": ["0"], "out_paths": ["a.h5"], "manifest": None,
+         "same_training": None},
+        {"population": "p.h5", "individuals": [0, 1], "out_paths": ["a.h5"], "manifest": None,
+         "same_training": None},
+        {"population": 1, "individuals": [0], "out_paths": ["a.h5"], "manifest": None,
+         "same_training": None},
+    ],
+    ids=["no-population", "no-individual", "not-an-int", "lengths", "not-a-path"],
+)  # fmt: skip
+def test_the_pool_refuses_what_is_no_request(fields):
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        TrainRequest.from_json(fields)
+
+
+def test_the_pool_never_reads_a_command_line():
+    # hpsrl.cli is the command line's; the pool trains typed requests with hpsrl.train
+    source = (Path(__file__).parents[1] / "hpsrl" / "workers.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert "hpsrl.cli" not in imported
