@@ -31,6 +31,7 @@ import hpsrl
 from hpsrl.campaign import batch_generation, campaign_folder, first_population, named_batch
 from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
+from hpsrl.gene_columns import decode_individuals, encode_individuals
 
 STR = h5py.string_dtype()
 
@@ -318,7 +319,7 @@ def _check_population_group(
     genes = group.get("genes")
     if not isinstance(genes, h5py.Group):
         raise _damaged(path, "has no population/genes group")
-    example = space.to_columns([space.sample(np.random.default_rng(0))])
+    example = encode_individuals(space, [space.sample(np.random.default_rng(0))])
     for name, column in example.items():
         kind = "str" if column.dtype.kind in _KINDS["str"] else "number"
         _check_dataset(genes, name, (n, *column.shape[1:]), kind, "individuals", path)
@@ -500,7 +501,7 @@ class Population:
 
 def _write_population_group(group: h5py.Group, pop: Population) -> None:
     genes = group.create_group("genes")
-    for name, column in search_space(pop.config).to_columns(pop.individuals).items():
+    for name, column in encode_individuals(search_space(pop.config), pop.individuals).items():
         genes.create_dataset(name, data=column)
     group.create_dataset("parents", data=pop.parents.astype(np.int64))
     group.create_dataset("operator", data=_strings(pop.operators), dtype=STR)
@@ -517,7 +518,7 @@ def _read_population_group(
     space = search_space(config)
     columns = {name: group["genes"][name][()] for name in space.names}
     try:
-        individuals = space.from_columns(columns)
+        individuals = decode_individuals(space, columns)
         for individual in individuals:
             space.validate(individual)
     except ValueError as e:
