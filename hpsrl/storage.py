@@ -29,7 +29,8 @@ import numpy as np
 
 import hpsrl
 from hpsrl.campaign import batch_generation, campaign_folder, first_population, named_batch
-from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
+from hpsrl.campaign_identity import config_hash, describe_changes, same_campaign, trains_alike
+from hpsrl.config import SCHEMA_VERSION, search_space
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
 from hpsrl.gene_columns import decode_individuals, encode_individuals
 
@@ -447,14 +448,12 @@ def check_one_campaign(files: Sequence[tuple[str | Path, Mapping[str, Any]]]) ->
                 reference, reference_config = first, _stored_metadata(f, first)[0]
         except StorageError:  # damaged itself: the files given are compared among themselves
             pass
-    common = config_hash(reference_config)
     for path, config in files:
-        if config_hash(config) != common:
-            changed = changed_keys(reference_config, config) or ["(package defaults)"]
+        if not same_campaign(reference_config, config):
             raise _damaged(
                 path,
                 f"belongs to another campaign than {reference} (they differ in "
-                f"{', '.join(changed)})",
+                f"{describe_changes(reference_config, config)})",
             )
 
 
@@ -661,12 +660,11 @@ def read_individual_arrays(
         config, batch = _stored_metadata(f, path)
         _check_individual_file(f, config, batch, Path(path))
         if pop is not None and individual is not None:
-            if config_hash(config) != config_hash(pop.config):
-                changed = changed_keys(pop.config, config) or ["(package defaults)"]
+            if not same_campaign(config, pop.config):
                 raise _damaged(
                     path,
                     f"was trained for another campaign than {pop.batch}'s population (they "
-                    f"differ in {', '.join(changed)})",
+                    f"differ in {describe_changes(pop.config, config)})",
                 )
             if not _holds_individual(f, pop, individual):
                 raise _damaged(
@@ -841,28 +839,6 @@ def read_generations(paths: Sequence[str | Path]) -> list[Generation]:
     return records
 
 
-def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) -> None:
-    """Refuse to continue a campaign whose finished results were made with another config.
-
-    Only the generation budget may change (raising it extends the campaign).
-    """
-    first = first_population(campaign_dir)
-    if first is None:
-        return
-    from hpsrl.config import ConfigError
-
-    with open_h5(first) as f:
-        stored, _ = _stored_metadata(f, first)
-    if config_hash(stored) == config_hash(config):
-        return
-    changed = changed_keys(stored, config) or ["(package defaults)"]
-    raise ConfigError(
-        f"{campaign_dir} holds results of another config: {', '.join(changed)} changed. "
-        "Results would mean something else, so they are not mixed. To start a new campaign, "
-        "give it another name (config key 'campaign'); to continue this one, restore those keys."
-    )
-
-
 # -- a training job's results and its manifest ---------------------------------------------------
 #
 # A training job writes one result file per individual as soon as that individual is trained, then
@@ -902,7 +878,7 @@ def _is_training_of(f: h5py.File, path: Path, pop: Population, individual: int) 
     CorruptResultError where it is not intact (so that it is trained again)."""
     config, batch = _stored_metadata(f, path)
     _check_individual_file(f, config, batch, path)
-    return config_hash(config) == config_hash(pop.config) and _holds_individual(f, pop, individual)
+    return same_campaign(config, pop.config) and _holds_individual(f, pop, individual)
 
 
 def result_status(path: str | Path, pop: Population, individual: int) -> str | None:
@@ -919,25 +895,19 @@ def result_status(path: str | Path, pop: Population, individual: int) -> str | N
         return None
 
 
-# Config sections that say how a campaign searches, not how it trains one individual: campaigns
-# that differ only in these train an individual of the same genes and seeds alike.
-SEARCH_ONLY_SECTIONS = ("campaign", "results_dir", "search", "ga", "report")
-
-
 def is_same_training(path: str | Path, pop: Population, individual: int) -> bool:
     """Whether ``path``, a result of another campaign, holds exactly the training that this
     individual of ``pop`` would do: same batch, genes and seeds, from scratch (no inherited
-    weights), and a config that differs only in SEARCH_ONLY_SECTIONS. The strategies that
-    `snakemake compare` runs on one search seed share generation 0 in this way."""
+    weights), and a config that trains alike (hpsrl.campaign_identity.trains_alike). The
+    strategies that `snakemake compare` runs on one search seed share generation 0 in this way."""
     if not Path(path).exists():
         return False
     try:
         with open_h5(path) as f:
             stored, batch = _stored_metadata(f, path)
             _check_individual_file(f, stored, batch, Path(path))
-            changed = changed_keys(stored, pop.config)
             return (
-                all(key.split(".")[0] in SEARCH_ONLY_SECTIONS for key in changed)
+                trains_alike(stored, pop.config)
                 and _holds_individual(f, pop, individual)
                 and not any(_read_strings(f["weights_from"]))
             )

@@ -21,11 +21,10 @@ from hpsrl.agents import get_algorithm, make_hyperparameters, ppo
 from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.agents.episodes import evaluate
 from hpsrl.agents.run import RunSettings
+from hpsrl.campaign_identity import changed_keys, config_hash
 from hpsrl.config import (
     ConfigError,
-    changed_keys,
     compared_campaigns,
-    config_hash,
     load_config,
 )
 from hpsrl.envs import EnvSpec
