@@ -20,7 +20,6 @@ import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from hpsrl.campaign_identity import config_hash, describe_changes, same_campaign
 from hpsrl.config import SCHEMA_VERSION, search_space
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
 from hpsrl.gene_columns import decode_individuals, encode_individuals
+from hpsrl.model import PER_SEED_RESULTS, Generation, IndividualResult, Population
 
 STR = h5py.string_dtype()
 
@@ -460,44 +460,6 @@ def check_one_campaign(files: Sequence[tuple[str | Path, Mapping[str, Any]]]) ->
 # -- populations --------------------------------------------------------------------------------
 
 
-@dataclass
-class Population:
-    """A batch of individuals to train: a generation, or the re-test of the best one."""
-
-    batch: str
-    config: dict[str, Any]
-    individuals: list[dict[str, Any]]
-    parents: np.ndarray  # (n, 2) int64: indices in the previous generation, -1 where none
-    operators: list[str]  # how each individual was made: random, elite, crossover, mutation, ...
-    train_seeds: np.ndarray  # (n, seeds) uint32
-    eval_seeds: np.ndarray  # (n, seeds) uint32
-    # (n,) int64: env steps each individual's training stops at: training.steps, or fewer on a
-    # successive-halving rung (search.fidelity); None: training.steps for all
-    steps: np.ndarray | None = None
-    # the result file (relative to the campaign folder) of the earlier rung whose checkpoints each
-    # individual's seeds continue from, "" where they start from scratch; None: "" for all
-    resumes: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.individuals)
-        if self.steps is None:
-            self.steps = np.full(n, self.config["training"]["steps"], dtype=np.int64)
-        self.steps = np.asarray(self.steps, dtype=np.int64)
-        if self.resumes is None:
-            self.resumes = [""] * n
-
-    def __len__(self) -> int:
-        return len(self.individuals)
-
-    def complete(self) -> np.ndarray:
-        """(n,) bool: whether each individual trains for the whole of training.steps."""
-        return self.steps >= self.config["training"]["steps"]
-
-    def hyperparameters(self, index: int) -> dict[str, Any]:
-        """Genes of one individual on top of the fixed values."""
-        return {**self.config["fixed"], **self.individuals[index]}
-
-
 def _write_population_group(group: h5py.Group, pop: Population) -> None:
     genes = group.create_group("genes")
     for name, column in encode_individuals(search_space(pop.config), pop.individuals).items():
@@ -552,48 +514,6 @@ def read_population(path: str | Path) -> Population:
 # -- one individual's training result ---------------------------------------------------------
 
 
-@dataclass
-class SeedResult:
-    """What training one seed produced (or why it failed)."""
-
-    status: str  # "ok" or "failed"
-    error: str = ""
-    eval_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    curve_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    curve_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    steps_to_threshold: float = float("nan")
-    env_steps: int = 0
-    train_seconds: float = float("nan")
-    eval_seconds: float = float("nan")
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-    weights_from: str = ""  # the result file (in the campaign folder) whose weights it started from
-    lineage_env_steps: int = 0  # env steps its weights were trained for, ancestors' included
-
-
-@dataclass
-class IndividualResult:
-    batch: str
-    individual: int
-    hyperparameters: dict[str, Any]
-    train_seeds: np.ndarray
-    eval_seeds: np.ndarray
-    seeds: list[SeedResult]
-    eval_episodes: int
-    curve_points: int
-    steps: int  # where its training stopped (training.steps, or a rung's fewer)
-    mpi_ranks: int = 1
-    hostname: str = field(default_factory=socket.gethostname)
-    slurm_job_id: str = field(default_factory=lambda: os.environ.get("SLURM_JOB_ID", ""))
-
-    @property
-    def status(self) -> str:
-        return "ok" if all(s.status == "ok" for s in self.seeds) else "failed"
-
-    @property
-    def error(self) -> str:
-        return "\n".join(f"seed {k}: {s.error}" for k, s in enumerate(self.seeds) if s.error)
-
-
 def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
     """Stack per-seed rows into (seeds, width), NaN where a failed seed has nothing."""
     out = np.full((len(rows), width), np.nan)
@@ -639,17 +559,6 @@ def write_individual(path: str | Path, result: IndividualResult, config: Mapping
                 group[name] = array
 
 
-PER_SEED_DATASETS = (
-    "returns",
-    "episode_returns",
-    "steps_to_threshold",
-    "env_steps",
-    "train_seconds",
-    "eval_seconds",
-    "curve_returns",
-)
-
-
 def read_individual_arrays(
     path: str | Path, pop: Population | None = None, individual: int | None = None
 ) -> dict[str, Any]:
@@ -672,7 +581,7 @@ def read_individual_arrays(
                     f"holds {batch} individual {f.attrs['individual']}, not the training of "
                     f"{pop.batch} individual {individual} (its genes, seeds and steps)",
                 )
-        out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_DATASETS}
+        out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_RESULTS}
         out["curve_steps"] = f["curve_steps"][()]
         out["lineage_env_steps"] = _lineage_env_steps(f)
         weights_from = _read_strings(f["weights_from"]) if "weights_from" in f else []
@@ -744,28 +653,6 @@ def read_lineage_weights(path: str | Path, seed_index: int) -> tuple[dict[str, n
 # -- the generation record -------------------------------------------------------------------
 
 
-@dataclass
-class Generation:
-    """A population with its results: what selection and the reports read."""
-
-    population: Population
-    # PER_SEED_DATASETS stacked (n, seeds, ...), lineage_env_steps (n, seeds), status, error
-    results: dict[str, np.ndarray]
-    objectives: np.ndarray  # (n, objectives) over the batch's own seeds, NaN for failed ones
-    front: np.ndarray  # (n,) NSGA-II front of the estimates, 0 = non-dominated
-    rank_key: np.ndarray  # (n,) of the estimates, lower is better; +inf for failed individuals
-    evidence: Evidence  # every seed behind each individual's configuration
-    estimate: np.ndarray  # (n, objectives) what selection ranks: see hpsrl.evidence
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.population.config
-
-    @property
-    def ok(self) -> np.ndarray:
-        return self.results["status"] == "ok"
-
-
 def write_generation(path: str | Path, gen: Generation) -> None:
     with atomic_h5(path) as f:
         _write_metadata(f, gen.config, gen.population.batch)
@@ -797,7 +684,7 @@ def read_generation(path: str | Path) -> Generation:
         group = f.get("results")
         _check_results_group(group, config, len(pop), _batch_seeds(config, batch), Path(path))
         results: dict[str, Any] = {
-            name: group[name][()] for name in (*PER_SEED_DATASETS, "curve_steps")
+            name: group[name][()] for name in (*PER_SEED_RESULTS, "curve_steps")
         }
         results["lineage_env_steps"] = _lineage_env_steps(group)
         results["status"] = np.array(_read_strings(group["status"]))

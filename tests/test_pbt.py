@@ -30,10 +30,8 @@ from hpsrl.config import (
 from hpsrl.envs import EnvSpec
 from hpsrl.evolve import initial_population, next_population
 from hpsrl.generation import collect
+from hpsrl.model import IndividualResult, Population, SeedResult
 from hpsrl.storage import (
-    IndividualResult,
-    Population,
-    SeedResult,
     StorageError,
     read_generation,
     read_individual_arrays,
