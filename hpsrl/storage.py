@@ -8,7 +8,8 @@ Layout of ``RESULTS_DIR/CAMPAIGN/`` (docs/results.md describes every dataset):
 - ``gen003.h5``: the generation record: the population and all its results, objectives and ranks.
 
 Only plain arrays and attributes are stored (JSON text for nested metadata), so nothing read back is
-ever unpickled.
+ever unpickled. What they hold, as Python objects, is :mod:`hpsrl.model`'s (Population,
+IndividualResult, Generation); this module reads, checks and writes it.
 """
 
 from __future__ import annotations
