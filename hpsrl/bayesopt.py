@@ -30,7 +30,7 @@ from optuna.trial import BaseTrial, FixedTrial, FrozenTrial, TrialState, create_
 from hpsrl.campaign import batch_name
 from hpsrl.config import search_space
 from hpsrl.genes import CategoricalGene, FloatGene, IntGene, ListGene, ScalarGene, SearchSpace
-from hpsrl.storage import Generation
+from hpsrl.model import Generation
 
 
 def _suggest_scalar(trial: BaseTrial, gene: ScalarGene, name: str) -> Any:

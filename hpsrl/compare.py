@@ -20,15 +20,12 @@ import numpy as np
 import yaml
 
 from hpsrl.campaign import generation_files
-from hpsrl.config import ConfigError, changed_keys
+from hpsrl.campaign_identity import problem_differences
+from hpsrl.config import ConfigError
 from hpsrl.evidence import pooled_objectives
 from hpsrl.evolve import campaign_answer
 from hpsrl.storage import check_replaceable, read_generations, write_text_atomic
 from hpsrl.summary import best_summary
-
-# What must be equal for searches to be compared on the same problem and budget (keys that do not
-# change what results mean, such as training.individuals_per_job, may differ).
-SAME_PROBLEM = ("env", "algorithm", "genes", "fixed", "training", "objectives", "ga.population")
 
 
 @dataclass
@@ -71,11 +68,7 @@ def search_trace(campaign_dir: str | Path) -> SearchTrace:
 def check_comparable(traces: Sequence[SearchTrace]) -> None:
     first = traces[0]
     for trace in traces[1:]:
-        differing = [
-            key
-            for key in changed_keys(first.config, trace.config)
-            if any(key == k or key.startswith(f"{k}.") for k in SAME_PROBLEM)
-        ]
+        differing = problem_differences(first.config, trace.config)
         if differing:
             raise ConfigError(
                 f"{trace.campaign} and {first.campaign} differ in {', '.join(differing)}: only "

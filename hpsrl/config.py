@@ -1,8 +1,9 @@
-"""The campaign config: schema validation with defaults, semantic checks, hashing and seeds.
+"""The campaign config: schema validation with defaults, semantic checks and seeds.
 
 One function, :func:`load_config`, turns what a user wrote into a complete, checked campaign, so the
 Snakefile, the command line and the training jobs all see the same thing. Errors are
-:class:`ConfigError` with a message that names the key and the fix.
+:class:`ConfigError` with a message that names the key and the fix. Which keys change what a
+campaign's results mean is :mod:`hpsrl.campaign_identity`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -28,21 +28,6 @@ if TYPE_CHECKING:
     import jsonschema
 
 SCHEMA_VERSION = 1
-
-# Keys that may change on an existing campaign without changing what its results mean.
-HASH_EXEMPT_KEYS = (
-    "ga.generations",
-    "training.checkpoint",
-    "training.individuals_per_job",
-    "compare",
-)
-
-# Keys added after campaigns had been run: hashed only where set to something other than their
-# default, so that a campaign whose stored config predates the key keeps its hash and continues.
-HASHED_UNLESS_DEFAULT: dict[str, Any] = {
-    "ga.inherit_weights": False,
-    "search.fidelity": {"rungs": 1, "eta": 3},
-}
 
 NATURAL_DIRECTIONS = {
     "return": "maximize",
@@ -173,7 +158,7 @@ MOVED_KEYS = {
 
 def _check_moved_keys(config: Mapping[str, Any]) -> None:
     for key, moved_to in MOVED_KEYS.items():
-        parent, name = _section(dict(config), key)
+        parent, name = key_parent(dict(config), key)
         if isinstance(parent, Mapping) and name in parent:
             raise ConfigError(f"config key '{key}' is now {moved_to}; replace it")
 
@@ -456,27 +441,14 @@ def _check_inherit_weights(config: Mapping[str, Any]) -> None:
         )
 
 
-def _section(config: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
-    """The dict that holds dotted ``key`` (an empty one if a section is missing), and its name."""
+def key_parent(config: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    """The dict that holds dotted ``key`` (an empty one if a section is missing), and its name:
+    ``key_parent(config, "ga.generations")`` is ``(config["ga"], "generations")``."""
     *sections, name = key.split(".")
     parent = config
     for section in sections:
         parent = parent.get(section, {})
     return parent, name
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A hash of everything that gives results their meaning (not of the generation budget)."""
-    meaningful = copy.deepcopy(dict(config))
-    for key in HASH_EXEMPT_KEYS:
-        parent, name = _section(meaningful, key)
-        parent.pop(name, None)
-    for key, default in HASHED_UNLESS_DEFAULT.items():
-        parent, name = _section(meaningful, key)
-        if parent.get(name, default) == default:
-            parent.pop(name, None)
-    text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -496,30 +468,6 @@ class SeedPlan:
                 ss = np.random.SeedSequence(self.root, spawn_key=(stream, batch, i, k))
                 out[i, k] = ss.generate_state(1)[0]
         return out
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two configs (ignoring the generation budget)."""
-    a, b = _flatten(old), _flatten(new)
-    for flat in (a, b):
-        for key, default in HASHED_UNLESS_DEFAULT.items():
-            flat.setdefault(key, default)
-
-    def exempt(key: str) -> bool:
-        return any(key == e or key.startswith(f"{e}.") for e in HASH_EXEMPT_KEYS)
-
-    return sorted(k for k in set(a) | set(b) if not exempt(k) and a.get(k) != b.get(k))
 
 
 def check_environment(config: Mapping[str, Any]) -> str:

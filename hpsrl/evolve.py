@@ -26,9 +26,9 @@ from hpsrl.config import (
 )
 from hpsrl.evidence import configuration_key, pools_evidence
 from hpsrl.halving import new_configurations, rung_steps, rungs
+from hpsrl.model import Generation, Population
 from hpsrl.moo import nsga2_rank_key
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
-from hpsrl.storage import Generation, Population
 
 T = TypeVar("T")
 

@@ -24,7 +24,8 @@ import yaml
 
 from hpsrl.campaign import result_path
 from hpsrl.config import STREAM_RETEST_EVAL, STREAM_RETEST_TRAIN, ConfigError, SeedPlan, load_yaml
-from hpsrl.storage import Generation, read_all_weights, read_generation
+from hpsrl.model import Generation
+from hpsrl.storage import read_all_weights, read_generation
 from hpsrl.summary import best_summary
 
 HYPERPARAMETERS_FILE = "hyperparameters.yaml"

@@ -19,14 +19,9 @@ from hpsrl.evidence import (
     shrunk_estimates,
 )
 from hpsrl.halving import combined_results
+from hpsrl.model import PER_SEED_RESULTS, Generation, Population
 from hpsrl.moo import non_dominated_sort, nsga2_rank_key, to_losses
-from hpsrl.storage import (
-    PER_SEED_DATASETS,
-    Generation,
-    Population,
-    StorageError,
-    read_individual_arrays,
-)
+from hpsrl.storage import StorageError, read_individual_arrays
 
 
 def compute_objectives(results: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> np.ndarray:
@@ -50,9 +45,7 @@ def collect(
         )
     # each checked to hold the training of its individual (CorruptResultError otherwise)
     rows = [read_individual_arrays(path, population, i) for i, path in enumerate(individual_paths)]
-    results: dict[str, Any] = {
-        name: np.stack([r[name] for r in rows]) for name in PER_SEED_DATASETS
-    }
+    results: dict[str, Any] = {name: np.stack([r[name] for r in rows]) for name in PER_SEED_RESULTS}
     results["curve_steps"] = rows[0]["curve_steps"]
     results["lineage_env_steps"] = np.stack([r["lineage_env_steps"] for r in rows])
     results["status"] = np.array([r["status"] for r in rows])

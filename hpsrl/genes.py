@@ -10,25 +10,12 @@ Four gene types cover what the agents need:
 
 Every gene is a frozen dataclass validated on construction, knows how to ``sample`` and
 ``mutate`` a value with an explicit :class:`numpy.random.Generator`, checks values
-(``contains`` / ``validate``), round-trips through plain data (``to_dict`` /
-:func:`gene_from_dict`) and encodes a column of values for HDF5 (``to_array`` /
-``from_array``).
+(``contains`` / ``validate``) and round-trips through plain data (``to_dict`` /
+:func:`gene_from_dict`). How values are stored in HDF5 is :mod:`hpsrl.gene_columns`'s.
 
 Values are plain Python objects: ``float``, ``int``, ``str``/``int``/``float``/``bool`` for
 categorical choices, and ``list`` for list genes. Types are strict: a float gene holds a
 ``float`` (``1`` is rejected, write ``1.0``), an int gene an ``int`` (never a ``bool``).
-
-HDF5 column encoding (one row per individual)
-----------------------------------------------
-- float gene: ``float64``, shape ``(n,)``;
-- int gene: ``int64``, shape ``(n,)``;
-- categorical gene: variable-length UTF-8 strings (``h5py.string_dtype()``), each cell
-  ``str(choice)``; choices are required to have distinct, non-empty text forms so this is
-  exact;
-- list gene: shape ``(n, max_length)`` with the element encoding above, each row left-aligned
-  and padded after the last element with :data:`FLOAT_PAD` (NaN) for float elements,
-  :data:`INT_PAD` (the smallest int64) for int elements, :data:`STR_PAD` (``""``) for
-  categorical elements. None of these can be a gene value, so the padding is unambiguous.
 """
 
 from __future__ import annotations
@@ -39,13 +26,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 
 __all__ = [
-    "FLOAT_PAD",
-    "INT_PAD",
-    "STR_PAD",
     "CategoricalGene",
     "Choice",
     "FloatGene",
@@ -55,6 +38,7 @@ __all__ = [
     "ScalarGene",
     "SearchSpace",
     "Value",
+    "gene_error",
     "gene_from_dict",
 ]
 
@@ -64,16 +48,6 @@ Choice = str | int | float | bool
 Value = float | int | str | bool | list[Any]
 """A gene value as the rest of hpsrl sees it."""
 
-FLOAT_PAD: float = math.nan
-"""Padding after the last element of a list gene with float elements (values are finite)."""
-
-INT_PAD: int = int(np.iinfo(np.int64).min)
-"""Padding after the last element of a list gene with int elements (``low`` must exceed it)."""
-
-STR_PAD: str = ""
-"""Padding after the last element of a list gene with categorical elements (choices are
-never the empty string)."""
-
 _INT64_MIN = int(np.iinfo(np.int64).min)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
@@ -81,7 +55,8 @@ _INT64_MAX = int(np.iinfo(np.int64).max)
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _fail(name: str, problem: str) -> ValueError:
+def gene_error(name: str, problem: str) -> ValueError:
+    """The error for an illegal gene or value: ``problem`` names what is wrong, this the gene."""
     return ValueError(f"gene {name!r}: {problem}")
 
 
@@ -91,17 +66,19 @@ def _as_real(name: str, key: str, value: Any) -> float:
         hint = ""
         if isinstance(value, str):
             hint = " (PyYAML reads 1e-3 as text: write 1.0e-3)"
-        raise _fail(name, f"{key} must be a number, got {type(value).__name__} {value!r}{hint}")
+        raise gene_error(
+            name, f"{key} must be a number, got {type(value).__name__} {value!r}{hint}"
+        )
     out = float(value)
     if not math.isfinite(out):
-        raise _fail(name, f"{key} must be finite, got {value!r}")
+        raise gene_error(name, f"{key} must be finite, got {value!r}")
     return out
 
 
 def _as_int(name: str, key: str, value: Any) -> int:
     """An int from config (not bool, not float), or a kind ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise _fail(name, f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        raise gene_error(name, f"{key} must be an integer, got {type(value).__name__} {value!r}")
     return operator.index(value)
 
 
@@ -115,7 +92,7 @@ def _check_rng(rng: Any) -> None:
 
 def _check_scale(name: str, scale: float) -> None:
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise _fail(name, f"mutation scale must be a finite number > 0, got {scale!r}")
+        raise gene_error(name, f"mutation scale must be a finite number > 0, got {scale!r}")
 
 
 def _reflect(u: float, lo: float, hi: float) -> float:
@@ -151,7 +128,7 @@ class _GeneBase:
         """Raise a ValueError naming the gene and the problem if ``value`` is illegal."""
         problem = self._problem(value)
         if problem is not None:
-            raise _fail(self.name, problem)
+            raise gene_error(self.name, problem)
 
 
 def _check_name(name: Any) -> None:
@@ -176,17 +153,19 @@ class FloatGene(_GeneBase):
         low = _as_real(self.name, "low", self.low)
         high = _as_real(self.name, "high", self.high)
         if not isinstance(self.log, bool):
-            raise _fail(self.name, f"log must be true or false, got {self.log!r}")
+            raise gene_error(self.name, f"log must be true or false, got {self.log!r}")
         if not low < high:
-            raise _fail(
+            raise gene_error(
                 self.name,
                 f"needs low < high, got low={self.low!r}, high={self.high!r}"
                 + (" (for a constant, put it under the fixed parameters)" if low == high else ""),
             )
         if self.log and not low > 0:
-            raise _fail(self.name, f"log scale needs low > 0, got low={self.low!r}")
+            raise gene_error(self.name, f"log scale needs low > 0, got low={self.low!r}")
         if not math.isfinite(2.0 * (high - low)):
-            raise _fail(self.name, f"range [{low!r}, {high!r}] is too wide to sample; narrow it")
+            raise gene_error(
+                self.name, f"range [{low!r}, {high!r}] is too wide to sample; narrow it"
+            )
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -226,18 +205,6 @@ class FloatGene(_GeneBase):
     def to_dict(self) -> dict[str, Any]:
         return {"type": "float", "low": self.low, "high": self.high, "log": self.log}
 
-    def to_array(self, values: Sequence[Any]) -> np.ndarray:
-        """A ``float64`` column, shape ``(n,)``."""
-        for v in values:
-            self.validate(v)
-        return np.asarray(list(values), dtype=np.float64).reshape(len(values))
-
-    def from_array(self, arr: Any) -> list[float]:
-        out = [float(x) for x in _column(self.name, arr, 1)]
-        for v in out:
-            self.validate(v)
-        return out
-
 
 # --- int -------------------------------------------------------------------------------------
 
@@ -256,17 +223,17 @@ class IntGene(_GeneBase):
         low = _as_int(self.name, "low", self.low)
         high = _as_int(self.name, "high", self.high)
         if not isinstance(self.log, bool):
-            raise _fail(self.name, f"log must be true or false, got {self.log!r}")
+            raise gene_error(self.name, f"log must be true or false, got {self.log!r}")
         if not low < high:
-            raise _fail(
+            raise gene_error(
                 self.name,
                 f"needs low < high, got low={low}, high={high}"
                 + (" (for a constant, put it under the fixed parameters)" if low == high else ""),
             )
         if self.log and low < 1:
-            raise _fail(self.name, f"log scale needs low >= 1, got low={low}")
+            raise gene_error(self.name, f"log scale needs low >= 1, got low={low}")
         if low <= _INT64_MIN or high > _INT64_MAX:
-            raise _fail(
+            raise gene_error(
                 self.name,
                 f"bounds must lie in ({_INT64_MIN}, {_INT64_MAX}] to be stored as int64, "
                 f"got low={low}, high={high}",
@@ -320,21 +287,6 @@ class IntGene(_GeneBase):
     def to_dict(self) -> dict[str, Any]:
         return {"type": "int", "low": self.low, "high": self.high, "log": self.log}
 
-    def to_array(self, values: Sequence[Any]) -> np.ndarray:
-        """An ``int64`` column, shape ``(n,)``."""
-        for v in values:
-            self.validate(v)
-        return np.asarray(list(values), dtype=np.int64).reshape(len(values))
-
-    def from_array(self, arr: Any) -> list[int]:
-        col = _column(self.name, arr, 1)
-        if col.size and col.dtype.kind not in "iu":
-            raise _fail(self.name, f"expected an integer column, got dtype {col.dtype}")
-        out = [int(x) for x in col]
-        for v in out:
-            self.validate(v)
-        return out
-
 
 # --- categorical -----------------------------------------------------------------------------
 
@@ -358,10 +310,10 @@ class CategoricalGene(_GeneBase):
     def __post_init__(self) -> None:
         _check_name(self.name)
         if isinstance(self.choices, (str, bytes)) or not isinstance(self.choices, Sequence):
-            raise _fail(self.name, f"choices must be a list, got {self.choices!r}")
+            raise gene_error(self.name, f"choices must be a list, got {self.choices!r}")
         choices = tuple(self.choices)
         if len(choices) < 2:
-            raise _fail(
+            raise gene_error(
                 self.name,
                 f"needs at least 2 choices, got {list(choices)!r}"
                 + (" (for a constant, put it under the fixed parameters)" if choices else ""),
@@ -369,25 +321,27 @@ class CategoricalGene(_GeneBase):
         texts: dict[str, Choice] = {}
         for c in choices:
             if _kind(c) is None or isinstance(c, (np.generic,)):
-                raise _fail(
+                raise gene_error(
                     self.name,
                     f"choices must be str, int, float or bool, got {type(c).__name__} {c!r}",
                 )
             if isinstance(c, float) and not math.isfinite(c):
-                raise _fail(self.name, f"choices must be finite, got {c!r}")
+                raise gene_error(self.name, f"choices must be finite, got {c!r}")
             text = str(c)
             if "\x00" in text:
-                raise _fail(
+                raise gene_error(
                     self.name,
                     f"choice {c!r} contains a NUL character, which HDF5 "
                     "strings cannot hold; remove it",
                 )
-            if text == STR_PAD:
-                raise _fail(self.name, "the empty string cannot be a choice; name it, e.g. 'none'")
+            if text == "":  # what list columns are padded with (hpsrl.gene_columns)
+                raise gene_error(
+                    self.name, "the empty string cannot be a choice; name it, e.g. 'none'"
+                )
             if text in texts:
                 other = texts[text]
                 same = _kind(other) is _kind(c) and other == c
-                raise _fail(
+                raise gene_error(
                     self.name,
                     f"duplicate choice {c!r}; remove it"
                     if same
@@ -396,7 +350,7 @@ class CategoricalGene(_GeneBase):
                 )
             for other in texts.values():
                 if _kind(other) is _kind(c) and other == c:
-                    raise _fail(self.name, f"choices {other!r} and {c!r} are equal; keep one")
+                    raise gene_error(self.name, f"choices {other!r} and {c!r} are equal; keep one")
             texts[text] = c
         object.__setattr__(self, "choices", choices)
 
@@ -442,24 +396,6 @@ class CategoricalGene(_GeneBase):
     def to_dict(self) -> dict[str, Any]:
         return {"type": "categorical", "choices": list(self.choices)}
 
-    def to_array(self, values: Sequence[Any]) -> np.ndarray:
-        """A column of UTF-8 strings ``str(choice)`` (``h5py.string_dtype()``), shape ``(n,)``."""
-        for v in values:
-            self.validate(v)
-        out = np.empty(len(values), dtype=h5py.string_dtype())
-        out[:] = [str(v) for v in values]
-        return out
-
-    def _decode(self, cell: Any) -> Choice:
-        text = cell.decode("utf-8") if isinstance(cell, bytes) else str(cell)
-        for c in self.choices:
-            if str(c) == text:
-                return c
-        raise _fail(self.name, f"stored value {text!r} is not one of {list(self.choices)!r}")
-
-    def from_array(self, arr: Any) -> list[Choice]:
-        return [self._decode(x) for x in _column(self.name, arr, 1)]
-
 
 ScalarGene = FloatGene | IntGene | CategoricalGene
 
@@ -480,14 +416,14 @@ class ListGene(_GeneBase):
     def __post_init__(self) -> None:
         _check_name(self.name)
         if not isinstance(self.element, (FloatGene, IntGene, CategoricalGene)):
-            raise _fail(
+            raise gene_error(
                 self.name,
                 f"element must be a float, int or categorical gene, got {self.element!r}",
             )
         lo = _as_int(self.name, "min_length", self.min_length)
         hi = _as_int(self.name, "max_length", self.max_length)
         if not 1 <= lo <= hi:
-            raise _fail(
+            raise gene_error(
                 self.name,
                 f"needs 1 <= min_length <= max_length, got min_length={lo}, max_length={hi}",
             )
@@ -540,68 +476,8 @@ class ListGene(_GeneBase):
             "max_length": self.max_length,
         }
 
-    def _pad(self) -> Any:
-        if isinstance(self.element, FloatGene):
-            return FLOAT_PAD
-        if isinstance(self.element, IntGene):
-            return INT_PAD
-        return STR_PAD
-
-    def to_array(self, values: Sequence[Any]) -> np.ndarray:
-        """Shape ``(n, max_length)``, rows left-aligned, padded with :data:`FLOAT_PAD`,
-        :data:`INT_PAD` or :data:`STR_PAD` by element type."""
-        for v in values:
-            self.validate(v)
-        n, width, pad = len(values), self.max_length, self._pad()
-        if isinstance(self.element, CategoricalGene):
-            out = np.empty((n, width), dtype=h5py.string_dtype())
-            out[...] = pad
-            for r, v in enumerate(values):
-                out[r, : len(v)] = [str(x) for x in v]
-            return out
-        dtype = np.float64 if isinstance(self.element, FloatGene) else np.int64
-        out = np.full((n, width), pad, dtype=dtype)
-        for r, v in enumerate(values):
-            out[r, : len(v)] = v
-        return out
-
-    def from_array(self, arr: Any) -> list[list[Any]]:
-        table = _column(self.name, arr, 2)
-        if isinstance(self.element, IntGene) and table.size and table.dtype.kind not in "iu":
-            raise _fail(self.name, f"expected an integer table, got dtype {table.dtype}")
-        if table.shape[1] != self.max_length:
-            raise _fail(
-                self.name,
-                f"expected {self.max_length} columns (max_length), got shape {table.shape}",
-            )
-        out: list[list[Any]] = []
-        for r, row in enumerate(table):
-            cells = list(row)
-            is_pad = [self._is_pad(c) for c in cells]
-            n = is_pad.index(True) if True in is_pad else len(cells)
-            if not all(is_pad[n:]):
-                raise _fail(self.name, f"row {r}: padding followed by values: {cells!r}")
-            value = self.element.from_array(np.asarray(cells[:n], dtype=table.dtype))
-            self.validate(value)
-            out.append(value)
-        return out
-
-    def _is_pad(self, cell: Any) -> bool:
-        if isinstance(self.element, FloatGene):
-            return bool(np.isnan(cell))
-        if isinstance(self.element, IntGene):
-            return int(cell) == INT_PAD
-        return cell in (STR_PAD, STR_PAD.encode())
-
 
 Gene = FloatGene | IntGene | CategoricalGene | ListGene
-
-
-def _column(name: str, arr: Any, ndim: int) -> np.ndarray:
-    col = np.asarray(arr)
-    if col.ndim != ndim:
-        raise _fail(name, f"expected a {ndim}-D array, got shape {col.shape}")
-    return col
 
 
 # --- config form -----------------------------------------------------------------------------
@@ -624,10 +500,10 @@ def gene_from_dict(name: str, d: Mapping[str, Any]) -> Gene:
     """
     _check_name(name)
     if not isinstance(d, Mapping):
-        raise _fail(name, f"expected a mapping with a 'type' key, got {d!r}")
+        raise gene_error(name, f"expected a mapping with a 'type' key, got {d!r}")
     kind = d.get("type")
     if not isinstance(kind, str) or kind not in _KEYS:
-        raise _fail(
+        raise gene_error(
             name,
             f"key 'type' must be one of {sorted(_KEYS)}, got {kind!r}",
         )
@@ -639,7 +515,7 @@ def gene_from_dict(name: str, d: Mapping[str, Any]) -> Gene:
         problems = ([f"is missing key(s) {missing}"] if missing else []) + (
             [f"has unknown key(s) {extra}"] if extra else []
         )
-        raise _fail(name, f"{kind} gene {' and '.join(problems)}; allowed keys: {allowed}")
+        raise gene_error(name, f"{kind} gene {' and '.join(problems)}; allowed keys: {allowed}")
     if kind == "float":
         return FloatGene(name, d["low"], d["high"], d.get("log", False))
     if kind == "int":
@@ -647,11 +523,13 @@ def gene_from_dict(name: str, d: Mapping[str, Any]) -> Gene:
     if kind == "categorical":
         choices = d["choices"]
         if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
-            raise _fail(name, f"choices must be a list, got {choices!r}")
+            raise gene_error(name, f"choices must be a list, got {choices!r}")
         return CategoricalGene(name, tuple(choices))
     element_d = d["element"]
     if isinstance(element_d, Mapping) and element_d.get("type") == "list":
-        raise _fail(name, "element cannot be a list gene; use a float, int or categorical gene")
+        raise gene_error(
+            name, "element cannot be a list gene; use a float, int or categorical gene"
+        )
     element = gene_from_dict(f"{name}.element", element_d)
     assert not isinstance(element, ListGene)
     return ListGene(name, element, d["min_length"], d["max_length"])
@@ -733,24 +611,3 @@ class SearchSpace:
         except ValueError:
             return False
         return True
-
-    def to_columns(self, individuals: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """One HDF5-ready array per gene (see the module docstring for the encoding)."""
-        for ind in individuals:
-            self.validate(ind)
-        return {g.name: g.to_array([ind[g.name] for ind in individuals]) for g in self.genes}
-
-    def from_columns(self, cols: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Inverse of :meth:`to_columns` (also accepts h5py datasets)."""
-        missing = [n for n in self.names if n not in cols]
-        extra = [str(k) for k in cols if k not in self.names]
-        if missing or extra:
-            raise ValueError(
-                f"columns do not match the search space: missing {missing}, unknown {extra}"
-            )
-        decoded = {g.name: g.from_array(np.asarray(cols[g.name])) for g in self.genes}
-        lengths = {name: len(v) for name, v in decoded.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"gene columns have different numbers of rows: {lengths}")
-        n = next(iter(lengths.values()))
-        return [{name: decoded[name][i] for name in self.names} for i in range(n)]

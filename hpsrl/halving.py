@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from hpsrl.campaign import batch_generation, batch_name, result_path, rung_batch, rung_of
-from hpsrl.storage import Generation, Population
+from hpsrl.model import Generation, Population
 
 
 def rungs(config: Mapping[str, Any]) -> int:

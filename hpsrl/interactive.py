@@ -56,7 +56,7 @@ class Individuals:
 
     @classmethod
     def of(cls, generations: Sequence[Any], best: dict[str, Any]) -> Individuals:
-        """The rows of ``generations`` (hpsrl.storage.Generation records, in order); ``best``:
+        """The rows of ``generations`` (hpsrl.model.Generation records, in order); ``best``:
         hpsrl.summary.best_summary of the campaign, whose answer is marked."""
         config = generations[-1].config
         names = [o["name"] for o in config["objectives"]]

@@ -36,7 +36,8 @@ import numpy as np
 
 from hpsrl.campaign import batch_generation, generation_files, result_path
 from hpsrl.config import search_space
-from hpsrl.storage import Generation, StorageError, check_replaceable, read_generations
+from hpsrl.model import Generation
+from hpsrl.storage import StorageError, check_replaceable, read_generations
 from hpsrl.summary import best_summary, individual_row, plain_values
 
 

@@ -36,8 +36,9 @@ from hpsrl.evidence import pools_evidence
 from hpsrl.evolve import best_individual
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.interactive import figure_html
+from hpsrl.model import Generation
 from hpsrl.optuna_export import campaign_trials
-from hpsrl.storage import Generation, read_generations, write_text_atomic
+from hpsrl.storage import read_generations, write_text_atomic
 from hpsrl.summary import best_summary, best_yaml, status_table
 
 CURVE_X_LABEL = "environment steps"

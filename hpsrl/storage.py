@@ -8,7 +8,8 @@ Layout of ``RESULTS_DIR/CAMPAIGN/`` (docs/results.md describes every dataset):
 - ``gen003.h5``: the generation record: the population and all its results, objectives and ranks.
 
 Only plain arrays and attributes are stored (JSON text for nested metadata), so nothing read back is
-ever unpickled.
+ever unpickled. What they hold, as Python objects, is :mod:`hpsrl.model`'s (Population,
+IndividualResult, Generation); this module reads, checks and writes it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,11 @@ import numpy as np
 
 import hpsrl
 from hpsrl.campaign import batch_generation, campaign_folder, first_population, named_batch
-from hpsrl.config import SCHEMA_VERSION, changed_keys, config_hash, search_space
+from hpsrl.campaign_identity import config_hash, describe_changes, same_campaign, trains_alike
+from hpsrl.config import SCHEMA_VERSION, search_space
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
+from hpsrl.gene_columns import decode_individuals, encode_individuals
+from hpsrl.model import PER_SEED_RESULTS, Generation, IndividualResult, Population
 
 STR = h5py.string_dtype()
 
@@ -318,7 +321,7 @@ def _check_population_group(
     genes = group.get("genes")
     if not isinstance(genes, h5py.Group):
         raise _damaged(path, "has no population/genes group")
-    example = space.to_columns([space.sample(np.random.default_rng(0))])
+    example = encode_individuals(space, [space.sample(np.random.default_rng(0))])
     for name, column in example.items():
         kind = "str" if column.dtype.kind in _KINDS["str"] else "number"
         _check_dataset(genes, name, (n, *column.shape[1:]), kind, "individuals", path)
@@ -446,61 +449,21 @@ def check_one_campaign(files: Sequence[tuple[str | Path, Mapping[str, Any]]]) ->
                 reference, reference_config = first, _stored_metadata(f, first)[0]
         except StorageError:  # damaged itself: the files given are compared among themselves
             pass
-    common = config_hash(reference_config)
     for path, config in files:
-        if config_hash(config) != common:
-            changed = changed_keys(reference_config, config) or ["(package defaults)"]
+        if not same_campaign(reference_config, config):
             raise _damaged(
                 path,
                 f"belongs to another campaign than {reference} (they differ in "
-                f"{', '.join(changed)})",
+                f"{describe_changes(reference_config, config)})",
             )
 
 
 # -- populations --------------------------------------------------------------------------------
 
 
-@dataclass
-class Population:
-    """A batch of individuals to train: a generation, or the re-test of the best one."""
-
-    batch: str
-    config: dict[str, Any]
-    individuals: list[dict[str, Any]]
-    parents: np.ndarray  # (n, 2) int64: indices in the previous generation, -1 where none
-    operators: list[str]  # how each individual was made: random, elite, crossover, mutation, ...
-    train_seeds: np.ndarray  # (n, seeds) uint32
-    eval_seeds: np.ndarray  # (n, seeds) uint32
-    # (n,) int64: env steps each individual's training stops at: training.steps, or fewer on a
-    # successive-halving rung (search.fidelity); None: training.steps for all
-    steps: np.ndarray | None = None
-    # the result file (relative to the campaign folder) of the earlier rung whose checkpoints each
-    # individual's seeds continue from, "" where they start from scratch; None: "" for all
-    resumes: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.individuals)
-        if self.steps is None:
-            self.steps = np.full(n, self.config["training"]["steps"], dtype=np.int64)
-        self.steps = np.asarray(self.steps, dtype=np.int64)
-        if self.resumes is None:
-            self.resumes = [""] * n
-
-    def __len__(self) -> int:
-        return len(self.individuals)
-
-    def complete(self) -> np.ndarray:
-        """(n,) bool: whether each individual trains for the whole of training.steps."""
-        return self.steps >= self.config["training"]["steps"]
-
-    def hyperparameters(self, index: int) -> dict[str, Any]:
-        """Genes of one individual on top of the fixed values."""
-        return {**self.config["fixed"], **self.individuals[index]}
-
-
 def _write_population_group(group: h5py.Group, pop: Population) -> None:
     genes = group.create_group("genes")
-    for name, column in search_space(pop.config).to_columns(pop.individuals).items():
+    for name, column in encode_individuals(search_space(pop.config), pop.individuals).items():
         genes.create_dataset(name, data=column)
     group.create_dataset("parents", data=pop.parents.astype(np.int64))
     group.create_dataset("operator", data=_strings(pop.operators), dtype=STR)
@@ -517,7 +480,7 @@ def _read_population_group(
     space = search_space(config)
     columns = {name: group["genes"][name][()] for name in space.names}
     try:
-        individuals = space.from_columns(columns)
+        individuals = decode_individuals(space, columns)
         for individual in individuals:
             space.validate(individual)
     except ValueError as e:
@@ -550,48 +513,6 @@ def read_population(path: str | Path) -> Population:
 
 
 # -- one individual's training result ---------------------------------------------------------
-
-
-@dataclass
-class SeedResult:
-    """What training one seed produced (or why it failed)."""
-
-    status: str  # "ok" or "failed"
-    error: str = ""
-    eval_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    curve_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    curve_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    steps_to_threshold: float = float("nan")
-    env_steps: int = 0
-    train_seconds: float = float("nan")
-    eval_seconds: float = float("nan")
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-    weights_from: str = ""  # the result file (in the campaign folder) whose weights it started from
-    lineage_env_steps: int = 0  # env steps its weights were trained for, ancestors' included
-
-
-@dataclass
-class IndividualResult:
-    batch: str
-    individual: int
-    hyperparameters: dict[str, Any]
-    train_seeds: np.ndarray
-    eval_seeds: np.ndarray
-    seeds: list[SeedResult]
-    eval_episodes: int
-    curve_points: int
-    steps: int  # where its training stopped (training.steps, or a rung's fewer)
-    mpi_ranks: int = 1
-    hostname: str = field(default_factory=socket.gethostname)
-    slurm_job_id: str = field(default_factory=lambda: os.environ.get("SLURM_JOB_ID", ""))
-
-    @property
-    def status(self) -> str:
-        return "ok" if all(s.status == "ok" for s in self.seeds) else "failed"
-
-    @property
-    def error(self) -> str:
-        return "\n".join(f"seed {k}: {s.error}" for k, s in enumerate(self.seeds) if s.error)
 
 
 def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -639,17 +560,6 @@ def write_individual(path: str | Path, result: IndividualResult, config: Mapping
                 group[name] = array
 
 
-PER_SEED_DATASETS = (
-    "returns",
-    "episode_returns",
-    "steps_to_threshold",
-    "env_steps",
-    "train_seconds",
-    "eval_seconds",
-    "curve_returns",
-)
-
-
 def read_individual_arrays(
     path: str | Path, pop: Population | None = None, individual: int | None = None
 ) -> dict[str, Any]:
@@ -660,12 +570,11 @@ def read_individual_arrays(
         config, batch = _stored_metadata(f, path)
         _check_individual_file(f, config, batch, Path(path))
         if pop is not None and individual is not None:
-            if config_hash(config) != config_hash(pop.config):
-                changed = changed_keys(pop.config, config) or ["(package defaults)"]
+            if not same_campaign(config, pop.config):
                 raise _damaged(
                     path,
                     f"was trained for another campaign than {pop.batch}'s population (they "
-                    f"differ in {', '.join(changed)})",
+                    f"differ in {describe_changes(pop.config, config)})",
                 )
             if not _holds_individual(f, pop, individual):
                 raise _damaged(
@@ -673,7 +582,7 @@ def read_individual_arrays(
                     f"holds {batch} individual {f.attrs['individual']}, not the training of "
                     f"{pop.batch} individual {individual} (its genes, seeds and steps)",
                 )
-        out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_DATASETS}
+        out: dict[str, Any] = {name: f[name][()] for name in PER_SEED_RESULTS}
         out["curve_steps"] = f["curve_steps"][()]
         out["lineage_env_steps"] = _lineage_env_steps(f)
         weights_from = _read_strings(f["weights_from"]) if "weights_from" in f else []
@@ -745,28 +654,6 @@ def read_lineage_weights(path: str | Path, seed_index: int) -> tuple[dict[str, n
 # -- the generation record -------------------------------------------------------------------
 
 
-@dataclass
-class Generation:
-    """A population with its results: what selection and the reports read."""
-
-    population: Population
-    # PER_SEED_DATASETS stacked (n, seeds, ...), lineage_env_steps (n, seeds), status, error
-    results: dict[str, np.ndarray]
-    objectives: np.ndarray  # (n, objectives) over the batch's own seeds, NaN for failed ones
-    front: np.ndarray  # (n,) NSGA-II front of the estimates, 0 = non-dominated
-    rank_key: np.ndarray  # (n,) of the estimates, lower is better; +inf for failed individuals
-    evidence: Evidence  # every seed behind each individual's configuration
-    estimate: np.ndarray  # (n, objectives) what selection ranks: see hpsrl.evidence
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.population.config
-
-    @property
-    def ok(self) -> np.ndarray:
-        return self.results["status"] == "ok"
-
-
 def write_generation(path: str | Path, gen: Generation) -> None:
     with atomic_h5(path) as f:
         _write_metadata(f, gen.config, gen.population.batch)
@@ -798,7 +685,7 @@ def read_generation(path: str | Path) -> Generation:
         group = f.get("results")
         _check_results_group(group, config, len(pop), _batch_seeds(config, batch), Path(path))
         results: dict[str, Any] = {
-            name: group[name][()] for name in (*PER_SEED_DATASETS, "curve_steps")
+            name: group[name][()] for name in (*PER_SEED_RESULTS, "curve_steps")
         }
         results["lineage_env_steps"] = _lineage_env_steps(group)
         results["status"] = np.array(_read_strings(group["status"]))
@@ -840,28 +727,6 @@ def read_generations(paths: Sequence[str | Path]) -> list[Generation]:
     return records
 
 
-def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) -> None:
-    """Refuse to continue a campaign whose finished results were made with another config.
-
-    Only the generation budget may change (raising it extends the campaign).
-    """
-    first = first_population(campaign_dir)
-    if first is None:
-        return
-    from hpsrl.config import ConfigError
-
-    with open_h5(first) as f:
-        stored, _ = _stored_metadata(f, first)
-    if config_hash(stored) == config_hash(config):
-        return
-    changed = changed_keys(stored, config) or ["(package defaults)"]
-    raise ConfigError(
-        f"{campaign_dir} holds results of another config: {', '.join(changed)} changed. "
-        "Results would mean something else, so they are not mixed. To start a new campaign, "
-        "give it another name (config key 'campaign'); to continue this one, restore those keys."
-    )
-
-
 # -- a training job's results and its manifest ---------------------------------------------------
 #
 # A training job writes one result file per individual as soon as that individual is trained, then
@@ -901,7 +766,7 @@ def _is_training_of(f: h5py.File, path: Path, pop: Population, individual: int) 
     CorruptResultError where it is not intact (so that it is trained again)."""
     config, batch = _stored_metadata(f, path)
     _check_individual_file(f, config, batch, path)
-    return config_hash(config) == config_hash(pop.config) and _holds_individual(f, pop, individual)
+    return same_campaign(config, pop.config) and _holds_individual(f, pop, individual)
 
 
 def result_status(path: str | Path, pop: Population, individual: int) -> str | None:
@@ -918,25 +783,19 @@ def result_status(path: str | Path, pop: Population, individual: int) -> str | N
         return None
 
 
-# Config sections that say how a campaign searches, not how it trains one individual: campaigns
-# that differ only in these train an individual of the same genes and seeds alike.
-SEARCH_ONLY_SECTIONS = ("campaign", "results_dir", "search", "ga", "report")
-
-
 def is_same_training(path: str | Path, pop: Population, individual: int) -> bool:
     """Whether ``path``, a result of another campaign, holds exactly the training that this
     individual of ``pop`` would do: same batch, genes and seeds, from scratch (no inherited
-    weights), and a config that differs only in SEARCH_ONLY_SECTIONS. The strategies that
-    `snakemake compare` runs on one search seed share generation 0 in this way."""
+    weights), and a config that trains alike (hpsrl.campaign_identity.trains_alike). The
+    strategies that `snakemake compare` runs on one search seed share generation 0 in this way."""
     if not Path(path).exists():
         return False
     try:
         with open_h5(path) as f:
             stored, batch = _stored_metadata(f, path)
             _check_individual_file(f, stored, batch, Path(path))
-            changed = changed_keys(stored, pop.config)
             return (
-                all(key.split(".")[0] in SEARCH_ONLY_SECTIONS for key in changed)
+                trains_alike(stored, pop.config)
                 and _holds_individual(f, pop, individual)
                 and not any(_read_strings(f["weights_from"]))
             )

@@ -20,8 +20,9 @@ import yaml
 from hpsrl.campaign import RETEST_BATCH, batch_generation, batch_name, generation_files
 from hpsrl.evidence import pooled_objectives, pools_evidence
 from hpsrl.evolve import best_candidates, best_individual, campaign_answer
+from hpsrl.model import Generation
 from hpsrl.progress import campaign_progress, latest_config, progress_line
-from hpsrl.storage import Generation, StorageError, read_generations, read_population
+from hpsrl.storage import StorageError, read_generations, read_population
 
 
 def _fmt(value: float) -> str:

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsrl.campaign import batch_generation, batch_name, result_path
+from hpsrl.model import IndividualResult, Population, SeedResult
 from hpsrl.mpi import TaskCounter, arrived, limit_threads, next_arrival, send_to_root, world
 from hpsrl.storage import (
     CorruptResultError,
-    IndividualResult,
-    Population,
-    SeedResult,
     StorageError,
     check_one_campaign,
     copy_result,

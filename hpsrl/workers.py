@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from hpsrl.storage import SeedResult
+    from hpsrl.model import SeedResult
     from hpsrl.train import TrainingJob
 
 log = logging.getLogger("hpsrl.workers")  # not __main__, its name when run as a module

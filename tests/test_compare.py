@@ -10,10 +10,10 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
+from hpsrl.campaign_identity import config_hash
 from hpsrl.config import (
     ConfigError,
     compared_campaigns,
-    config_hash,
     load_config,
     shared_first_generations,
 )

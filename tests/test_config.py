@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpsrl.campaign_identity import config_hash
 from hpsrl.config import (
     ConfigError,
     SeedPlan,
     check_environment,
-    config_hash,
     load_config,
     load_yaml,
     search_space,

@@ -40,14 +40,8 @@ from hpsrl.config import (
     shared_first_generations,
 )
 from hpsrl.evolve import initial_population, planned_size
-from hpsrl.storage import (
-    IndividualResult,
-    SeedResult,
-    write_generation,
-    write_individual,
-    write_manifest,
-    write_population,
-)
+from hpsrl.model import IndividualResult, SeedResult
+from hpsrl.storage import write_generation, write_individual, write_manifest, write_population
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake
 

@@ -81,7 +81,7 @@ def test_too_many_rungs_for_the_population_is_a_config_error():
 
 
 def test_fidelity_is_hashed_only_when_on():
-    from hpsrl.config import config_hash
+    from hpsrl.campaign_identity import config_hash
 
     off = load_config(copy.deepcopy(TINY))
     older = copy.deepcopy(off)

@@ -21,20 +21,17 @@ from hpsrl.agents import get_algorithm, make_hyperparameters, ppo
 from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.agents.episodes import evaluate
 from hpsrl.agents.run import RunSettings
+from hpsrl.campaign_identity import changed_keys, config_hash
 from hpsrl.config import (
     ConfigError,
-    changed_keys,
     compared_campaigns,
-    config_hash,
     load_config,
 )
 from hpsrl.envs import EnvSpec
 from hpsrl.evolve import initial_population, next_population
 from hpsrl.generation import collect
+from hpsrl.model import IndividualResult, Population, SeedResult
 from hpsrl.storage import (
-    IndividualResult,
-    Population,
-    SeedResult,
     StorageError,
     read_generation,
     read_individual_arrays,

@@ -24,8 +24,9 @@ from hpsrl.evolve import initial_population
 from hpsrl.generation import generation_record
 from hpsrl.genes import ListGene
 from hpsrl.interactive import ANSWER_COLOUR, _score_colours
+from hpsrl.model import Generation
 from hpsrl.report import write_report
-from hpsrl.storage import Generation, write_generation
+from hpsrl.storage import write_generation
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
 

@@ -23,12 +23,8 @@ import yaml
 from hpsrl.config import load_config, search_space
 from hpsrl.evolve import initial_population, next_population
 from hpsrl.generation import generation_record
-from hpsrl.storage import (
-    Generation,
-    read_generation,
-    write_generation,
-    write_population,
-)
+from hpsrl.model import Generation
+from hpsrl.storage import read_generation, write_generation, write_population
 from hpsrl.summary import plain_number
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config

@@ -17,8 +17,9 @@ import yaml
 from hpsrl import generation as hpsrl_generation
 from hpsrl.bayesopt import history_study
 from hpsrl.campaign import batch_name
+from hpsrl.campaign_identity import config_hash
 from hpsrl.cli import main
-from hpsrl.config import ConfigError, config_hash, load_config, search_space
+from hpsrl.config import ConfigError, load_config, search_space
 from hpsrl.evolve import (
     best_individual,
     initial_population,

@@ -19,8 +19,8 @@ import pytest
 
 from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
+from hpsrl.model import Population
 from hpsrl.storage import (
-    Population,
     is_result_of,
     is_same_training,
     read_individual_arrays,

@@ -20,7 +20,8 @@ from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
 from hpsrl.evidence import pools_evidence
 from hpsrl.executor import runs_locally, this_runs_executor
 from hpsrl.halving import rungs
-from hpsrl.storage import StorageError, check_campaign_matches, check_writable
+from hpsrl.campaign_identity import check_campaign_matches
+from hpsrl.storage import StorageError, check_writable
 from hpsrl import locks as run_locks
 from hpsrl import campaign as naming
 from hpsrl.campaign import (
