@@ -8,11 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Never let a test oversubscribe the 2 cores of CI with torch threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Property tests judge results, not speed: on 2 shared cores, Hypothesis's timing checks (a deadline
+# per example, "data generation too slow") failed tests whose every example was right.
+settings.register_profile("hpsrl", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("hpsrl")
 
 TINY: dict[str, Any] = {
     "campaign": "tiny",
