@@ -18,8 +18,8 @@ and their spacing, wall time, jobs submitted, machine and date; one entry per po
 replace earlier ones of the same size) and prints a summary.
 
 Needs a running cluster (as root: tests/slurm/start.sh; the defaults fit its account and partition).
-    .venv/bin/python benchmarks/slurm_load.py --population 64     # ~4-6 min on 2 shared cores
-    .venv/bin/python benchmarks/slurm_load.py --population 128    # 64 jobs of 2 individuals
+    .venv/bin/python benchmarks/slurm_load.py --population 64     # ~7 min on 2 loaded cores
+    .venv/bin/python benchmarks/slurm_load.py --population 128    # 64 jobs of 2 individuals, ~7 min
 """
 
 from __future__ import annotations
