@@ -520,8 +520,15 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|
 
 
 def hpsrl_command(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # A drawn file name may not be UTF-8 ('caf\udcff.h5'): hpsrl echoes it as the bytes it was
+    # given, and its output reads back as the same surrogates.
     return subprocess.run(
-        [str(BIN / "hpsrl"), *argv], cwd=cwd, capture_output=True, text=True, timeout=300
+        [str(BIN / "hpsrl"), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        timeout=300,
     )
 
 
