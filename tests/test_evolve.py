@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 
 from hpsrl.config import load_config, search_space
-from hpsrl.evolve import best_individual, initial_population, next_population, retest_population
+from hpsrl.evolve import (
+    generation_leader,
+    initial_population,
+    next_population,
+    retest_population,
+)
 from hpsrl.generation import generation_record
 from hpsrl.storage import read_population, write_population
 
@@ -77,7 +82,7 @@ def test_failed_individuals_are_never_parents_when_valid_ones_exist(tiny_config)
     config["ga"]["tournament_size"] = 6  # every tournament holds every individual
     previous = _fake_generation(config, returns=[1, 2, 3, 4, 5, 6], failed=(1, 2, 3, 4, 5))
     assert np.isnan(previous.objectives[1:]).all()
-    assert best_individual([previous])[1] == 0
+    assert generation_leader(previous) == 0
     nxt = next_population([previous], config)
     used = set(nxt.parents.ravel().tolist()) - {-1}
     assert used == {0}, f"failed individuals {used - {0}} were chosen as parents"

@@ -341,7 +341,7 @@ def test_interactive_figures_of_every_kind_of_campaign(tmp_path, name):
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_parallel_coordinates_shade_better_brighter_and_the_answer_red(direction):
     scores = np.array([1.0, 2.0, 3.0])
-    shade, scale, ticks = _score_colours(scores, direction == "maximize", answer=1)
+    shade, scale, ticks = _score_colours(scores, direction, answer=1)
     best, worst = (2, 0) if direction == "maximize" else (0, 2)
     assert shade[best] == pytest.approx(0.9) and shade[worst] == pytest.approx(0.0)
     assert shade[1] == 1.0 and scale[-1] == [1.0, ANSWER_COLOUR]

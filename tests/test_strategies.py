@@ -21,7 +21,7 @@ from hpsrl.campaign_identity import config_hash
 from hpsrl.cli import main
 from hpsrl.config import ConfigError, load_config, search_space
 from hpsrl.evolve import (
-    best_individual,
+    best_of,
     initial_population,
     next_population,
     retest_population,
@@ -247,7 +247,7 @@ def test_best_of_several_generations_breaks_primary_ties_by_the_other_objectives
         generation_record(config, g, [space.sample(rng) for _ in range(4)], r, s)
         for g, (r, s) in enumerate([([500, 1, 2, 3], [900] * 4), ([4, 5, 500, 6], [300] * 4)])
     ]
-    source, best = best_individual(history)
+    source, best = best_of(history)
     assert (source.population.batch, best) == ("gen001", 2)
 
 
