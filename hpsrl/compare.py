@@ -105,8 +105,8 @@ def summary(traces: Sequence[SearchTrace]) -> dict[str, Any]:
         "objective": objective["name"],
         "direction": objective["direction"],
         "budget": {
-            "population": config["ga"]["population"],
-            "generations": config["ga"]["generations"],
+            "population": config["budget"]["population"],
+            "generations": config["budget"]["generations"],
             "seeds_per_individual": config["training"]["seeds"],
             "steps_per_seed": config["training"]["steps"],
         },
@@ -151,7 +151,7 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
             search_ax.plot(x, edge, color=line.get_color(), linewidth=0.8, alpha=0.6, ls="--")
     search_ax.set_title(
         f"{config['algorithm']} on {config['env']['id']}: the search's answer as it saw it\n"
-        f"(population {config['ga']['population']}, {config['training']['seeds']} seeds x "
+        f"(population {config['budget']['population']}, {config['training']['seeds']} seeds x "
         f"{config['training']['steps']} steps per individual; dashed: range over search seeds)"
     )
     search_ax.set_xlabel("environment steps trained")

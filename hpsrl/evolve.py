@@ -93,7 +93,7 @@ def racing_slots(config: Mapping[str, Any]) -> int:
     if racing is None:
         strategy = config.get("search", {}).get("strategy", "ga")
         return config["ga"].get("elites", 1) if strategy == "ga" else 0
-    return round(racing["share"] * config["ga"]["population"])
+    return round(racing["share"] * config["budget"]["population"])
 
 
 def _raced(previous: Generation, config: Mapping[str, Any]) -> list[int]:
@@ -123,12 +123,12 @@ def initial_population(config: Mapping[str, Any]) -> Population:
 
 def planned_size(config: Mapping[str, Any], batch: str) -> int:
     """How many individuals a generation's batch (or one of its rungs) trains, known before
-    anything is trained: ga.population without rungs."""
+    anything is trained: budget.population without rungs."""
     generation = batch_generation(batch)
     raced = racing_slots(config) if generation else 0
     rung = rung_of(batch)
     if rung is None:
-        return config["ga"]["population"]
+        return config["budget"]["population"]
     return (raced if rung == 0 else 0) + new_configurations(config, generation, raced)[rung]
 
 
@@ -308,12 +308,12 @@ def retest_population(generations: Sequence[Generation], config: Mapping[str, An
         batches = ", ".join(g.population.batch for g in candidates)
         raise NothingToRetest(
             f"every individual of {batches} failed, so there is nothing to re-test "
-            "(see why with: hpsrl status RESULTS_DIR/CAMPAIGN); set report.retest_seeds: 0 to "
+            "(see why with: hpsrl status RESULTS_DIR/CAMPAIGN); set retest.seeds: 0 to "
             "finish without a re-test"
         )
     source, best = found
     plan = SeedPlan(config["seed"])
-    seeds = config["report"]["retest_seeds"]
+    seeds = config["retest"]["seeds"]
     return Population(
         batch=RETEST_BATCH,
         config=dict(config),

@@ -422,10 +422,10 @@ def headline(best: dict[str, Any]) -> str:
 
 def summary_section(campaign: Campaign) -> str:
     config = campaign.config
-    training, ga = config["training"], config["ga"]
+    training, budget = config["training"], config["budget"]
     done = len(campaign.generations)
-    progress = f"{done} of {ga['generations']} finished"
-    if done < ga["generations"]:
+    progress = f"{done} of {budget['generations']} finished"
+    if done < budget["generations"]:
         progress += " (the campaign is still running or was stopped)"
     rows = [
         ("campaign", config["campaign"]),
@@ -441,7 +441,7 @@ def summary_section(campaign: Campaign) -> str:
         ("generations", progress),
         (
             "budget",
-            f"{ga['population']} individuals x {training['seeds']} seeds x "
+            f"{budget['population']} individuals x {training['seeds']} seeds x "
             f"{training['steps']} environment steps per generation, "
             f"{training['eval_episodes']} evaluation episodes per seed",
         ),
@@ -449,7 +449,7 @@ def summary_section(campaign: Campaign) -> str:
             "environment steps trained so far",
             f"{sum(int(gen.results['env_steps'].sum()) for gen in campaign.generations):,}",
         ),
-        ("held-out test", f"{config['report']['retest_seeds']} fresh seeds"),
+        ("held-out test", f"{config['retest']['seeds']} fresh seeds"),
     ]
     search = config.get("search", {})
     if "racing" in search:

@@ -183,7 +183,7 @@ def status_data(campaign_dir: str | Path) -> dict[str, Any]:
         "env": config["env"]["id"],
         "algorithm": config["algorithm"],
         "strategy": config.get("search", {}).get("strategy", "ga"),
-        "generations_planned": progress.get("generations", config["ga"]["generations"]),
+        "generations_planned": progress.get("generations", config["budget"]["generations"]),
         "objectives": [
             {"name": o["name"], "direction": o["direction"]} for o in config["objectives"]
         ],

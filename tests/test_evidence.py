@@ -215,7 +215,7 @@ def test_pooling_needs_the_previous_generation(config):
 def test_racing_copies_the_top_configurations_in_turn(tiny_config, strategy, share, top, expected):
     tiny_config["search"] = {"strategy": strategy, "racing": {"share": share, "top": top}}
     tiny_config["objectives"] = [{"name": "return"}]
-    tiny_config["ga"]["population"] = 8
+    tiny_config["budget"]["population"] = 8
     config = load_config(tiny_config)
     returns = [[10.0] * 2 for _ in range(8)]
     returns[1], returns[3] = [400.0] * 2, [300.0] * 2
