@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpsrl.campaign_identity import config_hash
+from hpsrl.campaign_identity import check_campaign_matches, config_hash
 from hpsrl.config import (
     ConfigError,
     SeedPlan,
@@ -20,7 +20,7 @@ from hpsrl.config import (
     upgraded_config,
 )
 from hpsrl.evolve import initial_population
-from hpsrl.storage import check_campaign_matches, read_population, write_population
+from hpsrl.storage import read_population, write_population
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples").glob("*.yaml")])
