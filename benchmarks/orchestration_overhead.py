@@ -68,9 +68,9 @@ def campaign_config(steps: int, population: int, generations: int, seeds: int) -
     config = yaml.safe_load((_bench.REPO / "config" / "config.yaml").read_text())
     config["campaign"] = "bench"
     config["training"].update(steps=steps, seeds=seeds, eval_episodes=10)
-    config["ga"].update(population=population, generations=generations, elites=1,
-                        tournament_size=2)  # fmt: skip
-    config["report"] = {"retest_seeds": 0}
+    config["budget"] = {"population": population, "generations": generations}
+    config["ga"].update(elites=1, tournament_size=2)
+    config["retest"] = {"seeds": 0}
     return config
 
 
@@ -155,7 +155,7 @@ def run_campaign(workdir: Path, config: dict[str, Any], warm: bool) -> dict[str,
             launch["ranks"] = int(args[args.index("-n") + 1])
     launches.sort(key=lambda r: r["start"])
     per_seed = {}  # generation -> train seconds, eval seconds, env steps: (individuals, seeds) each
-    for gen in range(config["ga"]["generations"]):
+    for gen in range(config["budget"]["generations"]):
         with h5py.File(results / f"gen{gen:03d}.h5", "r") as f:
             per_seed[gen] = tuple(
                 np.asarray(f[f"results/{name}"])

@@ -48,7 +48,7 @@ NAME = "scaling"
 
 def tiny(population: int, generations: int) -> dict[str, Any]:
     config = copy.deepcopy(TINY)
-    config["ga"].update(population=population, generations=generations)
+    config["budget"].update(population=population, generations=generations)
     config["training"]["individuals_per_job"] = "auto"
     return config
 

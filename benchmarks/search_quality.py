@@ -91,8 +91,8 @@ def task_config(task: str) -> dict[str, Any]:
     # A whole generation per training job: one import of torch per generation instead of per
     # individual. Not part of the results' config hash.
     config["training"].update(steps=steps, seeds=3, individuals_per_job=8)
-    config["ga"].update(population=8, generations=4)  # 32 configurations x 3 seeds per search
-    config["report"] = {"retest_seeds": 10}
+    config["budget"] = {"population": 8, "generations": 4}  # 32 configurations x 3 seeds a search
+    config["retest"] = {"seeds": 10}
     config["compare"] = {
         "strategies": [{"name": name, "search": search} for name, search in VARIANTS.items()],
         "search_seeds": SEARCH_SEEDS,

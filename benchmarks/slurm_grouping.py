@@ -51,8 +51,8 @@ def campaign_config(individuals_per_job: int = 1) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(campaign="grouping")
     config["training"].update(steps=20_000, seeds=2, individuals_per_job=individuals_per_job)
-    config["ga"].update(population=8, generations=1)
-    config["report"] = {"retest_seeds": 0}
+    config["budget"] = {"population": 8, "generations": 1}
+    config["retest"] = {"seeds": 0}
     return config
 
 

@@ -21,7 +21,10 @@ from hpsrl.campaign import first_population
 from hpsrl.config import ConfigError, key_parent
 
 # Keys that may change on an existing campaign without changing what its results mean.
+# ga.generations: budget.generations's name in configs stored before it moved (config.RENAMED_KEYS),
+# whose stored hashes left it out.
 HASH_EXEMPT_KEYS = (
+    "budget.generations",
     "ga.generations",
     "training.checkpoint",
     "training.individuals_per_job",
@@ -37,11 +40,11 @@ HASHED_UNLESS_DEFAULT: dict[str, Any] = {
 
 # Config sections that say how a campaign searches, not how it trains one individual: campaigns
 # that differ only in these train an individual of the same genes and seeds alike.
-SEARCH_ONLY_SECTIONS = ("campaign", "results_dir", "search", "ga", "report")
+SEARCH_ONLY_SECTIONS = ("campaign", "results_dir", "search", "budget", "ga", "retest")
 
 # What must be equal for searches to be compared on the same problem and budget (keys that do not
 # change what results mean, such as training.individuals_per_job, may differ).
-SAME_PROBLEM = ("env", "algorithm", "genes", "fixed", "training", "objectives", "ga.population")
+SAME_PROBLEM = ("env", "algorithm", "genes", "fixed", "training", "objectives", "budget.population")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -23,7 +23,8 @@ from hpsrl.campaign import generation_files
 from hpsrl.campaign_identity import problem_differences
 from hpsrl.config import ConfigError
 from hpsrl.evidence import pooled_objectives
-from hpsrl.evolve import campaign_answer
+from hpsrl.evolve import best_of
+from hpsrl.moo import better_words
 from hpsrl.storage import check_replaceable, read_generations, write_text_atomic
 from hpsrl.summary import best_summary
 
@@ -41,12 +42,12 @@ class SearchTrace:
 
 def search_trace(campaign_dir: str | Path) -> SearchTrace:
     """One search: after each generation, the configuration it would return (see
-    hpsrl.evolve.campaign_answer) and its primary objective over all the seeds behind it."""
+    hpsrl.evolve.best_of) and its primary objective over all the seeds behind it."""
     generations = read_generations(generation_files(campaign_dir))
     config = generations[-1].config
     answers = []
     for g in range(len(generations)):
-        found = campaign_answer(config, generations[: g + 1])
+        found = best_of(generations[: g + 1])
         if found is None:
             answers.append(np.nan)
         else:
@@ -104,8 +105,8 @@ def summary(traces: Sequence[SearchTrace]) -> dict[str, Any]:
         "objective": objective["name"],
         "direction": objective["direction"],
         "budget": {
-            "population": config["ga"]["population"],
-            "generations": config["ga"]["generations"],
+            "population": config["budget"]["population"],
+            "generations": config["budget"]["generations"],
             "seeds_per_individual": config["training"]["seeds"],
             "steps_per_seed": config["training"]["steps"],
         },
@@ -132,7 +133,7 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
 
     config = traces[0].config
     objective = config["objectives"][0]
-    better = "higher" if objective["direction"] == "maximize" else "lower"
+    better = better_words(objective["direction"])
     grouped = by_strategy(traces)
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     search_ax, retest_ax = figure.subplots(1, 2, width_ratios=(3, 2))
@@ -150,11 +151,11 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
             search_ax.plot(x, edge, color=line.get_color(), linewidth=0.8, alpha=0.6, ls="--")
     search_ax.set_title(
         f"{config['algorithm']} on {config['env']['id']}: the search's answer as it saw it\n"
-        f"(population {config['ga']['population']}, {config['training']['seeds']} seeds x "
+        f"(population {config['budget']['population']}, {config['training']['seeds']} seeds x "
         f"{config['training']['steps']} steps per individual; dashed: range over search seeds)"
     )
     search_ax.set_xlabel("environment steps trained")
-    search_ax.set_ylabel(f"{objective['name']} of the answer so far ({better} is better)")
+    search_ax.set_ylabel(f"{objective['name']} of the answer so far ({better})")
     search_ax.grid(alpha=0.3)
     search_ax.legend()
 
@@ -178,7 +179,7 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
     retest_ax.set_xlim(-0.6, len(grouped) - 0.4)
     retest_ax.set_title("each search's answer:\nin the search vs trained again on fresh seeds")
     retest_ax.set_xlabel("strategy (one pair of points per search seed)")
-    retest_ax.set_ylabel(f"{objective['name']} ({better} is better)")
+    retest_ax.set_ylabel(f"{objective['name']} ({better})")
     retest_ax.grid(alpha=0.3, axis="y")
     retest_ax.legend(fontsize="small")
     Path(out).parent.mkdir(parents=True, exist_ok=True)

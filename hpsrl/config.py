@@ -156,11 +156,52 @@ MOVED_KEYS = {
 }
 
 
+# Keys that moved to a section whose name says what they are: the budget of every search strategy
+# (not the GA's alone) and the held-out test (not the report). A user's config that still has one
+# is refused with the new key; a config stored with results before the move is read with the new
+# names (upgraded_config), so that those campaigns resume and report as before.
+RENAMED_KEYS = {
+    "ga.population": "budget.population",
+    "ga.generations": "budget.generations",
+    "report.retest_seeds": "retest.seeds",
+}
+# Sections that held nothing but renamed keys: dropped from a stored config once emptied.
+RETIRED_SECTIONS = ("report",)
+
+
 def _check_moved_keys(config: Mapping[str, Any]) -> None:
     for key, moved_to in MOVED_KEYS.items():
         parent, name = key_parent(dict(config), key)
         if isinstance(parent, Mapping) and name in parent:
             raise ConfigError(f"config key '{key}' is now {moved_to}; replace it")
+    for old, new in RENAMED_KEYS.items():
+        parent, name = key_parent(dict(config), old)
+        if isinstance(parent, Mapping) and name in parent:
+            section, new_name = new.split(".")
+            value = json.dumps(parent[name])
+            raise ConfigError(
+                f"config key '{old}' moved to {new}: write `{section}: {{{new_name}: {value}}}` "
+                f"instead of {old}"
+            )
+
+
+def upgraded_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config stored with results, with today's key names: the RENAMED_KEYS it still has
+    under their old names moved to the new ones (and RETIRED_SECTIONS dropped once empty).
+    Every stored config is read through this, so that readers and comparisons see one layout
+    and a campaign started before a rename resumes (its hash is that of the same config written
+    with the new names). Returns a new dict."""
+    out = copy.deepcopy(dict(config))
+    for old, new in RENAMED_KEYS.items():
+        old_section, old_name = old.split(".")
+        new_section, new_name = new.split(".")
+        parent = out.get(old_section)
+        if not isinstance(parent, dict) or old_name not in parent:
+            continue
+        out.setdefault(new_section, {})[new_name] = parent.pop(old_name)
+        if not parent and old_section in RETIRED_SECTIONS:
+            del out[old_section]
+    return out
 
 
 # Where a value may be any number, infinities included: what the algorithm's own checks judge
@@ -226,7 +267,7 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config key 'objectives': each objective may appear once, got {names}")
     _check_racing(config)
     if config["search"]["strategy"] == "ga":  # the other strategies never read these keys
-        _check_ga(config["ga"])
+        _check_ga(config)
     config["genes"] = resolved_genes(config)
     _check_algorithm_fields(config, search_space(config))  # gene errors name the gene
     _check_inherit_weights(config)
@@ -317,7 +358,7 @@ def _check_racing(config: Mapping[str, Any]) -> None:
     """Each generation needs room for new configurations, on every rung."""
     from hpsrl.halving import check_fidelity
 
-    share, population = config["search"]["racing"]["share"], config["ga"]["population"]
+    share, population = config["search"]["racing"]["share"], config["budget"]["population"]
     raced = round(share * population)
     if raced >= population:
         raise ConfigError(
@@ -335,11 +376,12 @@ def _check_racing(config: Mapping[str, Any]) -> None:
         )
 
 
-def _check_ga(ga: Mapping[str, Any]) -> None:
-    if ga["tournament_size"] > ga["population"]:
+def _check_ga(config: Mapping[str, Any]) -> None:
+    tournament_size, population = config["ga"]["tournament_size"], config["budget"]["population"]
+    if tournament_size > population:
         raise ConfigError(
-            f"config key 'ga.tournament_size': {ga['tournament_size']} is larger than the "
-            f"population ({ga['population']})"
+            f"config key 'ga.tournament_size': {tournament_size} is larger than the "
+            f"population ({population}, budget.population)"
         )
 
 

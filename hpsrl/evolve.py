@@ -27,7 +27,7 @@ from hpsrl.config import (
 from hpsrl.evidence import configuration_key, pools_evidence
 from hpsrl.halving import new_configurations, rung_steps, rungs
 from hpsrl.model import Generation, Population
-from hpsrl.moo import nsga2_rank_key
+from hpsrl.moo import nsga2_rank_key, to_losses
 from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
 
 T = TypeVar("T")
@@ -93,7 +93,7 @@ def racing_slots(config: Mapping[str, Any]) -> int:
     if racing is None:
         strategy = config.get("search", {}).get("strategy", "ga")
         return config["ga"].get("elites", 1) if strategy == "ga" else 0
-    return round(racing["share"] * config["ga"]["population"])
+    return round(racing["share"] * config["budget"]["population"])
 
 
 def _raced(previous: Generation, config: Mapping[str, Any]) -> list[int]:
@@ -123,12 +123,12 @@ def initial_population(config: Mapping[str, Any]) -> Population:
 
 def planned_size(config: Mapping[str, Any], batch: str) -> int:
     """How many individuals a generation's batch (or one of its rungs) trains, known before
-    anything is trained: ga.population without rungs."""
+    anything is trained: budget.population without rungs."""
     generation = batch_generation(batch)
     raced = racing_slots(config) if generation else 0
     rung = rung_of(batch)
     if rung is None:
-        return config["ga"]["population"]
+        return config["budget"]["population"]
     return (raced if rung == 0 else 0) + new_configurations(config, generation, raced)[rung]
 
 
@@ -228,8 +228,8 @@ def _bred_population(
 
 
 def best_candidates(config: Mapping[str, Any], generations: Sequence[T]) -> Sequence[T]:
-    """Of a campaign's generations so far (files or records, in order), those its best individual
-    is chosen from.
+    """Of a campaign's generations so far (files or records, in order), those :func:`best_of`
+    chooses from: what a reader of the answer needs to read.
 
     Where each generation re-trains the top configurations (racing, the GA's elites), the final
     generation only: racing carries the best configurations forward, re-trained on fresh seeds,
@@ -240,7 +240,38 @@ def best_candidates(config: Mapping[str, Any], generations: Sequence[T]) -> Sequ
     return generations[-1:] if racing_slots(config) > 0 else generations
 
 
-def best_individual(
+def best_of(generations: Sequence[Generation]) -> tuple[Generation, int] | None:
+    """The campaign's best individual after ``generations`` (all so far, in order, or only
+    their :func:`best_candidates`): the configuration the campaign returns, as (its generation,
+    its index there); None if every candidate failed. Every reader of "the best" asks this.
+
+    It is the best estimate (:func:`_best_by_estimate`) among the candidates. With pooled
+    evidence and racing, among the final generation's raced copies first: the top
+    configurations so far, re-trained on fresh seeds in it, so that the answer was good on many
+    seeds. A new configuration of the final generation has only its first seeds, and no later
+    generation to race it: it cannot be the answer (unless no raced copy is valid). SMAC's
+    incumbent is kept the same way, until a challenger has been run as often.
+    """
+    config = generations[-1].config
+    candidates = best_candidates(config, generations)
+    final = candidates[-1]
+    if pools_evidence(config) and racing_slots(config) > 0:
+        raced = np.array([op == "elite" for op in final.population.operators])
+        found = _best_by_estimate([final], [raced])
+        if found is not None:
+            return found
+    return _best_by_estimate(candidates)
+
+
+def generation_leader(generation: Generation) -> int | None:
+    """The index of a generation's leader, None if it has none: its best estimate
+    (:func:`_best_by_estimate`), new configurations included, which ``hpsrl status`` and the
+    report show per generation. The campaign's answer is :func:`best_of`'s."""
+    found = _best_by_estimate([generation])
+    return None if found is None else found[1]
+
+
+def _best_by_estimate(
     generations: Sequence[Generation], eligible: Sequence[np.ndarray] | None = None
 ) -> tuple[Generation, int] | None:
     """The valid individual of ``generations`` trained on the whole of training.steps (not
@@ -262,49 +293,27 @@ def best_individual(
     config = generations[-1].config
     directions = [o["direction"] for o in config["objectives"]]
     rank_key = nsga2_rank_key(objectives, directions)
-    sign = -1.0 if directions[0] == "maximize" else 1.0
-    order = np.lexsort((ok, rank_key[ok], sign * objectives[ok, 0]))
+    primary_loss = to_losses(objectives[:, :1], directions[:1])[:, 0]
+    order = np.lexsort((ok, rank_key[ok], primary_loss[ok]))
     where = [(g, i) for g in generations for i in range(len(g.population))]
     return where[int(ok[order[0]])]
 
 
-def campaign_answer(
-    config: Mapping[str, Any], generations: Sequence[Generation]
-) -> tuple[Generation, int] | None:
-    """The configuration a campaign returns after ``generations`` (all so far, in order), as
-    (its generation, its index there): the best of :func:`best_candidates`.
-
-    With pooled evidence and racing, the best of the final generation's raced copies: the top
-    configurations so far, re-trained on fresh seeds in it, so that the answer was good on many
-    seeds. A new configuration of the final generation has only its first seeds, and no later
-    generation to race it: it cannot be the answer (unless no raced copy is valid). SMAC's
-    incumbent is kept the same way, until a challenger has been run as often.
-    """
-    candidates = best_candidates(config, generations)
-    final = candidates[-1]
-    if pools_evidence(config) and racing_slots(config) > 0:
-        raced = np.array([op == "elite" for op in final.population.operators])
-        found = best_individual([final], [raced])
-        if found is not None:
-            return found
-    return best_individual(candidates)
-
-
 def retest_population(generations: Sequence[Generation], config: Mapping[str, Any]) -> Population:
-    """The campaign's answer (:func:`campaign_answer` of its generations, given in order), to be
-    trained again on fresh seeds that nothing selected on."""
+    """The campaign's answer (:func:`best_of` its generations, given in order), to be trained
+    again on fresh seeds that nothing selected on."""
     candidates = best_candidates(config, generations)
-    found = campaign_answer(config, generations)
+    found = best_of(generations)
     if found is None:
         batches = ", ".join(g.population.batch for g in candidates)
         raise NothingToRetest(
             f"every individual of {batches} failed, so there is nothing to re-test "
-            "(see why with: hpsrl status RESULTS_DIR/CAMPAIGN); set report.retest_seeds: 0 to "
+            "(see why with: hpsrl status RESULTS_DIR/CAMPAIGN); set retest.seeds: 0 to "
             "finish without a re-test"
         )
     source, best = found
     plan = SeedPlan(config["seed"])
-    seeds = config["report"]["retest_seeds"]
+    seeds = config["retest"]["seeds"]
     return Population(
         batch=RETEST_BATCH,
         config=dict(config),

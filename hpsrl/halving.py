@@ -13,7 +13,7 @@ kill like any batch. The generation's record ``genGGG.h5`` combines them: every 
 rung 0 with the results of the last rung it reached. The raced copies of the best configurations
 so far (``search.racing``) train in full on rung 0.
 
-Budget: a generation spends no more env steps than ``ga.population`` full trainings (of
+Budget: a generation spends no more env steps than ``budget.population`` full trainings (of
 ``training.seeds`` seeds each), as without rungs; rung 0 holds as many new configurations as that
 allows (:func:`rung_sizes`). Only configurations that reached the whole of ``training.steps`` are
 evidence about what a configuration is worth (:mod:`hpsrl.evidence`): the others rank after them,
@@ -73,8 +73,8 @@ def _cost(config: Mapping[str, Any], sizes: list[int]) -> int:
 
 def new_configurations(config: Mapping[str, Any], generation: int, raced: int) -> list[int]:
     """How many new configurations each rung of ``generation`` trains, when ``raced`` of its
-    ga.population full trainings re-train the best so far (none in generation 0)."""
-    return rung_sizes(config, config["ga"]["population"] - (raced if generation else 0))
+    budget.population full trainings re-train the best so far (none in generation 0)."""
+    return rung_sizes(config, config["budget"]["population"] - (raced if generation else 0))
 
 
 def check_fidelity(config: Mapping[str, Any], new: int) -> str | None:
@@ -94,7 +94,7 @@ def check_fidelity(config: Mapping[str, Any], new: int) -> str | None:
         return (
             f"{count} rungs with eta {eta} need at least {least} new configurations on rung 0, "
             f"more env steps than the {new} full trainings a generation has for new ones; use "
-            "fewer rungs, a smaller eta or a larger ga.population"
+            "fewer rungs, a smaller eta or a larger budget.population"
         )
     return None
 

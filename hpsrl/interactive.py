@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 
 from hpsrl.config import search_space
 from hpsrl.genes import CategoricalGene, FloatGene, Gene, IntGene, ListGene
-from hpsrl.moo import non_dominated_sort, to_losses
+from hpsrl.moo import better_words, higher_is_better, loss_sign, non_dominated_sort, to_losses
 
 #: Fewest trained individuals with a finite objective for which its importance is computed.
 #: PED-ANOVA compares the best ``target_quantile`` of them with all; below 10 that top group
@@ -175,7 +175,7 @@ def importance_figure(
                 f"{_number(values.pop())}, so no hyperparameter made a difference to it"
             )
             continue
-        sign = -1.0 if objective["direction"] == "maximize" else 1.0  # PED-ANOVA minimises
+        sign = loss_sign(objective["direction"])  # PED-ANOVA minimises
         evaluator = PedAnovaImportanceEvaluator(target_quantile=max(0.1, IMPORTANCE_TOP / usable))
         with warnings.catch_warnings():  # "computes importances ... to achieve low target"
             warnings.simplefilter("ignore")
@@ -285,10 +285,11 @@ def _element_dimension(label: str, values: Sequence[Any], gene: Gene) -> dict[st
     return _numeric_dimension(label, values, gene)
 
 
-def _score_colours(values: np.ndarray, maximize: bool, answer: int | None) -> tuple:
+def _score_colours(values: np.ndarray, direction: str, answer: int | None) -> tuple:
     """Colours for parallel coordinates: the objective on viridis, brighter for better, over
     [0, 0.9]; the answer at 1, in red. Returns the colour values, the colour scale and the
     colour bar's ticks."""
+    maximize = higher_is_better(direction)
     low, high = float(values.min()), float(values.max())
     span = high - low or 1.0
     shade = 0.9 * (values - low) / span
@@ -324,7 +325,7 @@ def parallel_figure(config: dict[str, Any], rows: Individuals) -> go.Figure | No
             dims.append({"label": objective["name"], "values": values.tolist()})
     answer = len(keep) - 1 if rows.answer is not None and keep[-1] == rows.answer else None
     shade, scale, ticks = _score_colours(
-        rows.objectives[keep, 0], objectives[0]["direction"] == "maximize", answer
+        rows.objectives[keep, 0], objectives[0]["direction"], answer
     )
     fig = go.Figure(
         go.Parcoords(
@@ -526,13 +527,9 @@ def pareto_figure(
     fig.update_layout(
         template=TEMPLATE,
         height=520,
-        xaxis_title=f"{first['name']} ({_better(first)})",
-        yaxis_title=f"{second['name']} ({_better(second)})",
+        xaxis_title=f"{first['name']} ({better_words(first['direction'])})",
+        yaxis_title=f"{second['name']} ({better_words(second['direction'])})",
         legend={"title": {"text": "generation"}},
         margin={"t": 30},
     )
     return fig
-
-
-def _better(objective: dict[str, Any]) -> str:
-    return "higher is better" if objective["direction"] == "maximize" else "lower is better"

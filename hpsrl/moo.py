@@ -1,7 +1,8 @@
 """Multi-objective ranking (NSGA-II), in one place and in plain numpy.
 
 Objective values are turned into *losses* once (:func:`to_losses`: lower is better in every
-column); everything after that works on losses.
+column); everything after that works on losses. What an objective's direction means (which way
+is better, which value is best, how a person reads it) is answered here and nowhere else.
 
 Failed individuals and infinities
 ---------------------------------
@@ -25,7 +26,11 @@ import numpy as np
 
 __all__ = [
     "DIRECTIONS",
+    "best_value",
+    "better_words",
     "crowding_distance",
+    "higher_is_better",
+    "loss_sign",
     "non_dominated_sort",
     "nsga2_rank_key",
     "to_losses",
@@ -41,6 +46,38 @@ def _as_2d(name: str, x: Any) -> np.ndarray:
             f"{name} must be 2-D, shape (n_individuals, n_objectives), got shape {arr.shape}"
         )
     return arr
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; use one of {list(DIRECTIONS)}")
+
+
+def higher_is_better(direction: str) -> bool:
+    """Whether larger values of an objective of ``direction`` are better."""
+    _check_direction(direction)
+    return direction == "maximize"
+
+
+def loss_sign(direction: str) -> float:
+    """The factor that turns a value of an objective of ``direction`` into its loss: -1.0 where
+    it is maximized, 1.0 where minimized."""
+    return -1.0 if higher_is_better(direction) else 1.0
+
+
+def best_value(values: np.ndarray, direction: str, skip_nan: bool = False) -> Any:
+    """The best of 1-D ``values`` of an objective of ``direction`` (the largest where it is
+    maximized, the smallest where minimized), as numpy gives it. Any NaN makes it NaN, unless
+    ``skip_nan`` (then NaN only where every value is, with numpy's warning)."""
+    if higher_is_better(direction):
+        return np.nanmax(values) if skip_nan else np.max(values)
+    return np.nanmin(values) if skip_nan else np.min(values)
+
+
+def better_words(direction: str) -> str:
+    """Which way is better, for an axis label or a table: "higher is better" or "lower is
+    better"."""
+    return "higher is better" if higher_is_better(direction) else "lower is better"
 
 
 def to_losses(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -59,7 +96,7 @@ def to_losses(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     bad = [d for d in dirs if d not in DIRECTIONS]
     if bad:
         raise ValueError(f"unknown direction(s) {bad}; use one of {list(DIRECTIONS)}")
-    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in dirs])
+    sign = np.array([loss_sign(d) for d in dirs])
     return vals * sign
 
 

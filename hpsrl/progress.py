@@ -44,7 +44,7 @@ def _stored_config(path: Path) -> dict[str, Any] | None:
 
 def latest_config(campaign_dir: str | Path) -> dict[str, Any] | None:
     """The config of the campaign's latest batch (a campaign extended by raising
-    ga.generations has it in its newer files), or None where nothing was planned yet."""
+    budget.generations has it in its newer files), or None where nothing was planned yet."""
     campaign_dir = Path(campaign_dir)
     if not campaign_dir.is_dir():
         return None
@@ -78,7 +78,7 @@ def campaign_progress(campaign_dir: str | Path) -> dict[str, Any] | None:
     config = latest_config(campaign_dir)
     if config is None:
         return None
-    generations = config["ga"]["generations"]
+    generations = config["budget"]["generations"]
     finished = [
         g for g in range(generations) if (campaign_dir / record_path(batch_name(g))).exists()
     ]
@@ -86,7 +86,7 @@ def campaign_progress(campaign_dir: str | Path) -> dict[str, Any] | None:
         "finished": False,
         "generations": generations,
         "finished_generations": len(finished),
-        "retest": config["report"]["retest_seeds"] > 0,
+        "retest": config["retest"]["seeds"] > 0,
     }
     count = rungs(config)
     for g in range(generations):

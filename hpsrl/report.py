@@ -33,10 +33,11 @@ from hpsrl import interactive
 from hpsrl.campaign import RETEST_BATCH, generation_files
 from hpsrl.config import search_space
 from hpsrl.evidence import pools_evidence
-from hpsrl.evolve import best_individual
+from hpsrl.evolve import generation_leader
 from hpsrl.genes import CategoricalGene, Gene, ListGene
 from hpsrl.interactive import figure_html
 from hpsrl.model import Generation
+from hpsrl.moo import best_value, better_words
 from hpsrl.optuna_export import campaign_trials
 from hpsrl.storage import read_generations, write_text_atomic
 from hpsrl.summary import best_summary, best_yaml, status_table
@@ -100,10 +101,6 @@ def objective_label(objective: dict[str, Any], config: dict[str, Any]) -> str:
     return labels.get(objective["name"], objective["name"])
 
 
-def better(objective: dict[str, Any]) -> str:
-    return "higher is better" if objective["direction"] == "maximize" else "lower is better"
-
-
 # -- figures ------------------------------------------------------------------------------------
 
 
@@ -137,7 +134,6 @@ def objectives_figure(campaign: Campaign) -> Figure:
     axes = fig.subplots(1, len(objectives), squeeze=False)[0]
     failed = [int((~gen.ok).sum()) for gen in campaign.generations]
     for j, (ax, objective) in enumerate(zip(axes, objectives, strict=True)):
-        pick = np.nanmax if objective["direction"] == "maximize" else np.nanmin
         values = [gen.objectives[gen.ok, j] for gen in campaign.generations]
         present = [g for g, v in enumerate(values) if v.size]
         if present:
@@ -149,13 +145,16 @@ def objectives_figure(campaign: Campaign) -> Figure:
                 boxprops={"facecolor": "tab:blue", "alpha": 0.25},
                 medianprops={"color": "tab:blue"},
             )
-        best = [float(pick(v)) if v.size else np.nan for v in values]
+        best = [
+            float(best_value(v, objective["direction"], skip_nan=True)) if v.size else np.nan
+            for v in values
+        ]
         median = [float(np.median(v)) if v.size else np.nan for v in values]
         ax.plot(range(len(values)), best, "o-", color="tab:green", label="best")
         ax.plot(range(len(values)), median, "s--", color="tab:blue", label="median")
         _generation_axis(ax, campaign.batches, failed)
         ax.set_ylabel(objective_label(objective, campaign.config))
-        ax.set_title(f"{objective['name']} ({better(objective)})")
+        ax.set_title(f"{objective['name']} ({better_words(objective['direction'])})")
         ax.grid(alpha=0.3)
         spread = Patch(facecolor="tab:blue", alpha=0.25, label="quartiles, whiskers 1.5 IQR")
         ax.legend(handles=[*ax.get_lines()[-2:], spread], fontsize="small", **LEGEND_OUTSIDE)
@@ -295,13 +294,12 @@ def curves_figure(campaign: Campaign) -> Figure:
     fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     for ax, gen in zip(axes, gens, strict=False):
-        found = best_individual([gen])
-        if found is None:
+        best = generation_leader(gen)
+        if best is None:
             ax.text(0.5, 0.5, "every individual failed", ha="center", transform=ax.transAxes)
             ax.set_title(gen.population.batch)
             ax.axis("off")
             continue
-        best = found[1]
         _curves_panel(
             ax,
             gen.results["curve_steps"],
@@ -424,10 +422,10 @@ def headline(best: dict[str, Any]) -> str:
 
 def summary_section(campaign: Campaign) -> str:
     config = campaign.config
-    training, ga = config["training"], config["ga"]
+    training, budget = config["training"], config["budget"]
     done = len(campaign.generations)
-    progress = f"{done} of {ga['generations']} finished"
-    if done < ga["generations"]:
+    progress = f"{done} of {budget['generations']} finished"
+    if done < budget["generations"]:
         progress += " (the campaign is still running or was stopped)"
     rows = [
         ("campaign", config["campaign"]),
@@ -443,7 +441,7 @@ def summary_section(campaign: Campaign) -> str:
         ("generations", progress),
         (
             "budget",
-            f"{ga['population']} individuals x {training['seeds']} seeds x "
+            f"{budget['population']} individuals x {training['seeds']} seeds x "
             f"{training['steps']} environment steps per generation, "
             f"{training['eval_episodes']} evaluation episodes per seed",
         ),
@@ -451,7 +449,7 @@ def summary_section(campaign: Campaign) -> str:
             "environment steps trained so far",
             f"{sum(int(gen.results['env_steps'].sum()) for gen in campaign.generations):,}",
         ),
-        ("held-out test", f"{config['report']['retest_seeds']} fresh seeds"),
+        ("held-out test", f"{config['retest']['seeds']} fresh seeds"),
     ]
     search = config.get("search", {})
     if "racing" in search:
@@ -580,6 +578,7 @@ def parallel_section(campaign: Campaign) -> str:
 
 def slices_section(campaign: Campaign) -> str:
     primary = campaign.objectives[0]
+    better = better_words(primary["direction"])
     failed = int((~campaign.individuals.ok).sum())
     fig = interactive.genes_figure(campaign.config, campaign.individuals, campaign.batches)
     if fig is None:
@@ -587,7 +586,7 @@ def slices_section(campaign: Campaign) -> str:
     return _interactive(
         fig,
         "slices",
-        f"{primary['name']} ({better(primary)}, over each individual's own seeds) against each "
+        f"{primary['name']} ({better}, over each individual's own seeds) against each "
         "gene, a colour per generation; a list gene has a panel for its length and one per "
         "element. Categories and short integer ranges are spread sideways so that equal values "
         f"stay visible; {_answer_note(campaign)}; {failed} failed individuals have no value and "

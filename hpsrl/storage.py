@@ -30,7 +30,7 @@ import numpy as np
 import hpsrl
 from hpsrl.campaign import batch_generation, campaign_folder, first_population, named_batch
 from hpsrl.campaign_identity import config_hash, describe_changes, same_campaign, trains_alike
-from hpsrl.config import SCHEMA_VERSION, search_space
+from hpsrl.config import SCHEMA_VERSION, search_space, upgraded_config
 from hpsrl.evidence import Evidence, own_evidence, per_seed_objectives
 from hpsrl.gene_columns import decode_individuals, encode_individuals
 from hpsrl.model import PER_SEED_RESULTS, Generation, IndividualResult, Population
@@ -182,9 +182,9 @@ STORED_CONFIG_KEYS = {
     "training.curve_points": "a whole number",
     "training.aggregate": "text",
     "objectives": "a list",
-    "ga.population": "a whole number",
-    "ga.generations": "a whole number",
-    "report.retest_seeds": "a whole number",
+    "budget.population": "a whole number",
+    "budget.generations": "a whole number",
+    "retest.seeds": "a whole number",
 }
 
 
@@ -229,11 +229,12 @@ def _stored_metadata(f: h5py.File, path: str | Path) -> tuple[dict[str, Any], st
             "read it with a matching hpsrl, or delete it and rerun snakemake to regenerate it",
         )
     try:
-        config = json.loads(f.attrs["config"])
+        written = json.loads(f.attrs["config"])
     except (KeyError, TypeError, ValueError):
-        config = None
-    if not isinstance(config, dict):
+        written = None
+    if not isinstance(written, dict):
         raise _damaged(path, "has no config attribute holding a JSON object")
+    config = upgraded_config(written)  # today's key names, whenever it was written
     for key, what in STORED_CONFIG_KEYS.items():
         value: Any = config
         for part in key.split("."):
@@ -253,11 +254,11 @@ def _stored_metadata(f: h5py.File, path: str | Path) -> tuple[dict[str, Any], st
     except ConfigError as e:
         raise _damaged(path, f"has a config whose genes cannot be read ({e})") from None
     stored_hash = f.attrs.get("config_hash")
-    if stored_hash is None or str(stored_hash) != config_hash(config):
+    if stored_hash is None or str(stored_hash) != config_hash(written):
         raise _damaged(
             path,
             f"has a config that was changed after it was written (its hash is "
-            f"{config_hash(config)}, the file says {stored_hash})",
+            f"{config_hash(written)}, the file says {stored_hash})",
         )
     batch = f.attrs.get("batch")
     if not isinstance(batch, str) or not re.fullmatch(BATCH_PATTERN, batch):
@@ -279,7 +280,7 @@ def _batch_seeds(config: Mapping[str, Any], batch: str) -> int:
     from hpsrl.campaign import RETEST_BATCH
 
     if batch == RETEST_BATCH:
-        return int(config["report"]["retest_seeds"])
+        return int(config["retest"]["seeds"])
     return int(config["training"]["seeds"])
 
 

@@ -19,8 +19,9 @@ import yaml
 
 from hpsrl.campaign import RETEST_BATCH, batch_generation, batch_name, generation_files
 from hpsrl.evidence import pooled_objectives, pools_evidence
-from hpsrl.evolve import best_candidates, best_individual, campaign_answer
+from hpsrl.evolve import best_candidates, best_of, generation_leader
 from hpsrl.model import Generation
+from hpsrl.moo import best_value, higher_is_better
 from hpsrl.progress import campaign_progress, latest_config, progress_line
 from hpsrl.storage import StorageError, read_generations, read_population
 
@@ -67,10 +68,9 @@ def generation_summary(gen: Generation) -> dict[str, Any]:
     it; each objective's best and median over the valid individuals' own seeds; the failures."""
     objectives = gen.config["objectives"]
     ok = gen.ok
-    found = best_individual([gen])
+    i = generation_leader(gen)
     leader = None
-    if found is not None:
-        i = found[1]
+    if i is not None:
         leader = {
             "individual": int(i),
             "estimate": {
@@ -89,7 +89,7 @@ def generation_summary(gen: Generation) -> dict[str, Any]:
         values = gen.objectives[ok, j]
         best = median = None
         if values.size:
-            best = values.max() if o["direction"] == "maximize" else values.min()
+            best = best_value(values, o["direction"])
             median = float(np.median(values))
         summary["objectives"][o["name"]] = {
             "direction": o["direction"],
@@ -137,7 +137,7 @@ def _status_text(config: dict[str, Any], summaries: list[dict[str, Any]]) -> str
     if pooled:
         header.append(f"leader: estimated {objectives[0]['name']} (seeds)")
     for o in objectives:
-        arrow = "max" if o["direction"] == "maximize" else "min"
+        arrow = "max" if higher_is_better(o["direction"]) else "min"
         header += [f"best {o['name']} ({arrow})", f"median {o['name']}"]
     rows = [header]
     for gen in summaries:
@@ -183,7 +183,7 @@ def status_data(campaign_dir: str | Path) -> dict[str, Any]:
         "env": config["env"]["id"],
         "algorithm": config["algorithm"],
         "strategy": config.get("search", {}).get("strategy", "ga"),
-        "generations_planned": progress.get("generations", config["ga"]["generations"]),
+        "generations_planned": progress.get("generations", config["budget"]["generations"]),
         "objectives": [
             {"name": o["name"], "direction": o["direction"]} for o in config["objectives"]
         ],
@@ -362,7 +362,7 @@ def _plain(value: Any) -> Any:
 
 
 def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
-    """The campaign's answer (hpsrl.evolve.campaign_answer):
+    """The campaign's answer (:func:`hpsrl.evolve.best_of`):
     first its held-out re-test on fresh seeds when the campaign has one, then its
     hyperparameters, objectives over all the seeds it was trained on (their number), the
     estimate selection ranked it by (pooled evidence), and its own per-seed returns."""
@@ -375,7 +375,7 @@ def best_summary(campaign_dir: str | Path) -> dict[str, Any]:
         paths.append(retest_file)
     candidates = read_generations(paths)
     retest = candidates.pop() if paths[-1] == retest_file else None
-    found = campaign_answer(config, candidates)
+    found = best_of(candidates)
     summary: dict[str, Any] = {
         "campaign": config["campaign"],
         "env": config["env"]["id"],

@@ -43,8 +43,9 @@ TINY: dict[str, Any] = {
         {"name": "return", "direction": "maximize"},
         {"name": "steps_to_threshold", "direction": "minimize", "threshold": 50},
     ],
-    "ga": {"population": 4, "generations": 2, "tournament_size": 2},
-    "report": {"retest_seeds": 2},
+    "budget": {"population": 4, "generations": 2},
+    "ga": {"tournament_size": 2},
+    "retest": {"seeds": 2},
 }
 
 

@@ -50,7 +50,8 @@ def test_the_compare_section_does_not_change_what_results_mean(tiny_config):
 
 def test_a_strategy_the_config_does_not_fit_is_named(tiny_config):
     tiny_config["search"] = {"strategy": "bo"}
-    tiny_config["ga"].update(population=2, tournament_size=3)  # fine for bo, not for ga
+    tiny_config["budget"].update(population=2)
+    tiny_config["ga"].update(tournament_size=3)  # fine for bo, not for ga
     tiny_config["compare"] = {"strategies": ["bo", "ga"]}
     with pytest.raises(ConfigError, match=r"compare.strategies, ga: config key 'ga.tourn"):
         compared_campaigns(load_config(tiny_config))
@@ -85,7 +86,7 @@ def test_the_first_strategy_trains_generation_0_for_all(workdir, tiny_config):
 
 @pytest.mark.slow
 def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
-    tiny_config["ga"]["generations"] = 2
+    tiny_config["budget"]["generations"] = 2
     tiny_config["compare"] = {"strategies": ["ga", "random"], "search_seeds": 2}
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-j2", "compare", timeout=1200)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import copy
 import datetime
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hpsrl.campaign_identity import config_hash
+from hpsrl.campaign_identity import check_campaign_matches, config_hash
 from hpsrl.config import (
     ConfigError,
     SeedPlan,
@@ -14,7 +17,10 @@ from hpsrl.config import (
     load_config,
     load_yaml,
     search_space,
+    upgraded_config,
 )
+from hpsrl.evolve import initial_population
+from hpsrl.storage import read_population, write_population
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples").glob("*.yaml")])
@@ -23,7 +29,7 @@ CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_are_valid(path):
     config = load_config(load_yaml(path))
-    assert config["ga"]["population"] >= 2
+    assert config["budget"]["population"] >= 2
     assert all("direction" in o for o in config["objectives"])
 
 
@@ -39,7 +45,7 @@ def test_defaults_are_filled_in(tiny_config):
 @pytest.mark.parametrize(
     "change, words",
     [
-        (lambda c: c["ga"].update(population=1), ["ga.population"]),
+        (lambda c: c["budget"].update(population=1), ["budget.population"]),
         (lambda c: c["ga"].update(elites=2), ["ga.elites", "search.racing", "top: E"]),
         (
             lambda c: c.update(search={"racing": {"share": 0.9}}),
@@ -107,15 +113,15 @@ def test_a_folder_or_a_list_is_no_config(tmp_path):
 
 
 def test_whole_floats_count_as_integers(tiny_config):
-    # YAML reads 1.0e5 as a float; numpy refuses a float count (ga.population 4.0 crashed init)
-    tiny_config["ga"]["population"] = 4.0
+    # YAML reads 1.0e5 as a float; numpy refuses a float count (budget.population 4.0 crashed init)
+    tiny_config["budget"]["population"] = 4.0
     tiny_config["training"].update(steps=2048.0, individuals_per_job=2.0)
     config = load_config(tiny_config)
-    assert config["ga"]["population"] == 4 and type(config["ga"]["population"]) is int
+    assert config["budget"]["population"] == 4 and type(config["budget"]["population"]) is int
     assert type(config["training"]["steps"]) is int
     assert type(config["training"]["individuals_per_job"]) is int
-    tiny_config["ga"]["population"] = 4.5
-    with pytest.raises(ConfigError, match=r"ga\.population"):
+    tiny_config["budget"]["population"] = 4.5
+    with pytest.raises(ConfigError, match=r"budget\.population"):
         load_config(tiny_config)
 
 
@@ -132,7 +138,7 @@ def test_infinity_is_left_to_the_algorithm_where_it_means_something(tiny_config)
 
 def test_hash_ignores_generation_budget_only(tiny_config):
     base = config_hash(load_config(tiny_config))
-    tiny_config["ga"]["generations"] = 10
+    tiny_config["budget"]["generations"] = 10
     assert config_hash(load_config(tiny_config)) == base
     tiny_config["training"]["steps"] = 2048
     assert config_hash(load_config(tiny_config)) != base
@@ -206,3 +212,51 @@ def test_nothing_left_to_search_is_an_error():
     raw["genes"] = dict.fromkeys(get_algorithm("ppo").GENES)
     with pytest.raises(ConfigError, match="nothing left to search"):
         load_config(raw)
+
+
+@pytest.mark.parametrize(
+    "old, value, fix",
+    [
+        ("ga.population", 6, "budget.population: write `budget: {population: 6}`"),
+        ("ga.generations", 9, "budget.generations: write `budget: {generations: 9}`"),
+        ("report.retest_seeds", 0, "retest.seeds: write `retest: {seeds: 0}`"),
+    ],
+)
+def test_a_renamed_key_is_refused_with_its_new_name(tiny_config, tmp_path, old, value, fix):
+    section, name = old.split(".")
+    tiny_config.setdefault(section, {})[name] = value
+    with pytest.raises(ConfigError, match=f"config key '{old}' moved to ") as info:
+        load_config(tiny_config)
+    assert fix in str(info.value)
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsrl", "check", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stderr == f"hpsrl: error: {info.value}\n"
+
+
+def old_layout(config: dict) -> dict:
+    """``config`` as hpsrl stored it before budget and retest had sections of their own."""
+    old = copy.deepcopy(config)
+    old["ga"].update(old.pop("budget"))
+    old["report"] = {"retest_seeds": old.pop("retest")["seeds"]}
+    return old
+
+
+def test_results_stored_with_the_old_key_names_read_and_resume(tiny_config, tmp_path):
+    config = load_config(tiny_config)
+    assert upgraded_config(old_layout(config)) == config
+    population = initial_population(config)
+    population.config = old_layout(config)  # what a campaign started before the rename stored
+    path = tmp_path / "tiny" / "gen000" / "population.h5"
+    write_population(path, population)
+    stored = read_population(path).config
+    assert stored == config and "report" not in stored
+    assert config_hash(stored) == config_hash(config)
+    check_campaign_matches(config, tmp_path / "tiny")  # the campaign goes on
+    longer = load_config({**tiny_config, "budget": {"population": 4, "generations": 5}})
+    check_campaign_matches(longer, tmp_path / "tiny")  # and may be extended
+    other = load_config({**tiny_config, "retest": {"seeds": 5}})
+    with pytest.raises(ConfigError, match=r"retest\.seeds changed"):
+        check_campaign_matches(other, tmp_path / "tiny")

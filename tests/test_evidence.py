@@ -11,8 +11,8 @@ from hpsrl.campaign import batch_name
 from hpsrl.config import load_config, search_space
 from hpsrl.evidence import Evidence, pooled_objectives, shrunk_estimates
 from hpsrl.evolve import (
-    best_individual,
-    campaign_answer,
+    best_of,
+    generation_leader,
     initial_population,
     next_population,
     racing_slots,
@@ -124,7 +124,7 @@ def test_a_configuration_that_failed_once_stays_failed(config):
     )
     assert np.isnan(gen1.estimate[0]).all()
     assert not np.isfinite(gen1.rank_key[0])
-    assert best_individual([gen1])[1] != 0
+    assert generation_leader(gen1) != 0
 
 
 def evidence_of(values: list[list[float]]) -> Evidence:
@@ -215,7 +215,7 @@ def test_pooling_needs_the_previous_generation(config):
 def test_racing_copies_the_top_configurations_in_turn(tiny_config, strategy, share, top, expected):
     tiny_config["search"] = {"strategy": strategy, "racing": {"share": share, "top": top}}
     tiny_config["objectives"] = [{"name": "return"}]
-    tiny_config["ga"]["population"] = 8
+    tiny_config["budget"]["population"] = 8
     config = load_config(tiny_config)
     returns = [[10.0] * 2 for _ in range(8)]
     returns[1], returns[3] = [400.0] * 2, [300.0] * 2
@@ -238,8 +238,8 @@ def test_the_answer_is_a_raced_configuration_not_a_new_one_with_few_seeds(config
     assert pop1.operators[0] == "elite"
     # a new configuration of the final generation scores 500 on its 3 seeds
     gen1 = record(config, pop1, [[470] * 3, [500] * 3, [2] * 3, [3] * 3], previous=gen0)
-    assert best_individual([gen1])[1] == 1, "it leads the generation by its estimate"
-    source, answer = campaign_answer(config, [gen0, gen1])
+    assert generation_leader(gen1) == 1, "it leads the generation by its estimate"
+    source, answer = best_of([gen0, gen1])
     assert (source, answer) == (gen1, 0), "the answer is the raced configuration, 6 seeds"
     # the GA before pooling answers with the final generation's best on its own seeds
     fresh = load_config({**config, "search": {**config["search"], "evidence": "fresh"}})
@@ -247,4 +247,4 @@ def test_the_answer_is_a_raced_configuration_not_a_new_one_with_few_seeds(config
     fresh_gen1 = record(
         fresh, next_population([fresh_gen0], fresh), [[470] * 3, [500] * 3, [2] * 3, [3] * 3]
     )
-    assert campaign_answer(fresh, [fresh_gen0, fresh_gen1])[1] == 1
+    assert best_of([fresh_gen0, fresh_gen1])[1] == 1

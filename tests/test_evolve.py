@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 
 from hpsrl.config import load_config, search_space
-from hpsrl.evolve import best_individual, initial_population, next_population, retest_population
+from hpsrl.evolve import (
+    generation_leader,
+    initial_population,
+    next_population,
+    retest_population,
+)
 from hpsrl.generation import generation_record
 from hpsrl.storage import read_population, write_population
 
@@ -73,11 +78,11 @@ def test_the_ga_breeds_from_the_last_generation_of_the_history_only(tiny_config)
 
 def test_failed_individuals_are_never_parents_when_valid_ones_exist(tiny_config):
     config = load_config(tiny_config)
-    config["ga"]["population"] = 6
+    config["budget"]["population"] = 6
     config["ga"]["tournament_size"] = 6  # every tournament holds every individual
     previous = _fake_generation(config, returns=[1, 2, 3, 4, 5, 6], failed=(1, 2, 3, 4, 5))
     assert np.isnan(previous.objectives[1:]).all()
-    assert best_individual([previous])[1] == 0
+    assert generation_leader(previous) == 0
     nxt = next_population([previous], config)
     used = set(nxt.parents.ravel().tolist()) - {-1}
     assert used == {0}, f"failed individuals {used - {0}} were chosen as parents"
@@ -88,5 +93,5 @@ def test_retest_takes_the_best_on_fresh_seeds(tiny_config):
     final = _fake_generation(config, returns=[10, 400, 50, 20])
     retest = retest_population([final], config)
     assert retest.individuals == [final.population.individuals[1]]
-    assert retest.train_seeds.shape == (1, config["report"]["retest_seeds"])
+    assert retest.train_seeds.shape == (1, config["retest"]["seeds"])
     assert not np.isin(retest.train_seeds, final.population.train_seeds).any()

@@ -67,8 +67,8 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     """A one-generation tiny campaign and its export: (campaign folder, export folder)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("export"))
     config = copy.deepcopy(TINY)
-    config["ga"]["generations"] = 1
-    config["report"]["retest_seeds"] = 0
+    config["budget"]["generations"] = 1
+    config["retest"]["seeds"] = 0
     write_config(workdir, config)
     done = snakemake(workdir, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -115,9 +115,11 @@ def valid_configs() -> st.SearchStrategy[dict[str, Any]]:
             "eval_episodes": draw(st.integers(1, 4)),
             "aggregate": draw(st.sampled_from(["mean", "median", "min"])),
         }
-        config["ga"] = {
+        config["budget"] = {
             "population": draw(st.integers(2, 6)),
             "generations": draw(st.integers(1, 3)),
+        }
+        config["ga"] = {
             "tournament_size": draw(st.integers(1, 2)),
             "mutation_prob": draw(st.floats(0, 1)),
         }
@@ -130,7 +132,7 @@ def valid_configs() -> st.SearchStrategy[dict[str, Any]]:
         if draw(st.booleans()):
             objectives.append({"name": "steps_to_threshold", "threshold": 50})
         config["objectives"] = objectives
-        config["report"] = {"retest_seeds": draw(st.integers(0, 2))}
+        config["retest"] = {"seeds": draw(st.integers(0, 2))}
         config["seed"] = draw(st.integers(0, 2**32))
         return config
 

@@ -24,7 +24,7 @@ from tests.test_workflow import snakemake, write_config
 def halving_config(rungs=2, eta=2, population=4, **search):
     config = copy.deepcopy(TINY)
     config["objectives"] = [{"name": "return"}]
-    config["ga"]["population"] = population
+    config["budget"]["population"] = population
     config["search"] = {"fidelity": {"rungs": rungs, "eta": eta}, **search}
     return config
 
@@ -33,7 +33,7 @@ def env_steps_planned(config, generation):
     """Env steps per seed a generation's plan trains: raced copies in full, then each rung's
     new configurations from where the last rung stopped."""
     raced = racing_slots(config) if generation else 0
-    new = rung_sizes(config, config["ga"]["population"] - raced)
+    new = rung_sizes(config, config["budget"]["population"] - raced)
     steps = rung_steps(config)
     return raced * steps[-1] + sum(
         n * (s - before) for n, s, before in zip(new, steps, [0, *steps], strict=False)
@@ -223,7 +223,7 @@ def halving_arrays(results: Path) -> dict[str, np.ndarray]:
 def uninterrupted_halving(tmp_path_factory) -> dict[str, np.ndarray]:
     workdir = copy_workflow(tmp_path_factory.mktemp("halving"))
     config = halving_config()
-    config["report"]["retest_seeds"] = 0
+    config["retest"]["seeds"] = 0
     write_config(workdir, config)
     done = snakemake(workdir, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -241,7 +241,7 @@ def test_kill_mid_rung_then_rerun_gives_the_same_campaign(
     workdir, uninterrupted_halving, kill_point
 ):
     config = halving_config()
-    config["report"]["retest_seeds"] = 0
+    config["retest"]["seeds"] = 0
     write_config(workdir, config)
     results = workdir / "results" / "tiny"
     proc = _start_snakemake(workdir)
@@ -284,7 +284,7 @@ def test_every_strategy_is_charged_at_most_a_generation_of_full_trainings(strate
     raw = halving_config(population=8)
     raw["search"] = {"strategy": strategy, **search}
     config = load_config(raw)
-    budget = config["ga"]["population"] * config["training"]["steps"]  # per seed
+    budget = config["budget"]["population"] * config["training"]["steps"]  # per seed
     gen0 = initial_population(config)
     returns = [[float(i)] * 2 for i in range(len(gen0))]
     first = record(config, gen0, returns)
@@ -296,7 +296,7 @@ def test_every_strategy_is_charged_at_most_a_generation_of_full_trainings(strate
     for pop, generation in ((gen0, 0), (pop1, 1)):
         spent = env_steps_planned(config, generation)
         if len(rung_steps(config)) == 1:
-            assert spent == budget, "without rungs, exactly ga.population full trainings"
+            assert spent == budget, "without rungs, exactly budget.population full trainings"
             assert int(pop.steps.sum()) == budget
         else:
             assert budget * 0.75 < spent <= budget

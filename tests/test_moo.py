@@ -11,7 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hpsrl.moo import crowding_distance, non_dominated_sort, nsga2_rank_key, to_losses
+from hpsrl.moo import (
+    best_value,
+    better_words,
+    crowding_distance,
+    higher_is_better,
+    loss_sign,
+    non_dominated_sort,
+    nsga2_rank_key,
+    to_losses,
+)
 
 inf, nan = np.inf, np.nan
 MIN2 = ["minimize", "minimize"]
@@ -59,6 +68,20 @@ def test_to_losses_signs_nan_and_inf() -> None:
 def test_to_losses_errors(values: Any, directions: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         to_losses(values, directions)
+
+
+def test_what_a_direction_means() -> None:
+    values = np.array([3.0, nan, 1.0, 2.0])
+    assert higher_is_better("maximize") and not higher_is_better("minimize")
+    assert (loss_sign("maximize"), loss_sign("minimize")) == (-1.0, 1.0)
+    assert best_value(values[[0, 2, 3]], "maximize") == 3.0
+    assert best_value(values[[0, 2, 3]], "minimize") == 1.0
+    assert np.isnan(best_value(values, "maximize"))  # a NaN is not skipped unless asked
+    assert best_value(values, "minimize", skip_nan=True) == 1.0
+    assert better_words("maximize") == "higher is better"
+    assert better_words("minimize") == "lower is better"
+    with pytest.raises(ValueError, match="unknown direction"):
+        loss_sign("max")
 
 
 # --- non-dominated sort ----------------------------------------------------------------------

@@ -197,7 +197,7 @@ def test_a_campaign_runs_from_an_init_folder_with_the_wheel_alone(tmp_path, tiny
     out = run("hpsrl", "init", "campaign")
     assert out.splitlines()[-1] == "next: cd campaign && snakemake --cores all"
     folder = tmp_path / "campaign"
-    tiny_config["ga"]["generations"] = 1
+    tiny_config["budget"]["generations"] = 1
     write_config(folder, tiny_config)
     run("snakemake", "--cores", "2", cwd=folder)
     results = folder / "results" / "tiny"

@@ -324,7 +324,7 @@ def _train_child(pop: Population, i: int, k: int, parent: Path) -> Any:
 
 
 def test_children_record_their_parents_and_lineage(tiny_config, tmp_path):
-    tiny_config["ga"]["population"] = 3
+    tiny_config["budget"]["population"] = 3
     config = load_config(_inheriting(tiny_config))  # results_dir "results", relative to the job
     campaign = tmp_path / "results" / "tiny"
     pop, generation = initial_population(config), None

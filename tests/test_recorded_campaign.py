@@ -47,7 +47,7 @@ def recorded_config() -> dict[str, Any]:
     """The tiny campaign over 3 generations: the GA's operators, racing and pooled evidence, the
     re-test and best.yaml all have something to do."""
     config = copy.deepcopy(TINY)
-    config["ga"]["generations"] = 3
+    config["budget"]["generations"] = 3
     return config
 
 

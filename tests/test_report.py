@@ -185,7 +185,7 @@ def fake_generation(
 def test_report_with_one_objective_and_failed_individuals(tmp_path):
     raw = copy.deepcopy(TINY)
     raw["objectives"] = [{"name": "return"}]
-    raw["ga"]["generations"] = 3
+    raw["budget"]["generations"] = 3
     config = load_config(raw)
     folder = tmp_path / "tiny"
     first = fake_generation(config, "gen000", failed=[1])
@@ -238,7 +238,7 @@ def variant(name: str) -> tuple[dict, int, dict[int, list[int]]]:
     """A config, its number of generations and its failures, for each kind of campaign the
     report must draw."""
     raw = copy.deepcopy(TINY)
-    raw["ga"].update(population=6, generations=3)
+    raw["budget"].update(population=6, generations=3)
     generations, failed = 3, {1: [2]}
     if name == "one-generation":
         generations, failed = 1, {0: [2]}
@@ -259,7 +259,7 @@ def variant(name: str) -> tuple[dict, int, dict[int, list[int]]]:
     elif name in ("random", "bo"):
         raw["search"] = {"strategy": name}
     elif name == "enough-for-importance":
-        raw["ga"]["population"] = 12
+        raw["budget"]["population"] = 12
     return raw, generations, failed
 
 
@@ -287,7 +287,7 @@ def test_interactive_figures_of_every_kind_of_campaign(tmp_path, name):
         assert text.count("No individual has a finite return yet.") == 2 + bool(pareto)
         assert not answer_hovers(text)
         return
-    valid = generations * raw["ga"]["population"] - sum(map(len, failed.values()))
+    valid = generations * raw["budget"]["population"] - sum(map(len, failed.values()))
     importance = ["figure-importance"] if valid >= 10 else []
     assert list(shown) == [*pareto, *importance, "figure-parallel", "figure-slices"]
     assert text.count("* plotly.js v") == 1, "plotly.js inlined once, not per figure"
@@ -341,7 +341,7 @@ def test_interactive_figures_of_every_kind_of_campaign(tmp_path, name):
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_parallel_coordinates_shade_better_brighter_and_the_answer_red(direction):
     scores = np.array([1.0, 2.0, 3.0])
-    shade, scale, ticks = _score_colours(scores, direction == "maximize", answer=1)
+    shade, scale, ticks = _score_colours(scores, direction, answer=1)
     best, worst = (2, 0) if direction == "maximize" else (0, 2)
     assert shade[best] == pytest.approx(0.9) and shade[worst] == pytest.approx(0.0)
     assert shade[1] == 1.0 and scale[-1] == [1.0, ANSWER_COLOUR]

@@ -48,7 +48,7 @@ BAD_CONFIGS = {
         ["learning_rate", "log"],
     ),
     "empty categorical": (lambda c: c["genes"]["activation"].update(choices=[]), ["activation"]),
-    "population < 2": (lambda c: c["ga"].update(population=1), ["ga.population"]),
+    "population < 2": (lambda c: c["budget"].update(population=1), ["budget.population"]),
     "racing leaves no room": (
         lambda c: c.update(search={"racing": {"share": 0.9}}),
         ["search.racing.share"],
@@ -304,7 +304,7 @@ def reference_campaign(tmp_path_factory) -> dict[str, np.ndarray]:
     """The tiny campaign (without re-test) run once, uninterrupted."""
     workdir = copy_workflow(tmp_path_factory.mktemp("reference"))
     config = copy.deepcopy(TINY)
-    config["report"]["retest_seeds"] = 0
+    config["retest"]["seeds"] = 0
     write_config(workdir, config)
     done = snakemake(workdir, "-j2")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -316,7 +316,7 @@ def reference_campaign(tmp_path_factory) -> dict[str, np.ndarray]:
 def test_kill_anywhere_then_rerun_gives_the_same_campaign(
     workdir, tiny_config, reference_campaign, kill_point
 ):
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["retest"]["seeds"] = 0
     tiny_config["training"]["individuals_per_job"] = JOB_SIZES.get(kill_point, 1)
     write_config(workdir, tiny_config)
     results = workdir / "results" / "tiny"
@@ -341,7 +341,7 @@ def test_kill_anywhere_then_rerun_gives_the_same_campaign(
 
 @pytest.mark.slow
 def test_damaged_or_lost_result_is_retrained_alone(workdir, tiny_config, reference_campaign):
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["retest"]["seeds"] = 0
     tiny_config["training"]["individuals_per_job"] = 2
     write_config(workdir, tiny_config)
     results = workdir / "results" / "tiny"
@@ -448,7 +448,7 @@ def test_reading_a_running_campaign_never_fails_nor_changes_it(
     until it ends, each read either shows the campaign so far or says it has nothing to show yet,
     and the campaign ends as one nobody read; with HDF5's file locking on (the default) and off
     (HDF5_USE_FILE_LOCKING=FALSE, as on NFS mounts without locks), for reader and writers."""
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["retest"]["seeds"] = 0
     write_config(workdir, tiny_config)
     env = {} if locking == "default" else {"HDF5_USE_FILE_LOCKING": locking}
     results, stop, log = workdir / "results" / "tiny", workdir / "stop", workdir / "reads.jsonl"

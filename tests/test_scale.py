@@ -34,8 +34,8 @@ def test_auto_batching_keeps_a_batch_at_64_jobs(population, chosen, expected):
 
 @pytest.mark.slow
 def test_more_than_999_generations_plan(workdir, tiny_config):
-    tiny_config["ga"]["generations"] = 1001
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["budget"]["generations"] = 1001
+    tiny_config["retest"]["seeds"] = 0
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-n", "--printshellcmds", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -48,9 +48,9 @@ def test_more_than_999_generations_plan(workdir, tiny_config):
 
 @pytest.mark.slow
 def test_a_population_of_1024_trains(workdir, tiny_config):
-    tiny_config["ga"].update(population=1024, generations=1)
+    tiny_config["budget"].update(population=1024, generations=1)
     tiny_config["training"].update(steps=256, seeds=1, eval_episodes=1, curve_points=2)
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["retest"]["seeds"] = 0
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-j2", timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]

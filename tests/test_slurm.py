@@ -136,8 +136,8 @@ def _sacct_states(job_ids: list[str]) -> dict[str, str]:
 def test_campaign_through_slurm_equals_local_run(
     workdir, tiny_config, tmp_path, individuals_per_job
 ):
-    tiny_config["ga"]["generations"] = 1
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["budget"]["generations"] = 1
+    tiny_config["retest"]["seeds"] = 0
     tiny_config["training"]["individuals_per_job"] = individuals_per_job
     results = _slurm_campaign(workdir, tiny_config, dry_run_first=True)
 
@@ -167,8 +167,9 @@ def test_campaign_through_slurm_equals_local_run(
 
 def test_failed_training_inside_slurm_is_recorded_and_campaign_completes(workdir, tiny_config):
     tiny_config["genes"]["learning_rate"] = {"type": "float", "low": 1e8, "high": 1e9, "log": True}
-    tiny_config["ga"].update(population=2, generations=1, tournament_size=2)
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["budget"].update(population=2, generations=1)
+    tiny_config["ga"].update(tournament_size=2)
+    tiny_config["retest"]["seeds"] = 0
     results = _slurm_campaign(workdir, tiny_config)
     with h5py.File(results / "gen000.h5") as f:
         assert list(f["results/status"].asstr()[()]) == ["failed", "failed"]
@@ -277,7 +278,7 @@ def uninterrupted(tmp_path_factory):
     runs: dict[int, dict[str, np.ndarray]] = {}
 
     def results(config: dict) -> dict[str, np.ndarray]:
-        population = config["ga"]["population"]
+        population = config["budget"]["population"]
         if population not in runs:
             local = copy_workflow(tmp_path_factory.mktemp(f"uninterrupted{population}"))
             config = copy.deepcopy(config)
@@ -307,8 +308,8 @@ def _held_campaign(config: dict, folder: Path, after: int = 0) -> tuple[Path, Pa
         "kwargs": {"hold": str(hold), "waiting": str(waiting), "after": after},
     }
     config["objectives"][1]["threshold"] = 8  # MatchEnv scores 10 at most
-    config["ga"].update(generations=1)
-    config["report"]["retest_seeds"] = 0
+    config["budget"].update(generations=1)
+    config["retest"]["seeds"] = 0
     return hold, waiting
 
 
@@ -377,7 +378,8 @@ def test_after_a_hard_kill_the_documented_cleanup_and_a_rerun_complete_the_campa
     # the orphans are cancelled as docs/cluster.md says, and the same command run again finishes
     # the campaign (removing the killed run's locks itself) with an uninterrupted run's results.
     hold, waiting = _held_campaign(tiny_config, tmp_path)
-    tiny_config["ga"].update(population=2, tournament_size=2)
+    tiny_config["budget"].update(population=2)
+    tiny_config["ga"].update(tournament_size=2)
     proc = _start_slurm_campaign(workdir, tiny_config)
     try:
         run_id = _run_id(workdir)
@@ -413,7 +415,8 @@ def test_time_limit_is_retried_and_resumes_from_checkpoints(workdir, tiny_config
     hold, waiting = _held_campaign(tiny_config, tmp_path, after=128)
     tiny_config["training"]["steps"] = steps
     tiny_config["training"]["checkpoint"] = {"every_minutes": 0, "every_steps": 512}
-    tiny_config["ga"].update(population=2, tournament_size=2)
+    tiny_config["budget"].update(population=2)
+    tiny_config["ga"].update(tournament_size=2)
     proc = _start_slurm_campaign(workdir, tiny_config, "--retries", "1")
     results = workdir / "results" / "tiny"
     try:

@@ -121,7 +121,8 @@ def test_mpi_ranks_on_two_nodes_train_as_on_one(workdir, tiny_config, tmp_path, 
     # Each training job asks for 2 nodes: its 2 ranks (srun --mpi=pmi2, MPICH) run one on each.
     hold, _waiting = _held_campaign(tiny_config, tmp_path)
     hold.unlink()  # nothing holds this campaign: HeldEnv is MatchEnv, for the shared reference
-    tiny_config["ga"].update(population=2, tournament_size=2)
+    tiny_config["budget"].update(population=2)
+    tiny_config["ga"].update(tournament_size=2)
     results = _slurm_campaign(workdir, tiny_config, train_resources={"nodes": 2})
     jobs = _training_job_ids(results, 2)
     steps = dict(_sacct("-o", "JobID,NodeList", "-j", ",".join(jobs)))

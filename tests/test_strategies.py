@@ -21,7 +21,7 @@ from hpsrl.campaign_identity import config_hash
 from hpsrl.cli import main
 from hpsrl.config import ConfigError, load_config, search_space
 from hpsrl.evolve import (
-    best_individual,
+    best_of,
     initial_population,
     next_population,
     retest_population,
@@ -33,7 +33,7 @@ from tests.test_workflow import BIN, snakemake, write_config
 LR_LOW, LR_HIGH = 1e-4, 3e-3  # the tiny config's learning_rate gene
 
 
-def strategy_config(tiny_config, strategy, sampler="tpe", racing=None, **ga):
+def strategy_config(tiny_config, strategy, sampler="tpe", racing=None, **budget):
     """The tiny config with ``strategy``, judging each generation on its own seeds (pooling has
     tests of its own: tests/test_evidence.py). The GA races its elites (search.racing's
     default); random search and BO race nothing unless ``racing`` says so, as before racing."""
@@ -45,7 +45,7 @@ def strategy_config(tiny_config, strategy, sampler="tpe", racing=None, **ga):
         "evidence": "fresh",
         "racing": racing,
     }
-    tiny_config["ga"].update(ga)
+    tiny_config["budget"].update(budget)
     return load_config(tiny_config)
 
 
@@ -247,7 +247,7 @@ def test_best_of_several_generations_breaks_primary_ties_by_the_other_objectives
         generation_record(config, g, [space.sample(rng) for _ in range(4)], r, s)
         for g, (r, s) in enumerate([([500, 1, 2, 3], [900] * 4), ([4, 5, 500, 6], [300] * 4)])
     ]
-    source, best = best_individual(history)
+    source, best = best_of(history)
     assert (source.population.batch, best) == ("gen001", 2)
 
 
@@ -350,7 +350,8 @@ def test_unknown_strategy_or_sampler_is_a_one_line_config_error(tiny_config, key
 
 
 def test_ga_settings_are_checked_only_for_the_ga(tiny_config):
-    tiny_config["ga"].update(population=2, tournament_size=3)
+    tiny_config["budget"].update(population=2)
+    tiny_config["ga"].update(tournament_size=3)
     for strategy in ("random", "bo"):
         tiny_config["search"] = {"strategy": strategy}
         load_config(tiny_config)
@@ -367,7 +368,7 @@ def test_the_strategy_is_part_of_the_config_hash(tiny_config):
 def test_bo_plan_reads_every_generation(workdir, tiny_config):
     """Proposals read every generation; so does the re-test where racing carries nothing."""
     tiny_config["search"] = {"strategy": "bo", "racing": {"share": 0}}
-    tiny_config["ga"]["generations"] = 3
+    tiny_config["budget"]["generations"] = 3
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-n", "--printshellcmds")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -378,7 +379,7 @@ def test_bo_plan_reads_every_generation(workdir, tiny_config):
 
 
 def test_ga_plan_reads_only_the_previous_and_the_final_generation(workdir, tiny_config):
-    tiny_config["ga"]["generations"] = 3
+    tiny_config["budget"]["generations"] = 3
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-n", "--printshellcmds")
     assert done.returncode == 0, done.stderr[-2000:]

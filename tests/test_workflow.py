@@ -251,15 +251,15 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
 def test_changed_config_is_refused_on_existing_results(workdir, tiny_config):
     tiny_config["training"]["steps"] = 64
     tiny_config["fixed"]["num_steps"] = 16
-    tiny_config["ga"]["generations"] = 1
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["budget"]["generations"] = 1
+    tiny_config["retest"]["seeds"] = 0
     write_config(workdir, tiny_config)
     done = snakemake(workdir, "-j2", "--until", "init_population")
     assert done.returncode == 0, done.stderr[-2000:]
     population = workdir / "results" / "tiny" / "gen000" / "population.h5"
     before = population.read_bytes()
 
-    tiny_config["ga"]["generations"] = 3  # extending is allowed
+    tiny_config["budget"]["generations"] = 3  # extending is allowed
     write_config(workdir, tiny_config)
     assert snakemake(workdir, "-n").returncode == 0
 
@@ -276,15 +276,15 @@ def test_changed_config_is_refused_on_existing_results(workdir, tiny_config):
 
 @pytest.mark.slow
 def test_raising_generations_extends_a_finished_campaign(workdir, tiny_config):
-    tiny_config["ga"]["generations"] = 1
-    tiny_config["report"]["retest_seeds"] = 0
+    tiny_config["budget"]["generations"] = 1
+    tiny_config["retest"]["seeds"] = 0
     write_config(workdir, tiny_config)
     assert snakemake(workdir, "-j2").returncode == 0
     results = workdir / "results" / "tiny"
     first = {p: p.stat().st_mtime_ns for p in results.glob("gen000*/*.h5")}
     first[results / "gen000.h5"] = (results / "gen000.h5").stat().st_mtime_ns
 
-    tiny_config["ga"]["generations"] = 2
+    tiny_config["budget"]["generations"] = 2
     write_config(workdir, tiny_config)
     assert planned_jobs(workdir)["train_individuals"] == 4
     done = snakemake(workdir, "-j2")

@@ -88,13 +88,13 @@ def generation_file(campaign, gen):
 
 
 def generation_files(campaign):
-    generations = CAMPAIGNS[campaign]["ga"]["generations"]
+    generations = CAMPAIGNS[campaign]["budget"]["generations"]
     return [generation_file(campaign, g) for g in range(generations)]
 
 
 def retest_files(campaign):
     """The re-test's generation file, where the campaign has a re-test."""
-    if CAMPAIGNS[campaign]["report"]["retest_seeds"] == 0:
+    if CAMPAIGNS[campaign]["retest"]["seeds"] == 0:
         return []
     return [f"{RESULTS_DIR}/{campaign}/retest.h5"]
 
@@ -154,7 +154,7 @@ def previous_rung(wildcards):
 def seeds_of(wildcards):
     campaign = campaign_of(wildcards)
     if wildcards.batch == "retest":
-        return campaign["report"]["retest_seeds"]
+        return campaign["retest"]["seeds"]
     return campaign["training"]["seeds"]
 
 

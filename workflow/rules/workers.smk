@@ -34,7 +34,7 @@ def pool_size():
     """A worker per core, but no more than the seeds one batch can train side by side: more
     would only import torch for nothing (about 300 MiB each)."""
     seeds = max(
-        max(c["ga"]["population"] * c["training"]["seeds"], c["report"]["retest_seeds"])
+        max(c["budget"]["population"] * c["training"]["seeds"], c["retest"]["seeds"])
         for c in CAMPAIGNS.values()
     )
     return min(workflow.cores, seeds)
