@@ -465,7 +465,7 @@ def summary_section(campaign: Campaign) -> str:
         headline(campaign.best)
         + _table(["", ""], rows)
         + "<h3>Per generation (<code>hpsrl status</code>)</h3>"
-        + _pre(status_table(campaign.folder))
+        + _pre(status_table(campaign.folder, campaign.generations))
         + "<h3>Best individual (<code>hpsrl best</code>)</h3>"
         + _pre(best_yaml(campaign.folder, campaign.best))
     )
