@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 
 from hpsrl.config import search_space
 from hpsrl.genes import CategoricalGene, FloatGene, Gene, IntGene, ListGene
-from hpsrl.moo import better_words, higher_is_better, loss_sign, non_dominated_sort, to_losses
+from hpsrl.moo import better_words, higher_is_better, loss_sign, pareto_front, to_losses
 
 #: Fewest trained individuals with a finite objective for which its importance is computed.
 #: PED-ANOVA compares the best ``target_quantile`` of them with all; below 10 that top group
@@ -505,7 +505,7 @@ def pareto_figure(
         )
     on = np.flatnonzero(valid)
     losses = to_losses(points[on], [first["direction"], second["direction"]])
-    front = on[non_dominated_sort(losses) == 0]
+    front = on[pareto_front(losses)]
     front = front[np.argsort(points[front, 0])]
     fig.add_trace(
         go.Scatter(
