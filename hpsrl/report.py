@@ -543,7 +543,7 @@ def importance_section(campaign: Campaign) -> str:
             break
         gens.insert(0, gen)
         size += len(gen.population)
-    _, trials = campaign_trials(campaign.folder, gens)
+    _, trials = campaign_trials(campaign.folder, gens, details=False)
     fig, missing = interactive.importance_figure(campaign.config, trials)
     why = "".join(f"<li>{_escape(line)}</li>" for line in missing)
     if fig is None:
