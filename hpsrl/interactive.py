@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 
 from hpsrl.config import search_space
 from hpsrl.genes import CategoricalGene, FloatGene, Gene, IntGene, ListGene
-from hpsrl.moo import better_words, higher_is_better, loss_sign, non_dominated_sort, to_losses
+from hpsrl.moo import better_words, higher_is_better, loss_sign, pareto_front, to_losses
 
 #: Fewest trained individuals with a finite objective for which its importance is computed.
 #: PED-ANOVA compares the best ``target_quantile`` of them with all; below 10 that top group
@@ -421,29 +421,33 @@ def genes_figure(
     )
     colours = generation_colours(len(batches))
     rng = np.random.default_rng(0)  # jitter only: the same picture every time
+    traces: list[dict[str, Any]] = []
+    cells: list[tuple[int, int]] = []  # each trace's (row, col)
     for p, panel in enumerate(panels):
         row, col = p // cols + 1, p % cols + 1
         x, axis = _x_positions(panel, rng)
         for g, batch in enumerate(batches):
             pick = np.flatnonzero(valid & (rows.generation == g) & np.isfinite(x))
-            fig.add_trace(
-                go.Scatter(
-                    x=x[pick],
-                    y=y[pick],
-                    mode="markers",
-                    marker={"color": colours[g], "size": 7, "opacity": 0.8},
-                    name=batch,
-                    legendgroup=batch,
-                    showlegend=p == 0,
-                    text=[rows.hover[r] for r in pick],
-                    hovertemplate="%{text}<extra></extra>",
-                ),
-                row=row,
-                col=col,
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": x[pick],
+                    "y": y[pick],
+                    "mode": "markers",
+                    "marker": {"color": colours[g], "size": 7, "opacity": 0.8},
+                    "name": batch,
+                    "legendgroup": batch,
+                    "showlegend": p == 0,
+                    "text": [rows.hover[r] for r in pick],
+                    "hovertemplate": "%{text}<extra></extra>",
+                }
             )
+            cells.append((row, col))
         if rows.answer is not None and valid[rows.answer] and np.isfinite(x[rows.answer]):
-            fig.add_trace(_answer_marker(x[rows.answer], y[rows.answer], rows, p == 0), row, col)
+            traces.append(_answer_marker(x[rows.answer], y[rows.answer], rows, p == 0))
+            cells.append((row, col))
         fig.update_xaxes(axis, row=row, col=col)
+    _add_traces(fig, traces, cells)
     fig.update_yaxes(title_text=objective["name"], col=1)
     fig.update_layout(
         template=TEMPLATE,
@@ -454,24 +458,38 @@ def genes_figure(
     return fig
 
 
-def _answer_marker(x: float, y: float, rows: Individuals, legend: bool) -> go.Scatter:
+def _add_traces(
+    fig: go.Figure, traces: Sequence[dict[str, Any]], cells: Sequence[tuple[int, int]] = ()
+) -> None:
+    """Add ``traces`` (plain dicts, each with its "type") to ``fig`` in one call, each in its
+    (row, col) of ``cells`` where given. Plotly checks a graph object when it is made and again
+    when it is added, and repeats its bookkeeping per call: for a trace per generation and
+    panel, that was most of the figure's time."""
+    if cells:
+        fig.add_traces(traces, rows=[r for r, _ in cells], cols=[c for _, c in cells])
+    else:
+        fig.add_traces(traces)
+
+
+def _answer_marker(x: float, y: float, rows: Individuals, legend: bool) -> dict[str, Any]:
     assert rows.answer is not None
-    return go.Scatter(
-        x=[x],
-        y=[y],
-        mode="markers",
-        marker={
+    return {
+        "type": "scatter",
+        "x": [x],
+        "y": [y],
+        "mode": "markers",
+        "marker": {
             "symbol": "star",
             "size": 17,
             "color": ANSWER_COLOUR,
             "line": {"color": "black", "width": 1},
         },
-        name=ANSWER_NAME,
-        legendgroup="answer",
-        showlegend=legend,
-        text=[rows.hover[rows.answer]],
-        hovertemplate="%{text}<extra>chosen best</extra>",
-    )
+        "name": ANSWER_NAME,
+        "legendgroup": "answer",
+        "showlegend": legend,
+        "text": [rows.hover[rows.answer]],
+        "hovertemplate": "%{text}<extra>chosen best</extra>",
+    }
 
 
 # -- two objectives -------------------------------------------------------------------------------
@@ -490,40 +508,44 @@ def pareto_figure(
         return None
     fig = go.Figure()
     colours = generation_colours(len(batches))
+    traces = []
     for g, batch in enumerate(batches):
         pick = np.flatnonzero(valid & (rows.generation == g))
-        fig.add_trace(
-            go.Scatter(
-                x=points[pick, 0],
-                y=points[pick, 1],
-                mode="markers",
-                marker={"color": colours[g], "size": 8, "opacity": 0.85},
-                name=batch,
-                text=[rows.hover[r] for r in pick],
-                hovertemplate="%{text}<extra></extra>",
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": points[pick, 0],
+                "y": points[pick, 1],
+                "mode": "markers",
+                "marker": {"color": colours[g], "size": 8, "opacity": 0.85},
+                "name": batch,
+                "text": [rows.hover[r] for r in pick],
+                "hovertemplate": "%{text}<extra></extra>",
+            }
         )
     on = np.flatnonzero(valid)
     losses = to_losses(points[on], [first["direction"], second["direction"]])
-    front = on[non_dominated_sort(losses) == 0]
+    front = on[pareto_front(losses)]
     front = front[np.argsort(points[front, 0])]
-    fig.add_trace(
-        go.Scatter(
-            x=points[front, 0],
-            y=points[front, 1],
-            mode="lines+markers",
-            line={"color": "black", "width": 1},
-            marker={
+    traces.append(
+        {
+            "type": "scatter",
+            "x": points[front, 0],
+            "y": points[front, 1],
+            "mode": "lines+markers",
+            "line": {"color": "black", "width": 1},
+            "marker": {
                 "size": 14,
                 "color": "rgba(0,0,0,0)",
                 "line": {"color": "black", "width": 1.5},
             },
-            name=f"non-dominated ({len(front)})",
-            hoverinfo="skip",
-        )
+            "name": f"non-dominated ({len(front)})",
+            "hoverinfo": "skip",
+        }
     )
     if rows.answer is not None and valid[rows.answer]:
-        fig.add_trace(_answer_marker(*points[rows.answer], rows, True))
+        traces.append(_answer_marker(*points[rows.answer], rows, True))
+    _add_traces(fig, traces)
     fig.update_layout(
         template=TEMPLATE,
         height=520,

@@ -33,6 +33,7 @@ __all__ = [
     "loss_sign",
     "non_dominated_sort",
     "nsga2_rank_key",
+    "pareto_front",
     "to_losses",
 ]
 
@@ -137,6 +138,24 @@ def non_dominated_sort(losses: np.ndarray) -> np.ndarray:
         front += 1
     fronts[failed] = front
     return fronts
+
+
+def pareto_front(losses: np.ndarray) -> np.ndarray:
+    """Per row of a loss matrix ``(n, m)``: whether it is valid and no valid row dominates it,
+    i.e. front 0 of :func:`non_dominated_sort` without the later fronts, whose sort compares
+    every pair of rows (an (n, n) matrix) where this compares the rows with each front row.
+
+    Each row still standing is compared with all the others, in lexicographic order so that
+    the first rows dominate many; a row dominated by one already struck out is dominated by
+    that row's dominator too (dominance is transitive), so it is struck out all the same."""
+    loss = _as_2d("losses", losses)
+    front = ~_failed(loss)
+    valid = loss[front]
+    order = np.flatnonzero(front)[np.lexsort(valid.T[::-1])]
+    for i in order:
+        if front[i]:
+            front &= ~((loss[i] <= loss).all(axis=1) & (loss[i] < loss).any(axis=1))
+    return front
 
 
 def crowding_distance(losses: np.ndarray, fronts: np.ndarray) -> np.ndarray:

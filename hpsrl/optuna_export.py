@@ -51,10 +51,12 @@ def _finished_at(campaign_dir: Path, gen: Generation, individual: int) -> dateti
 
 
 def campaign_trials(
-    campaign_dir: str | Path, gens: Sequence[Generation] | None = None
+    campaign_dir: str | Path, gens: Sequence[Generation] | None = None, *, details: bool = True
 ) -> tuple[dict[str, Any], list[Any]]:
     """The config of a campaign and one Optuna FrozenTrial per individual of its finished
-    generations, in order; ``gens``: those generations where the caller has read them already."""
+    generations, in order; ``gens``: those generations where the caller has read them already;
+    ``details=False``: without the user attributes and the times, for a caller that reads only
+    states, parameters and values (Optuna copies every attribute of every trial it is given)."""
     from optuna.trial import TrialState, create_trial
 
     from hpsrl.bayesopt import individual_parameters
@@ -70,7 +72,7 @@ def campaign_trials(
         complete = pop.complete()
         for i, individual in enumerate(pop.individuals):
             params, distributions = individual_parameters(space, individual)
-            attrs = individual_row(gen, i)
+            attrs = individual_row(gen, i) if details else {}
             objectives = [float(v) for v in gen.objectives[i]]
             if not gen.ok[i]:
                 trial = create_trial(
@@ -94,11 +96,12 @@ def campaign_trials(
                     distributions=distributions,
                     user_attrs=attrs,
                 )
-            finished = _finished_at(campaign_dir, gen, i)
-            seconds = results["train_seconds"][i] + results["eval_seconds"][i]
-            seconds = np.nan_to_num(seconds, nan=0.0, posinf=0.0)
-            trial.datetime_complete = finished
-            trial.datetime_start = finished - datetime.timedelta(seconds=float(np.max(seconds)))
+            if details:
+                finished = _finished_at(campaign_dir, gen, i)
+                seconds = results["train_seconds"][i] + results["eval_seconds"][i]
+                seconds = np.nan_to_num(seconds, nan=0.0, posinf=0.0)
+                trial.datetime_complete = finished
+                trial.datetime_start = finished - datetime.timedelta(seconds=float(np.max(seconds)))
             trials.append(trial)
     return config, trials
 

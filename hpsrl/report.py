@@ -465,7 +465,7 @@ def summary_section(campaign: Campaign) -> str:
         headline(campaign.best)
         + _table(["", ""], rows)
         + "<h3>Per generation (<code>hpsrl status</code>)</h3>"
-        + _pre(status_table(campaign.folder))
+        + _pre(status_table(campaign.folder, campaign.generations))
         + "<h3>Best individual (<code>hpsrl best</code>)</h3>"
         + _pre(best_yaml(campaign.folder, campaign.best))
     )
@@ -543,7 +543,7 @@ def importance_section(campaign: Campaign) -> str:
             break
         gens.insert(0, gen)
         size += len(gen.population)
-    _, trials = campaign_trials(campaign.folder, gens)
+    _, trials = campaign_trials(campaign.folder, gens, details=False)
     fig, missing = interactive.importance_figure(campaign.config, trials)
     why = "".join(f"<li>{_escape(line)}</li>" for line in missing)
     if fig is None:

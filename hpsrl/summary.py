@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -102,11 +102,15 @@ def generation_summary(gen: Generation) -> dict[str, Any]:
     return summary
 
 
-def status_table(campaign_dir: str | Path) -> str:
+def status_table(campaign_dir: str | Path, gens: Sequence[Generation] | None = None) -> str:
     """Per generation: individuals ok/failed, each objective's best and median over the
     individuals' own seeds, and (pooled evidence) the leader: the best estimate of the primary
-    objective, with the seeds behind it; then where the campaign is (:mod:`hpsrl.progress`)."""
-    gens, progress = _finished_and_progress(campaign_dir)
+    objective, with the seeds behind it; then where the campaign is (:mod:`hpsrl.progress`).
+    ``gens``: the finished generations where the caller has read them already."""
+    if gens is None:
+        gens, progress = _finished_and_progress(campaign_dir)
+    else:
+        progress = campaign_progress(campaign_dir)
     lines = [_status_text(gens[-1].config, [generation_summary(g) for g in gens])] if gens else []
     if not gens:
         lines.append("no finished generation yet\n")

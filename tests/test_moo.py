@@ -19,6 +19,7 @@ from hpsrl.moo import (
     loss_sign,
     non_dominated_sort,
     nsga2_rank_key,
+    pareto_front,
     to_losses,
 )
 
@@ -133,6 +134,14 @@ def test_non_dominated_sort_properties(losses: np.ndarray) -> None:
                 assert fronts[i] == fronts[j]
         if fronts[i] > 0:  # each later point is dominated by one of the previous front
             assert any(dominates(losses[j], losses[i]) for j in valid if fronts[j] == fronts[i] - 1)
+
+
+@settings(max_examples=200)
+@given(loss_matrices(allow_nan=True))
+def test_pareto_front_is_the_first_front_of_valid_rows(losses: np.ndarray) -> None:
+    failed = np.isnan(losses).any(axis=1)
+    expected = (non_dominated_sort(losses) == 0) & ~failed
+    np.testing.assert_array_equal(pareto_front(losses), expected)
 
 
 # --- crowding distance -----------------------------------------------------------------------

@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 import yaml
 
+from hpsrl.campaign import generation_files
 from hpsrl.config import load_config, search_space
 from hpsrl.evolve import initial_population, next_population
 from hpsrl.generation import generation_record
 from hpsrl.model import Generation
-from hpsrl.storage import read_generation, write_generation, write_population
-from hpsrl.summary import plain_number
+from hpsrl.storage import read_generation, read_generations, write_generation, write_population
+from hpsrl.summary import plain_number, status_table
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -110,6 +111,14 @@ def test_status_table_prints_step_counts_as_integers(made_up_campaign):
         "",
         "in progress: retest (the held-out test of the answer): its population is not written yet",
     ]
+
+
+def test_status_table_of_generations_read_already_is_the_one_read_from_the_folder(
+    made_up_campaign,
+):
+    """The report hands status_table the generations it has read: the same table."""
+    gens = read_generations(generation_files(made_up_campaign))
+    assert status_table(made_up_campaign, gens) == status_table(made_up_campaign)
 
 
 def test_status_json_is_the_table_and_the_answer(made_up_campaign):
