@@ -68,6 +68,9 @@ ENABLED_VAR = "HPSRL_WARM_WORKERS"
 # listen yet). It listens within a second of starting; its workers importing torch do not delay
 # that (a job's seeds queue for them), so this only bounds a pool that hangs.
 START_TIMEOUT_S = 30.0
+# What a job held by the pool exits with, and says, when the pool stops before the job is done.
+STOPPED_EXIT = 1
+STOPPED_WHY = "the run stopped (its warm workers were told to stop); this job stops unfinished"
 
 
 def enabled() -> bool:
@@ -345,8 +348,12 @@ class _Coordinator:
         self._dispatch()
 
     def close(self) -> None:
+        # The pool stops when its run does (Ctrl-C, a failed job, snakemake gone): the jobs it
+        # holds stop unfinished. A client that lost its pool without this word (a crash) trains
+        # its job itself instead; one that did so here would train on after Ctrl-C.
         for job in list(self.jobs.values()):
-            job.client.close()  # its client then trains the job itself
+            self._send(job, log=f"hpsrl: {STOPPED_WHY}", exit=STOPPED_EXIT)
+            job.client.close()
         for worker in self.workers:
             if worker.task is None:
                 with contextlib.suppress(OSError):

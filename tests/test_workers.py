@@ -23,7 +23,7 @@ from hpsrl.config import load_config
 from hpsrl.evolve import initial_population
 from hpsrl.storage import read_individual_arrays, read_weights, write_population
 from hpsrl.train_request import TrainRequest, read_train_command
-from hpsrl.workers import campaigns_to_train, socket_path
+from hpsrl.workers import STOPPED_EXIT, STOPPED_WHY, campaigns_to_train, socket_path
 from tests.conftest import wait_until
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -177,6 +177,19 @@ def test_a_dead_worker_fails_its_job_and_is_replaced(pool, tiny_config, tmp_path
     write_population(tmp_path / "short.h5", initial_population(load_config(tiny_config)))
     done = _submit(pool, _train_command(tmp_path / "short.h5", [1], [tmp_path / "short1.h5"]))
     assert done.returncode == 0, done.stderr  # trained by the workers that replaced them
+
+
+@pytest.mark.slow
+def test_a_job_held_by_a_stopping_pool_stops_and_does_not_train_alone(pool, tiny_config, tmp_path):
+    # What the run's onerror hook does after Ctrl-C: SIGTERM to the pool. A job it holds must
+    # stop, not fall back to training on its own ranks (that is for a pool that crashed).
+    out = tmp_path / "long0.h5"
+    job = _start_long_job(pool, tiny_config, tmp_path, out)
+    os.kill(_pool_pid(pool), signal.SIGTERM)
+    assert job.wait(timeout=60) == STOPPED_EXIT
+    said = job.stderr.read()
+    assert STOPPED_WHY in said and "on its own ranks" not in said, said
+    assert not out.exists()
 
 
 def _pool_pid(socket: Path) -> int:
