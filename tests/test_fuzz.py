@@ -52,7 +52,7 @@ def fuzz(default: int, **kwargs: Any) -> settings:
     """Hypothesis settings of a fuzz test: ``default`` examples unless HPSRL_FUZZ_EXAMPLES says."""
     return settings(
         max_examples=EXAMPLES or default,
-        deadline=None,
+        # replaces the profile's list (tests/conftest.py), so it names too_slow again
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         **kwargs,
     )

@@ -523,7 +523,7 @@ def test_search_space_sample_is_deterministic() -> None:
     assert space.sample(rng) != space.sample(rng)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.data(), spaces())
 def test_columns_round_trip_through_an_hdf5_file(data: Any, space: SearchSpace) -> None:
     pop = data.draw(st.lists(individuals(space), max_size=4))
