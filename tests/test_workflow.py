@@ -159,6 +159,27 @@ def test_slurm_dry_run_shows_what_slurm_is_asked_for(workdir, tiny_config):
         assert command.startswith("python -m hpsrl.workers submit ")
 
 
+@pytest.mark.parametrize("key", ["training", "retest"])
+def test_a_slurm_run_of_one_seed_jobs_stops_before_any_job(workdir, tiny_config, key):
+    # The Slurm plugin refuses an MPI job of one task; a one-seed re-test would fail only after
+    # the whole search, so the run stops at once, dry run included, and says what to change.
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    tiny_config[key]["seeds"] = 1
+    write_config(workdir, tiny_config)
+    for dry in (["-n"], []):
+        done = snakemake(workdir, *dry, "--profile", "profiles/slurm")
+        assert done.returncode != 0
+        assert f"hpsrl: {key}.seeds is 1" in done.stderr, done.stderr[-2000:]
+        assert "Set " + key + ".seeds to 2 or more" in done.stderr
+        assert not (workdir / "results").exists()
+    # --set-threads chooses the tasks itself; and locally one seed is fine.
+    asked = snakemake(
+        workdir, "-n", "--profile", "profiles/slurm", "--set-threads", "train_individuals=2"
+    )
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    assert snakemake(workdir, "-n", "--cores", "2").returncode == 0
+
+
 def test_the_executor_a_command_line_asks_for(tmp_path, monkeypatch):
     monkeypatch.chdir(copy_workflow(tmp_path))
     assert requested_executor(["-n"]) == "local"

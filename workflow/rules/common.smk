@@ -305,6 +305,29 @@ def jobs_run_here():
     return workflow.local_exec
 
 
+def check_slurm_tasks():
+    """Stop a Slurm run whose training jobs would be MPI jobs of one task, before any job: a job
+    asks Slurm for a task per seed, and the Slurm executor plugin refuses an MPI job of one
+    task ("For MPI jobs, 'tasks' must be greater than 1"), which a one-seed re-test would meet
+    only at the campaign's end. --set-threads train_individuals=N sets the tasks instead.
+    """
+    if this_runs_executor() != "slurm":
+        return
+    if "train_individuals" in workflow.resource_settings.overwrite_threads:
+        return
+    for campaign in CAMPAIGNS.values():
+        for key, fix in (
+            ("training", "2 or more"),
+            ("retest", "2 or more, or 0 for no re-test"),
+        ):
+            if campaign[key]["seeds"] == 1:
+                raise ConfigError(
+                    f"{key}.seeds is 1, and on Slurm a training job runs an MPI task per seed:"
+                    " the Slurm executor plugin refuses an MPI job of one task. Set"
+                    f" {key}.seeds to {fix} (or run this campaign locally)"
+                )
+
+
 def training_runtime(wildcards):
     """Minutes for one training job: its individuals' step budget at a conservative 500 steps/s
     per rank, plus 5 minutes for start-up and evaluation. Override with
@@ -325,3 +348,10 @@ def campaign_targets(campaign):
 
 def comparison_folder():
     return f"{RESULTS_DIR}/{CAMPAIGN['campaign']}-compare"
+
+
+if workflow.is_main_process:
+    try:
+        check_slurm_tasks()
+    except ConfigError as error:
+        sys.exit(one_line(f"hpsrl: {error}"))
