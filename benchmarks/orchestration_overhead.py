@@ -69,7 +69,7 @@ def campaign_config(steps: int, population: int, generations: int, seeds: int) -
     config["campaign"] = "bench"
     config["training"].update(steps=steps, seeds=seeds, eval_episodes=10)
     config["budget"] = {"population": population, "generations": generations}
-    config["ga"].update(elites=1, tournament_size=2)
+    config["ga"].update(tournament_size=2)
     config["retest"] = {"seeds": 0}
     return config
 
@@ -181,6 +181,26 @@ def run_campaign(workdir: Path, config: dict[str, Any], warm: bool) -> dict[str,
             }
         )
     gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(launches)]
+    generations = []  # how the cost of a job, and of the step between generations, grows
+    for gen, in_gen in itertools.groupby(launches, key=lambda launch: launch["gen"]):
+        in_gen = list(in_gen)
+        window = max(r["end"] for r in in_gen) - in_gen[0]["start"]
+        gen_jobs = [j for j in jobs if j["gen"] == gen]
+        gen_useful = sum(sum(j["train_seconds"]) + sum(j["eval_seconds"]) for j in gen_jobs)
+        generations.append(
+            {
+                "gen": gen,
+                "jobs": len(in_gen),
+                "first_start": in_gen[0]["start"] - wall_started,
+                "last_end": max(r["end"] for r in in_gen) - wall_started,
+                "useful_core_seconds": gen_useful,
+                # from the generation's first job's start to its last's end
+                "not_training_core_seconds_per_job": (window * CORES - gen_useful) / len(in_gen),
+            }
+        )
+    for before, after in itertools.pairwise(generations):
+        # collect, evolve and snakemake's re-planning of the next generation
+        before["to_next_generation_seconds"] = after["first_start"] - before["last_end"]
     useful = sum(sum(j["train_seconds"]) + sum(j["eval_seconds"]) for j in jobs)
     launcher_total = sum(j["launcher_wall_seconds"] for j in jobs)
     return {
@@ -191,10 +211,14 @@ def run_campaign(workdir: Path, config: dict[str, Any], warm: bool) -> dict[str,
         "after_last_launch_seconds": wall_started + wall - launches[-1]["end"],
         "useful_core_seconds": useful,
         "useful_fraction": useful / (wall * CORES),
+        # what each job cost beyond its training, however many ran at once: the whole run's
+        # core-seconds not spent training, spread over its jobs
+        "not_training_core_seconds_per_job": (wall * CORES - useful) / len(jobs),
         "training_jobs_wall_seconds": launcher_total,
         "outside_training_jobs_seconds": wall - launcher_total,
         "jobs": jobs,
         "gaps_between_launches_seconds": gaps,
+        "generations": generations,
         "snakemake_log_tail": done.stderr[-1500:],
     }
 
@@ -285,7 +309,8 @@ def report(campaign: dict[str, Any], individuals_per_job: int) -> None:
     )
     print(
         f"useful fraction: {campaign['useful_fraction']:.1%} "
-        f"(not training: {1 - campaign['useful_fraction']:.1%})"
+        f"(not training: {1 - campaign['useful_fraction']:.1%}, "
+        f"{campaign['not_training_core_seconds_per_job']:.2f} core-s per job)"
     )
     print(
         _bench.table(
@@ -298,6 +323,16 @@ def report(campaign: dict[str, Any], individuals_per_job: int) -> None:
             ],
         )
     )
+    print(
+        _bench.table(
+            ["generation", "jobs", "not training, core-s per job", "to the next generation, s"],
+            [
+                [g["gen"], g["jobs"], g["not_training_core_seconds_per_job"],
+                 g.get("to_next_generation_seconds", float("nan"))]
+                for g in campaign["generations"]
+            ],
+        )
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
