@@ -183,6 +183,14 @@ def _check_moved_keys(config: Mapping[str, Any]) -> None:
                 f"config key '{old}' moved to {new}: write `{section}: {{{new_name}: {value}}}` "
                 f"instead of {old}"
             )
+    for section in RETIRED_SECTIONS:
+        if section in config:
+            moved = ", ".join(
+                f"{old} is now {new}"
+                for old, new in RENAMED_KEYS.items()
+                if old.startswith(f"{section}.")
+            )
+            raise ConfigError(f"config section '{section}' is gone ({moved}); remove it")
 
 
 def upgraded_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -236,6 +236,13 @@ def test_a_renamed_key_is_refused_with_its_new_name(tiny_config, tmp_path, old, 
     assert done.returncode == 1 and done.stderr == f"hpsrl: error: {info.value}\n"
 
 
+def test_a_retired_section_left_empty_is_refused_with_where_its_keys_went(tiny_config):
+    tiny_config["report"] = {}
+    with pytest.raises(ConfigError, match="config section 'report' is gone") as info:
+        load_config(tiny_config)
+    assert "report.retest_seeds is now retest.seeds" in str(info.value)
+
+
 def old_layout(config: dict) -> dict:
     """``config`` as hpsrl stored it before budget and retest had sections of their own."""
     old = copy.deepcopy(config)
