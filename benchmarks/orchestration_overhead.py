@@ -335,6 +335,29 @@ def report(campaign: dict[str, Any], individuals_per_job: int) -> None:
     )  # fmt: skip
 
 
+def plot_generations(campaigns: dict[str, dict[str, Any]], path: Path) -> None:
+    """Per generation of each campaign: the core-seconds a job cost beyond its training, and the
+    seconds from a generation's last job to the next one's first (collect, evolve, re-planning)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    per_job, between = figure.subplots(1, 2)
+    for name, campaign in campaigns.items():
+        rows = campaign["generations"]
+        jobs_so_far = np.cumsum([g["jobs"] for g in rows])
+        per_job.plot(jobs_so_far, [g["not_training_core_seconds_per_job"] for g in rows],
+                     marker="o", label=name)  # fmt: skip
+        between.plot(jobs_so_far[:-1], [g["to_next_generation_seconds"] for g in rows[:-1]],
+                     marker="o", label=name)  # fmt: skip
+    per_job.set(xlabel="training jobs so far", ylabel="core-seconds per job, not training",
+                ylim=(0, None), title="cost of a job, by generation")  # fmt: skip
+    between.set(xlabel="training jobs so far", ylabel="seconds", ylim=(0, None),
+                title="last job of a generation -> first of the next")  # fmt: skip
+    per_job.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20_000, help="env steps per seed")
@@ -357,7 +380,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--launches", type=int, default=3, help="repeats of the bare launches")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also plot each campaign's cost per job by generation (e.g. plots/orchestration.png)",
+    )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only plot (to --plot) the campaigns of JSONs this script wrote",
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        if not args.plot:
+            parser.error("--replot needs --plot PNG")
+        campaigns = {}
+        for path in args.replot:
+            run = json.loads(path.read_text())
+            size = f"population {run['config']['population']} x {run['config']['generations']}"
+            campaigns.update({f"{size}, {k}": v for k, v in run["campaigns"].items()})
+        plot_generations(campaigns, args.plot)
+        return
     job_sizes = args.individuals_per_job or sorted({1, args.population})
 
     root = Path(tempfile.mkdtemp(prefix="hpsrl-bench-"))
@@ -419,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
         },
     )
     print(f"written {path}")
+    if args.plot:
+        plot_generations(campaigns, args.plot)
 
 
 if __name__ == "__main__":
