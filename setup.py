@@ -1,7 +1,7 @@
 """The one build step pyproject.toml cannot declare: the wheel carries hpsrl's Snakemake workflow.
 
 `pip install hpsrl` must be able to run campaigns from any folder (`hpsrl init`:
-hpsrl/cluster/deploy.py), so the wheel holds the workflow as package data under hpsrl/workflow/. The
+hpsrl/deploy.py), so the wheel holds the workflow as package data under hpsrl/workflow/. The
 files stay where a clone runs them (Snakefile, workflow/, config/ and profiles/ at the repository
 root, where `snakemake` needs no install step) and are copied into the build in the same layout, so
 that the paths the Snakefile and rules give relative to themselves (include:, report:, conda:,
@@ -44,7 +44,7 @@ class BuildPyWithWorkflow(build_py):
     def run(self) -> None:
         super().run()
         if self.editable_mode:
-            # An editable install runs the clone's own files (hpsrl.cluster.deploy.workflow_root).
+            # An editable install runs the clone's own files (hpsrl.deploy.workflow_root).
             return
         target = Path(self.build_lib) / "hpsrl" / "workflow"
         # A rule file deleted since the last in-tree build must not ship from build/ again.

@@ -32,7 +32,7 @@ def worker(algo: str, steps: int) -> None:
 
     from hpsrl.agents import RunSettings, get_algorithm
     from hpsrl.cluster.mpi import world
-    from hpsrl.envs.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     comm = world()
     module = get_algorithm(algo)

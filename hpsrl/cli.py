@@ -66,7 +66,7 @@ def _cmd_genes(args: argparse.Namespace) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> None:
-    from hpsrl.cluster.deploy import init_folder
+    from hpsrl.deploy import init_folder
 
     folder = args.folder
     written = init_folder(folder)

@@ -27,7 +27,7 @@ from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
 from hpsrl.agents.networks import ACTIVATIONS, MLP, FlatAdam, build_mlp, greedy_actions
 from hpsrl.agents.run import RunSettings, TrainResult
-from hpsrl.envs.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 from tests.conftest import REPO
 
 CARTPOLE = EnvSpec("CartPole-v1")

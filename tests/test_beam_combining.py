@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env
 
 from hpsrl.campaign.config import check_environment, load_config, load_yaml
 from hpsrl.envs.beam_combining import ENV_ID, BeamCombiningEnv, wrap_phase
-from hpsrl.envs.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 
 from .conftest import REPO
 
@@ -269,9 +269,9 @@ def test_render_shows_pistons_and_far_field() -> None:
 
 def test_the_id_works_without_imports_and_hpsrl_envs_stays_cheap() -> None:
     code = (
-        "import sys, hpsrl.envs.envs\n"
+        "import sys, hpsrl.envs.spec\n"
         "assert 'hpsrl.envs.beam_combining' not in sys.modules\n"
-        "spec = hpsrl.envs.envs.EnvSpec.from_config({'id': 'hpsrl/BeamCombining-v0'})\n"
+        "spec = hpsrl.envs.spec.EnvSpec.from_config({'id': 'hpsrl/BeamCombining-v0'})\n"
         "spec.check()\n"
         "assert 'hpsrl.envs.beam_combining' in sys.modules\n"
         "envs = spec.make_vector(3)\n"

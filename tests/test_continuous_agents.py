@@ -30,7 +30,7 @@ from hpsrl.agents.checkpoints import Checkpointer, Checkpointing
 from hpsrl.agents.continuous import ActionBounds, ReplayBuffer
 from hpsrl.agents.episodes import evaluate
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs.envs import EnvConfigError, EnvSpec
+from hpsrl.envs.spec import EnvConfigError, EnvSpec
 from hpsrl.readers.export import full_hyperparameters, zoo_hyperparameters
 
 PENDULUM = EnvSpec("Pendulum-v1")

@@ -23,7 +23,7 @@ from hpsrl.agents import make_hyperparameters
 from hpsrl.agents.ppo import train
 from hpsrl.agents.run import RunSettings
 from hpsrl.campaign.config import check_environment, load_config, load_yaml
-from hpsrl.envs.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 
 from .conftest import REPO, copy_workflow
 

@@ -4,7 +4,9 @@ Every module under hpsrl/ is parsed (not imported), and every import it makes, f
 and TYPE_CHECKING ones included, is an edge between two packages of hpsrl. From the bottom up:
 
 - ``envs`` (environments) and ``agents`` (the algorithms), beside everything else;
-- ``cluster`` (where it runs: executor, Slurm, MPI ranks and threads, ``hpsrl init``);
+- ``cluster`` (where it runs: executor, Slurm, MPI ranks and threads);
+- ``deploy`` (hpsrl/deploy.py, ``hpsrl init``: the Snakefile it writes into a user's folder imports
+  ``hpsrl.deploy``, so the module keeps that name for every folder written before);
 - ``campaign`` (the config, its genes and identity, every file name, the records and their HDF5
   files, the evidence of seeds, the rungs of successive halving);
 - ``search`` (where generation g+1 comes from: evolve, the GA's operators, BO, NSGA-II, the
@@ -33,11 +35,12 @@ ALLOWED: dict[str, set[str]] = {
     "envs": set(),
     "agents": {"envs"},
     "cluster": set(),
+    "deploy": set(),
     "campaign": {"agents", "envs"},
     "search": {"campaign", "agents", "envs"},
     "readers": {"search", "campaign", "cluster", "agents", "envs"},
-    "training": {"readers", "search", "campaign", "cluster", "agents", "envs"},
-    "cli": {"training", "readers", "search", "campaign", "cluster", "agents", "envs"},
+    "training": {"readers", "search", "campaign", "cluster", "deploy", "agents", "envs"},
+    "cli": {"training", "readers", "search", "campaign", "cluster", "deploy", "agents", "envs"},
     "__main__": {"cli"},
 }
 

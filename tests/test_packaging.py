@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import hpsrl
-from hpsrl.cluster import deploy
+from hpsrl import deploy
 from tests.conftest import REPO
 from tests.test_workflow import BIN, planned_jobs, snakemake, write_config
 
@@ -95,7 +95,7 @@ def test_the_wheel_carries_the_workflow_configs_and_profiles(tmp_path):
         environment = archive.read(prefix + "workflow/envs/hpsrl.yaml").decode()
         assert f"- hpsrl[box2d]=={hpsrl.__version__}" in environment
         assert "-e ../.." not in environment
-    assert "hpsrl/cluster/deploy.py" in names and "hpsrl/schemas/config.schema.yaml" in names
+    assert "hpsrl/deploy.py" in names and "hpsrl/schemas/config.schema.yaml" in names
     assert not any(name.startswith(("tests/", "benchmarks/", "scripts/")) for name in names)
 
 
@@ -122,7 +122,7 @@ def test_init_writes_a_folder_that_runs_the_installed_workflow(tmp_path, tiny_co
     # The folder points at the workflow this hpsrl runs (here: the clone it is installed from),
     # and holds no rule of its own that could go stale.
     snakefile = (folder / "workflow" / "Snakefile").read_text()
-    assert "hpsrl.cluster.deploy.snakefile()" in snakefile
+    assert "hpsrl.deploy.snakefile()" in snakefile
     assert not re.search(r"^\s*(rule|include)\b", snakefile, flags=re.MULTILINE)
     assert deploy.snakefile() == str(REPO / "Snakefile")
 
@@ -188,7 +188,7 @@ def test_a_campaign_runs_from_an_init_folder_with_the_wheel_alone(tmp_path, tiny
     # a CUDA build of several GB. [mpi]: mpiexec from the mpich wheel, as on a machine without MPI.
     run(python, "-m", "pip", "install", "-q", "torch==2.13.0")
     run(python, "-m", "pip", "install", "-q", f"{wheel}[mpi]")
-    installed = run(python, "-c", "import hpsrl.cluster.deploy as d; print(d.snakefile())").strip()
+    installed = run(python, "-c", "import hpsrl.deploy as d; print(d.snakefile())").strip()
     site_packages = (
         venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     )

@@ -38,7 +38,7 @@ from hpsrl.campaign.storage import (
     write_individual,
     write_population,
 )
-from hpsrl.envs.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 from hpsrl.readers.summary import best_summary
 from hpsrl.search.evolve import initial_population, next_population
 from hpsrl.search.generation import collect

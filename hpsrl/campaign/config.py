@@ -527,7 +527,7 @@ def check_environment(config: Mapping[str, Any]) -> str:
     import, missing optional dependency, an algorithm for other actions).
     """
     from hpsrl.agents import ACTION_KINDS
-    from hpsrl.envs.envs import EnvConfigError, EnvSpec, action_kind
+    from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind
 
     try:
         env = EnvSpec.from_config(config["env"])

@@ -43,7 +43,7 @@ class TrainedAgent:
 
     def policy(self) -> Callable[[np.ndarray], np.ndarray]:
         from hpsrl.agents import get_algorithm, make_hyperparameters
-        from hpsrl.envs.envs import EnvSpec
+        from hpsrl.envs.spec import EnvSpec
 
         algorithm = self.config["algorithm"]
         try:
@@ -95,7 +95,7 @@ def load_agent(path: str | Path, seed_index: int = 0) -> TrainedAgent:
 def evaluate_agent(agent: TrainedAgent, episodes: int, seed: int | None = None) -> np.ndarray:
     """Returns of ``episodes`` greedy episodes, on ``seed`` or the campaign's evaluation seed."""
     from hpsrl.agents.episodes import evaluate
-    from hpsrl.envs.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     env = EnvSpec.from_config(agent.config["env"])
     return evaluate(agent.policy(), env, episodes, agent.eval_seed if seed is None else seed)
@@ -152,7 +152,7 @@ def record_episode(
 ) -> tuple[float, int]:
     """Render one greedy episode (rgb_array) into an animated GIF or an MP4 (H.264), by the
     extension of ``out``; its return and frame count."""
-    from hpsrl.envs.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     out = Path(out)
     check_recording(out)

@@ -293,7 +293,7 @@ def retrain(
     ``seeds`` seeds derived from ``root_seed``, one after the other, yielding each evaluation."""
     from hpsrl.agents import RunSettings, get_algorithm, make_hyperparameters
     from hpsrl.cluster.mpi import limit_threads
-    from hpsrl.envs.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     limit_threads()
     plan = SeedPlan(root_seed)

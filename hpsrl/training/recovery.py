@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hpsrl.campaign.config import ConfigError, one_line
 from hpsrl.campaign.storage import CorruptResultError, StorageError, quarantine
-from hpsrl.cluster.deploy import DeployError
+from hpsrl.deploy import DeployError
 from hpsrl.readers.export import ExportError
 from hpsrl.search.evolve import NothingToRetest
 

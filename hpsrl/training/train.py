@@ -139,7 +139,7 @@ def train_seed(
     the individual's step budget (``pop.steps``); failures are returned, not raised, except for a
     parent's result file that is missing or damaged (StorageError)."""
     from hpsrl.agents import RunSettings, get_algorithm, make_hyperparameters
-    from hpsrl.envs.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     config = pop.config
     train_seed_, eval_seed = int(pop.train_seeds[individual, k]), int(pop.eval_seeds[individual, k])

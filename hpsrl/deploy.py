@@ -22,8 +22,7 @@ from pathlib import Path
 
 import hpsrl
 
-# the hpsrl package's folder (not this module's: hpsrl/cluster/)
-PACKAGE = Path(hpsrl.__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent
 
 # Written by hpsrl init: the folder's Snakefile. `workflow.include` is what Snakemake compiles the
 # `include:` directive to; overwrite_default_target=True reads the file as Snakemake reads a main
@@ -39,9 +38,9 @@ SNAKEFILE = """\
 #
 # Read as this folder's main Snakefile, keeping its default target (rule all), which the
 # include: directive would drop.
-import hpsrl.cluster.deploy
+import hpsrl.deploy
 
-workflow.include(hpsrl.cluster.deploy.snakefile(), overwrite_default_target=True)
+workflow.include(hpsrl.deploy.snakefile(), overwrite_default_target=True)
 """
 
 
