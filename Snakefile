@@ -4,7 +4,7 @@
 #   (evolve) -> ... -> retest/ (best individual on fresh seeds) -> status.txt, best.yaml (report)
 from snakemake.utils import min_version
 
-from hpsrl.config import readable_config_file
+from hpsrl.campaign.config import readable_config_file
 
 min_version("9.0")
 

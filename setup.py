@@ -1,11 +1,11 @@
 """The one build step pyproject.toml cannot declare: the wheel carries hpsrl's Snakemake workflow.
 
-`pip install hpsrl` must be able to run campaigns from any folder (`hpsrl init`: hpsrl/deploy.py),
-so the wheel holds the workflow as package data under hpsrl/workflow/. The files stay where a
-clone runs them (Snakefile, workflow/, config/ and profiles/ at the repository root, where
-`snakemake` needs no install step) and are copied into the build in the same layout, so that the
-paths the Snakefile and rules give relative to themselves (include:, report:, conda:, captions)
-hold in both places. Package data cannot do this: it must lie inside the package's folder.
+`pip install hpsrl` must be able to run campaigns from any folder (`hpsrl init`:
+hpsrl/deploy.py), so the wheel holds the workflow as package data under hpsrl/workflow/. The
+files stay where a clone runs them (Snakefile, workflow/, config/ and profiles/ at the repository
+root, where `snakemake` needs no install step) and are copied into the build in the same layout, so
+that the paths the Snakefile and rules give relative to themselves (include:, report:, conda:,
+captions) hold in both places. Package data cannot do this: it must lie inside the package's folder.
 Everything else about the package is in pyproject.toml.
 """
 

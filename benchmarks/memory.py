@@ -50,7 +50,7 @@ def worker(case: str, scale: float, factor: int) -> None:
     import torch._dynamo
 
     from hpsrl.agents import RunSettings, get_algorithm, make_hyperparameters
-    from hpsrl.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     env_id, algo, budget, overrides = CASES[case]
     budget = max(1, round(budget * scale))

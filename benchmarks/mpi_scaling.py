@@ -31,8 +31,8 @@ def worker(algo: str, steps: int) -> None:
     import torch._dynamo
 
     from hpsrl.agents import RunSettings, get_algorithm
-    from hpsrl.envs import EnvSpec
-    from hpsrl.mpi import world
+    from hpsrl.cluster.mpi import world
+    from hpsrl.envs.spec import EnvSpec
 
     comm = world()
     module = get_algorithm(algo)

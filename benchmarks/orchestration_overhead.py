@@ -4,8 +4,8 @@ Runs a PPO CartPole-v1 campaign (the default config's genes) through the real ``
 in a temporary copy of the workflow (as ``tests/conftest.py``'s ``workdir`` fixture does), 20k env
 steps per seed, 2 seeds, no re-test, ``--cores 2``, once for each ``training.individuals_per_job``
 asked for (default: 1, and the whole population in one job), and for each way of training a job
-(``--launch``): ``warm``, the run's warm workers (hpsrl/workers.py, what a local run does), whose
-log gives each job's time in the pool; ``own``, each job launching its own MPI ranks
+(``--launch``): ``warm``, the run's warm workers (hpsrl/training/workers.py, what a local run does),
+whose log gives each job's time in the pool; ``own``, each job launching its own MPI ranks
 (``HPSRL_WARM_WORKERS=0``, as on a cluster), through a timing wrapper around ``mpiexec`` (the
 ``mpi`` resource, ``--set-resources train_individuals:mpi=...``) that records each job's start
 and end.
@@ -235,7 +235,7 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 def bare_launches(workdir: Path, repeats: int) -> dict[str, Any]:
     """One tiny training job (1 PPO rollout, 1 eval episode) vs empty MPI processes."""
-    from hpsrl.config import load_config
+    from hpsrl.campaign.config import load_config
 
     config = campaign_config(steps=1, population=2, generations=1, seeds=2)
     config["training"]["eval_episodes"] = 1

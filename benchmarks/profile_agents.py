@@ -199,7 +199,7 @@ def child(algo: str, steps: int, zoo: bool) -> None:
     import torch._dynamo
 
     from hpsrl.agents import RunSettings, get_algorithm
-    from hpsrl.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     module = get_algorithm(algo)
     values = {}

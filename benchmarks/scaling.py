@@ -37,10 +37,10 @@ import yaml
 
 sys.path.insert(0, str(_bench.REPO))  # tests.conftest's tiny campaign
 
-from hpsrl.config import load_config
-from hpsrl.evolve import initial_population, next_population
-from hpsrl.generation import generation_record
-from hpsrl.storage import write_generation
+from hpsrl.campaign.config import load_config
+from hpsrl.campaign.storage import write_generation
+from hpsrl.search.evolve import initial_population, next_population
+from hpsrl.search.generation import generation_record
 from tests.conftest import TINY, copy_workflow
 
 NAME = "scaling"

@@ -46,10 +46,10 @@ import _bench
 import numpy as np
 import yaml
 
-from hpsrl.campaign_identity import config_hash
-from hpsrl.compare import SearchTrace, plot, search_trace
-from hpsrl.config import compared_campaigns, load_config
-from hpsrl.summary import best_summary
+from hpsrl.campaign.config import compared_campaigns, load_config
+from hpsrl.campaign.identity import config_hash
+from hpsrl.readers.compare import SearchTrace, plot, search_trace
+from hpsrl.readers.summary import best_summary
 
 #: task -> (example config, env steps per training, ARLBench's SMAC-BO mean score)
 TASKS: dict[str, tuple[str, int, float]] = {

@@ -233,7 +233,7 @@ def cancel_left_over(calls: list[dict[str, Any]]) -> None:
 def extrapolate(result: dict[str, Any], population: int) -> dict[str, Any]:
     """What a ``population``-individual generation asks, from the plugin's polling rules and the
     measured per-job counts (calls that come once per job scale with jobs; status polls do not)."""
-    from hpsrl.campaign import individuals_per_job
+    from hpsrl.campaign.paths import individuals_per_job
 
     per_job = individuals_per_job({"training": {"individuals_per_job": "auto"}}, population)
     jobs = math.ceil(population / per_job)

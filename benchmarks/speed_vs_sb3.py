@@ -272,7 +272,7 @@ def _linear(initial: float):
 
 def run_hpsrl(algo: str, seed: int, steps: int) -> dict[str, Any]:
     from hpsrl.agents import RunSettings, get_algorithm
-    from hpsrl.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     if algo in DISCRETE:
         values = HPSRL_PPO if algo == "ppo" else HPSRL_DQN
@@ -357,7 +357,7 @@ def _sb3_model(algo: str, seed: int) -> tuple[Any, Any]:
 
 def run_sb3(algo: str, seed: int, steps: int) -> dict[str, Any]:
     from hpsrl.agents.episodes import evaluate
-    from hpsrl.envs import EnvSpec
+    from hpsrl.envs.spec import EnvSpec
 
     started = time.perf_counter()
     model, venv = _sb3_model(algo, seed)

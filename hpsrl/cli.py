@@ -14,18 +14,24 @@ from pathlib import Path
 
 import hpsrl
 from hpsrl import LOG_FORMAT
-from hpsrl.campaign import batch_generation, batch_name, rung_batch, rung_of
-from hpsrl.config import check_environment, default_genes, load_config, load_yaml, search_space
-from hpsrl.evaluate import RECORDING_FORMATS
-from hpsrl.recovery import (
+from hpsrl.campaign.config import (
+    check_environment,
+    default_genes,
+    load_config,
+    load_yaml,
+    search_space,
+)
+from hpsrl.campaign.paths import batch_generation, batch_name, rung_batch, rung_of
+from hpsrl.campaign.storage import CorruptResultError, StorageError, check_one_campaign
+from hpsrl.readers.evaluate import RECORDING_FORMATS
+from hpsrl.training.recovery import (
     RUNTIME_ERROR,
     delete_manifest_of_damaged_result,
     delete_manifests_of_missing_results,
     failure_message,
     quarantine_damaged_input,
 )
-from hpsrl.storage import CorruptResultError, StorageError, check_one_campaign
-from hpsrl.train_request import add_train_arguments, train_arguments_problem
+from hpsrl.training.train_request import add_train_arguments, train_arguments_problem
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
@@ -82,26 +88,31 @@ def _cmd_init(args: argparse.Namespace) -> None:
 
 
 def _cmd_populate(args: argparse.Namespace) -> None:
-    from hpsrl.evolve import initial_population
-    from hpsrl.storage import write_population
+    from hpsrl.campaign.storage import write_population
+    from hpsrl.search.evolve import initial_population
 
     config = load_config(args.config_json)
     write_population(args.out, initial_population(config))
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from hpsrl.train import run_job
+    from hpsrl.training.train import run_job
 
     run_job(args.population, args.individual, args.out, args.manifest, args.same_training_as)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from hpsrl.generation import collect, combine_rungs
-    from hpsrl.storage import read_generation, read_manifest, read_population, write_generation
+    from hpsrl.campaign.storage import (
+        read_generation,
+        read_manifest,
+        read_population,
+        write_generation,
+    )
+    from hpsrl.search.generation import collect, combine_rungs
 
     previous = read_generation(args.previous) if args.previous else None
     if args.rungs:
-        from hpsrl.train import remove_rung_checkpoints
+        from hpsrl.training.train import remove_rung_checkpoints
 
         records = [read_generation(path) for path in args.rungs]
         batches = [record.population.batch for record in records]
@@ -169,8 +180,8 @@ def _check_promotions(records: Sequence, paths: Sequence[Path]) -> None:
 
 
 def _cmd_promote(args: argparse.Namespace) -> None:
-    from hpsrl.halving import promoted_population
-    from hpsrl.storage import read_generation, write_population
+    from hpsrl.campaign.halving import promoted_population
+    from hpsrl.campaign.storage import read_generation, write_population
 
     record = read_generation(args.rung)
     if rung_of(record.population.batch) is None:
@@ -185,7 +196,7 @@ def _cmd_promote(args: argparse.Namespace) -> None:
 def _generation_records(paths: Sequence[Path]) -> list:
     """The generation records that evolve and retest read, checked to be that: a generation's
     record each (not a rung's or the re-test's), in generation order, of one campaign."""
-    from hpsrl.storage import read_generations
+    from hpsrl.campaign.storage import read_generations
 
     records = read_generations(paths)
     numbers = []
@@ -205,8 +216,8 @@ def _generation_records(paths: Sequence[Path]) -> list:
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
-    from hpsrl.evolve import next_population, reads_whole_history
-    from hpsrl.storage import write_population
+    from hpsrl.campaign.storage import write_population
+    from hpsrl.search.evolve import next_population, reads_whole_history
 
     history = _generation_records(args.generations)
     if reads_whole_history(history[-1].config) and [
@@ -220,15 +231,15 @@ def _cmd_evolve(args: argparse.Namespace) -> None:
 
 
 def _cmd_retest(args: argparse.Namespace) -> None:
-    from hpsrl.evolve import retest_population
-    from hpsrl.storage import write_population
+    from hpsrl.campaign.storage import write_population
+    from hpsrl.search.evolve import retest_population
 
     generations = _generation_records(args.generations)
     write_population(args.out, retest_population(generations, generations[-1].config))
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from hpsrl.summary import status_data, status_table, watch_status
+    from hpsrl.readers.summary import status_data, status_table, watch_status
 
     if args.watch is not None:
         watch_status(args.campaign_dir, args.watch, as_json=args.json)
@@ -239,20 +250,20 @@ def _cmd_status(args: argparse.Namespace) -> None:
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
-    from hpsrl.summary import individual_rows, rows_csv, rows_json
+    from hpsrl.readers.summary import individual_rows, rows_csv, rows_json
 
     rows = individual_rows(args.campaign_dir)
     sys.stdout.write(rows_json(rows) if args.format == "json" else rows_csv(rows))
 
 
 def _cmd_best(args: argparse.Namespace) -> None:
-    from hpsrl.summary import best_yaml
+    from hpsrl.readers.summary import best_yaml
 
     sys.stdout.write(best_yaml(args.campaign_dir))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from hpsrl.report import write_report
+    from hpsrl.readers.report import write_report
 
     out = write_report(args.campaign_dir, args.out or Path(args.campaign_dir) / "report.html")
     print(f"wrote {out}")
@@ -260,7 +271,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     if args.optuna:
-        from hpsrl.optuna_export import export_study
+        from hpsrl.readers.optuna_export import export_study
 
         written = export_study(args.campaign_dir, args.optuna)
         states = ", ".join(f"{n} {state}" for state, n in written["states"].items())
@@ -272,7 +283,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         )
         if not args.out:
             return
-    from hpsrl.export import export_best
+    from hpsrl.readers.export import export_best
 
     for path in export_best(args.campaign_dir, args.out or Path(args.campaign_dir) / "export"):
         print(f"wrote {path}")
@@ -283,7 +294,7 @@ def _cmd_retrain(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from hpsrl.export import load_exported, retrain
+    from hpsrl.readers.export import load_exported, retrain
 
     exported = load_exported(args.hyperparameters)
     root_seed = secrets.randbelow(2**32) if args.seed is None else args.seed
@@ -305,7 +316,7 @@ def _cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from hpsrl.evaluate import (
+    from hpsrl.readers.evaluate import (
         check_recording,
         evaluate_agent,
         load_agent,
@@ -332,7 +343,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from hpsrl.compare import compare
+    from hpsrl.readers.compare import compare
 
     compare(args.campaign_dirs, args.plot, args.summary)
     print(f"wrote {args.plot} and {args.summary}")

@@ -15,7 +15,7 @@ import torch
 from hpsrl.agents import TrainResult, get_algorithm, make_hyperparameters
 from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 
 #: Small settings; DQN's buffer is smaller than the run, so the ring wraps around.
 HYPERPARAMETERS = {

@@ -27,7 +27,7 @@ from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
 from hpsrl.agents.networks import ACTIVATIONS, MLP, FlatAdam, build_mlp, greedy_actions
 from hpsrl.agents.run import RunSettings, TrainResult
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 from tests.conftest import REPO
 
 CARTPOLE = EnvSpec("CartPole-v1")
@@ -247,7 +247,7 @@ def test_checking_configs_does_not_import_torch() -> None:
     script = """
 import sys, yaml
 from pathlib import Path
-from hpsrl.config import compared_campaigns, load_config
+from hpsrl.campaign.config import compared_campaigns, load_config
 for path in [Path("config/config.yaml"), *sorted(Path("config/examples").glob("*.yaml"))]:
     compared_campaigns(load_config(yaml.safe_load(path.read_text())))
 print("torch" in sys.modules)

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpsrl.config import load_config
-from hpsrl.evolve import initial_population
+from hpsrl.campaign.config import load_config
+from hpsrl.search.evolve import initial_population
 from tests.test_fuzz import (
     FUZZ_CAMPAIGN,
     fresh_copy,

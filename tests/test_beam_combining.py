@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from hpsrl.beam_combining import ENV_ID, BeamCombiningEnv, wrap_phase
-from hpsrl.config import check_environment, load_config, load_yaml
-from hpsrl.envs import EnvSpec
+from hpsrl.campaign.config import check_environment, load_config, load_yaml
+from hpsrl.envs.beam_combining import ENV_ID, BeamCombiningEnv, wrap_phase
+from hpsrl.envs.spec import EnvSpec
 
 from .conftest import REPO
 
@@ -269,11 +269,11 @@ def test_render_shows_pistons_and_far_field() -> None:
 
 def test_the_id_works_without_imports_and_hpsrl_envs_stays_cheap() -> None:
     code = (
-        "import sys, hpsrl.envs\n"
-        "assert 'hpsrl.beam_combining' not in sys.modules\n"
-        "spec = hpsrl.envs.EnvSpec.from_config({'id': 'hpsrl/BeamCombining-v0'})\n"
+        "import sys, hpsrl.envs.spec\n"
+        "assert 'hpsrl.envs.beam_combining' not in sys.modules\n"
+        "spec = hpsrl.envs.spec.EnvSpec.from_config({'id': 'hpsrl/BeamCombining-v0'})\n"
         "spec.check()\n"
-        "assert 'hpsrl.beam_combining' in sys.modules\n"
+        "assert 'hpsrl.envs.beam_combining' in sys.modules\n"
         "envs = spec.make_vector(3)\n"
         "obs, _ = envs.reset(seed=0)\n"
         "print(type(envs).__name__, obs.shape)\n"

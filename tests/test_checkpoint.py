@@ -22,7 +22,7 @@ import torch
 from hpsrl.agents import TrainResult, make_hyperparameters, ppo
 from hpsrl.agents.checkpoints import CHECKPOINT_FORMAT, Checkpointing
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 from tests.checkpoint_worker import EVERY_STEPS, TOTAL_STEPS, run
 
 REPO = Path(__file__).resolve().parents[1]

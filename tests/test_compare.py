@@ -10,13 +10,13 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from hpsrl.campaign_identity import config_hash
-from hpsrl.config import (
+from hpsrl.campaign.config import (
     ConfigError,
     compared_campaigns,
     load_config,
     shared_first_generations,
 )
+from hpsrl.campaign.identity import config_hash
 from tests.test_workflow import planned_jobs, snakemake, write_config
 
 
@@ -119,7 +119,7 @@ def test_compare_runs_the_searches_and_plots_them(workdir, tiny_config):
 
 
 def test_only_searches_of_one_problem_and_budget_compare(tiny_config):
-    from hpsrl.compare import SearchTrace, check_comparable
+    from hpsrl.readers.compare import SearchTrace, check_comparable
 
     def trace(config):
         config = load_config(config)
@@ -135,7 +135,7 @@ def test_only_searches_of_one_problem_and_budget_compare(tiny_config):
 
 
 def test_plot_shows_searches_with_and_without_a_retest(tiny_config, tmp_path):
-    from hpsrl.compare import SearchTrace, plot
+    from hpsrl.readers.compare import SearchTrace, plot
 
     config = load_config(tiny_config)
     trained = np.array([4096, 8192])  # env steps

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpsrl.campaign_identity import check_campaign_matches, config_hash
-from hpsrl.config import (
+from hpsrl.campaign.config import (
     ConfigError,
     SeedPlan,
     check_environment,
@@ -19,8 +18,9 @@ from hpsrl.config import (
     search_space,
     upgraded_config,
 )
-from hpsrl.evolve import initial_population
-from hpsrl.storage import read_population, write_population
+from hpsrl.campaign.identity import check_campaign_matches, config_hash
+from hpsrl.campaign.storage import read_population, write_population
+from hpsrl.search.evolve import initial_population
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([REPO / "config" / "config.yaml", *(REPO / "config" / "examples").glob("*.yaml")])

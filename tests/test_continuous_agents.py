@@ -30,8 +30,8 @@ from hpsrl.agents.checkpoints import Checkpointer, Checkpointing
 from hpsrl.agents.continuous import ActionBounds, ReplayBuffer
 from hpsrl.agents.episodes import evaluate
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import EnvConfigError, EnvSpec
-from hpsrl.export import full_hyperparameters, zoo_hyperparameters
+from hpsrl.envs.spec import EnvConfigError, EnvSpec
+from hpsrl.readers.export import full_hyperparameters, zoo_hyperparameters
 
 PENDULUM = EnvSpec("Pendulum-v1")
 REACH = EnvSpec("hpsrl-test/Reach-v0", entry_point="tests.fixtures_envs:ReachEnv")

@@ -22,8 +22,8 @@ from gymnasium.utils.env_checker import check_env
 from hpsrl.agents import make_hyperparameters
 from hpsrl.agents.ppo import train
 from hpsrl.agents.run import RunSettings
-from hpsrl.config import check_environment, load_config, load_yaml
-from hpsrl.envs import EnvSpec
+from hpsrl.campaign.config import check_environment, load_config, load_yaml
+from hpsrl.envs.spec import EnvSpec
 
 from .conftest import REPO, copy_workflow
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from hpsrl.envs import (
+from hpsrl.envs.spec import (
     VECTOR_ENTRY_POINT_MIN_ENVS,
     EnvConfigError,
     EnvSpec,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpsrl.config import load_config
-from hpsrl.evaluate import evaluate_agent, load_agent, record_episode
-from hpsrl.evolve import initial_population
-from hpsrl.storage import write_population
+from hpsrl.campaign.config import load_config
+from hpsrl.campaign.storage import write_population
+from hpsrl.readers.evaluate import evaluate_agent, load_agent, record_episode
+from hpsrl.search.evolve import initial_population
 
 ENV = {**os.environ, "HPSRL_NO_MPI": "1"}
 

@@ -7,18 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hpsrl.campaign import batch_name
-from hpsrl.config import load_config, search_space
-from hpsrl.evidence import Evidence, pooled_objectives, shrunk_estimates
-from hpsrl.evolve import (
+from hpsrl.campaign.config import load_config, search_space
+from hpsrl.campaign.evidence import Evidence, pooled_objectives, shrunk_estimates
+from hpsrl.campaign.paths import batch_name
+from hpsrl.campaign.storage import read_generation, write_generation
+from hpsrl.search.evolve import (
     best_of,
     generation_leader,
     initial_population,
     next_population,
     racing_slots,
 )
-from hpsrl.generation import generation_record
-from hpsrl.storage import read_generation, write_generation
+from hpsrl.search.generation import generation_record
 
 
 def record(config, population, returns, failed=(), previous=None):

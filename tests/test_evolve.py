@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpsrl.config import load_config, search_space
-from hpsrl.evolve import (
+from hpsrl.campaign.config import load_config, search_space
+from hpsrl.campaign.storage import read_population, write_population
+from hpsrl.search.evolve import (
     generation_leader,
     initial_population,
     next_population,
     retest_population,
 )
-from hpsrl.generation import generation_record
-from hpsrl.storage import read_population, write_population
+from hpsrl.search.generation import generation_record
 
 
 def _fake_generation(config, returns, failed=()):

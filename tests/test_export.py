@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from hpsrl.agents import make_hyperparameters
-from hpsrl.export import full_hyperparameters, rl_zoo_yaml, zoo_hyperparameters
-from hpsrl.storage import read_weights
+from hpsrl.campaign.storage import read_weights
+from hpsrl.readers.export import full_hyperparameters, rl_zoo_yaml, zoo_hyperparameters
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
 

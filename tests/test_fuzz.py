@@ -31,17 +31,22 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpsrl.cli import build_parser, main
-from hpsrl.config import (
+from hpsrl.campaign.config import (
     ConfigError,
     check_environment,
     load_config,
     load_yaml,
     shared_first_generations,
 )
-from hpsrl.evolve import initial_population, planned_size
-from hpsrl.model import IndividualResult, SeedResult
-from hpsrl.storage import write_generation, write_individual, write_manifest, write_population
+from hpsrl.campaign.model import IndividualResult, SeedResult
+from hpsrl.campaign.storage import (
+    write_generation,
+    write_individual,
+    write_manifest,
+    write_population,
+)
+from hpsrl.cli import build_parser, main
+from hpsrl.search.evolve import initial_population, planned_size
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake
 
@@ -284,7 +289,7 @@ def made_up_seed(rng: np.random.Generator, config: dict[str, Any]) -> SeedResult
 def write_made_up_batch(folder: Path, population, previous=None):
     """A batch as the workflow leaves it: its population, a result file per individual, a
     manifest per pair of individuals and its record (collected from those files)."""
-    from hpsrl.generation import collect
+    from hpsrl.search.generation import collect
 
     rng = np.random.default_rng(len(population) + (previous is not None))
     batch = folder / population.batch
@@ -316,7 +321,7 @@ def write_made_up_batch(folder: Path, population, previous=None):
 def write_made_up_campaign(folder: Path, config: dict[str, Any] | None = None) -> Path:
     """Two generations and the re-test of a campaign with made-up results (nothing trained): every
     file the workflow writes, each made by hpsrl's own code from the one before."""
-    from hpsrl.evolve import next_population, retest_population
+    from hpsrl.search.evolve import next_population, retest_population
 
     config = load_config(config or FUZZ_CAMPAIGN)
     first = write_made_up_batch(folder, initial_population(config))

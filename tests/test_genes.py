@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpsrl.gene_columns import (
+from hpsrl.campaign.gene_columns import (
     FLOAT_PAD,
     INT_PAD,
     STR_PAD,
@@ -24,7 +24,7 @@ from hpsrl.gene_columns import (
     encode_column,
     encode_individuals,
 )
-from hpsrl.genes import (
+from hpsrl.campaign.genes import (
     CategoricalGene,
     FloatGene,
     IntGene,

@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from hpsrl.config import ConfigError, load_config
-from hpsrl.evolve import initial_population, next_population, planned_size, racing_slots
-from hpsrl.generation import combine_rungs, generation_record
-from hpsrl.halving import promoted_population, rung_sizes, rung_steps
-from hpsrl.storage import read_individual_arrays, read_population, write_population
-from hpsrl.train import checkpoint_dir, run_job
+from hpsrl.campaign.config import ConfigError, load_config
+from hpsrl.campaign.halving import promoted_population, rung_sizes, rung_steps
+from hpsrl.campaign.storage import read_individual_arrays, read_population, write_population
+from hpsrl.search.evolve import initial_population, next_population, planned_size, racing_slots
+from hpsrl.search.generation import combine_rungs, generation_record
+from hpsrl.training.train import checkpoint_dir, run_job
 from tests.conftest import TINY, copy_workflow
 from tests.test_resilience import _kill_all, _start_snakemake, _wait_for
 from tests.test_workflow import snakemake, write_config
@@ -81,7 +81,7 @@ def test_too_many_rungs_for_the_population_is_a_config_error():
 
 
 def test_fidelity_is_hashed_only_when_on():
-    from hpsrl.campaign_identity import config_hash
+    from hpsrl.campaign.identity import config_hash
 
     off = load_config(copy.deepcopy(TINY))
     older = copy.deepcopy(off)

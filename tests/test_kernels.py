@@ -10,7 +10,7 @@ import torch
 from hpsrl.agents import get_algorithm, kernels, make_hyperparameters
 from hpsrl.agents.networks import ACTIVATIONS
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""A rerun after a hard kill removes the killed run's locks, and only those (hpsrl/locks.py)."""
+"""A rerun after a hard kill removes the killed run's locks, and only those
+(hpsrl/campaign/locks.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 
-from hpsrl import locks
+from hpsrl.campaign import locks
 
 
 def take_locks(workdir, *names):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hpsrl.moo import (
+from hpsrl.search.moo import (
     best_value,
     better_words,
     crowding_distance,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpsrl.genes import CategoricalGene, FloatGene, IntGene, ListGene, SearchSpace
-from hpsrl.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
+from hpsrl.campaign.genes import CategoricalGene, FloatGene, IntGene, ListGene, SearchSpace
+from hpsrl.search.operators import cx_uniform, mut_individual, sel_elites, sel_tournament
 from tests.test_genes import same, seeds
 
 # --- strategies (a compact copy of those in test_genes.py) -----------------------------------

@@ -17,9 +17,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from hpsrl.bayesopt import individual_parameters
-from hpsrl.config import search_space
-from hpsrl.storage import read_generation
+from hpsrl.campaign.config import search_space
+from hpsrl.campaign.storage import read_generation
+from hpsrl.search.bayesopt import individual_parameters
 from tests.conftest import TINY, copy_workflow
 from tests.test_status import hpsrl, write_made_up_campaign
 from tests.test_workflow import snakemake, write_config

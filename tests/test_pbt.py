@@ -21,17 +21,14 @@ from hpsrl.agents import get_algorithm, make_hyperparameters, ppo
 from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.agents.episodes import evaluate
 from hpsrl.agents.run import RunSettings
-from hpsrl.campaign_identity import changed_keys, config_hash
-from hpsrl.config import (
+from hpsrl.campaign.config import (
     ConfigError,
     compared_campaigns,
     load_config,
 )
-from hpsrl.envs import EnvSpec
-from hpsrl.evolve import initial_population, next_population
-from hpsrl.generation import collect
-from hpsrl.model import IndividualResult, Population, SeedResult
-from hpsrl.storage import (
+from hpsrl.campaign.identity import changed_keys, config_hash
+from hpsrl.campaign.model import IndividualResult, Population, SeedResult
+from hpsrl.campaign.storage import (
     StorageError,
     read_generation,
     read_individual_arrays,
@@ -41,8 +38,11 @@ from hpsrl.storage import (
     write_individual,
     write_population,
 )
-from hpsrl.summary import best_summary
-from hpsrl.train import inherited_from, train_seed
+from hpsrl.envs.spec import EnvSpec
+from hpsrl.readers.summary import best_summary
+from hpsrl.search.evolve import initial_population, next_population
+from hpsrl.search.generation import collect
+from hpsrl.training.train import inherited_from, train_seed
 from tests.test_workflow import snakemake, write_config
 
 CARTPOLE = EnvSpec("CartPole-v1")

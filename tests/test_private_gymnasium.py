@@ -1,5 +1,6 @@
-"""gymnasium's private attributes (``hpsrl.envs``): each use has a public fallback that a failing
-feature test picks, and with the fallbacks the envs and the training give the same numbers."""
+"""gymnasium's private attributes (``hpsrl.envs.spec``): each use has a public fallback that a
+failing feature test picks, and with the fallbacks the envs and the training give the same
+numbers."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from hpsrl import envs as hpsrl_envs
 from hpsrl.agents import get_algorithm, make_hyperparameters
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import (
+from hpsrl.envs import spec as hpsrl_envs
+from hpsrl.envs.spec import (
     PUBLIC_GYMNASIUM_ONLY,
     EnvSpec,
     OneCopySyncVectorEnv,
@@ -171,7 +172,7 @@ def _stop_resetting_on_pending_autoreset(m: pytest.MonkeyPatch) -> None:
 def test_a_changed_private_attribute_picks_the_fallback_with_a_warning(
     break_it: object, broken: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, "hpsrl.envs"):
+    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, "hpsrl.envs.spec"):
         break_it(m)  # type: ignore[operator]
         found = hpsrl_envs._check_private_gymnasium()
     assert {name for name, ok in dataclasses.asdict(found).items() if not ok} == set(broken.split())

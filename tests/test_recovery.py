@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from hpsrl.recovery import (
+from hpsrl.campaign.storage import CorruptResultError, StorageError
+from hpsrl.training.recovery import (
     delete_manifest_of_damaged_result,
     delete_manifests_of_missing_results,
     failure_message,
     quarantine_damaged_input,
 )
-from hpsrl.storage import CorruptResultError, StorageError
 
 
 def _damaged(path: Path) -> CorruptResultError:

@@ -19,14 +19,14 @@ import pytest
 import yaml
 from matplotlib import image
 
-from hpsrl.config import load_config, search_space
-from hpsrl.evolve import initial_population
-from hpsrl.generation import generation_record
-from hpsrl.genes import ListGene
-from hpsrl.interactive import ANSWER_COLOUR, _score_colours
-from hpsrl.model import Generation
-from hpsrl.report import write_report
-from hpsrl.storage import write_generation
+from hpsrl.campaign.config import load_config, search_space
+from hpsrl.campaign.genes import ListGene
+from hpsrl.campaign.model import Generation
+from hpsrl.campaign.storage import write_generation
+from hpsrl.readers.interactive import ANSWER_COLOUR, _score_colours
+from hpsrl.readers.report import write_report
+from hpsrl.search.evolve import initial_population
+from hpsrl.search.generation import generation_record
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
 

@@ -17,9 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hpsrl.config import load_config
-from hpsrl.evolve import initial_population
-from hpsrl.storage import StorageError, read_population, write_population
+from hpsrl.campaign.config import load_config
+from hpsrl.campaign.storage import StorageError, read_population, write_population
+from hpsrl.search.evolve import initial_population
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -120,7 +120,7 @@ def test_killed_writer_leaves_no_partial_file(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         import numpy as np
-        from hpsrl.storage import atomic_h5
+        from hpsrl.campaign.storage import atomic_h5
         with atomic_h5({str(target)!r}) as f:
             f["big"] = np.zeros(1_000_000)
             print("writing", flush=True)
@@ -139,7 +139,7 @@ def _writer(target: Path) -> subprocess.Popen:
     text file with write_text_atomic (between writing its temporary file and renaming it)."""
     if target.suffix == ".h5":
         write = f"""
-            from hpsrl.storage import atomic_h5
+            from hpsrl.campaign.storage import atomic_h5
             with atomic_h5({str(target)!r}) as f:
                 f["x"] = [1.0]
                 print("writing", flush=True)
@@ -147,7 +147,7 @@ def _writer(target: Path) -> subprocess.Popen:
         """
     else:
         write = f"""
-            from hpsrl.storage import write_text_atomic
+            from hpsrl.campaign.storage import write_text_atomic
             os.replace = lambda *_: (print("writing", flush=True), time.sleep(120))
             write_text_atomic({str(target)!r}, "ind000.h5\\n")
         """
@@ -184,7 +184,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tiny_config, tmp_path
     script = textwrap.dedent(f"""
         import resource, signal
         import numpy as np
-        from hpsrl.storage import StorageError, atomic_h5
+        from hpsrl.campaign.storage import StorageError, atomic_h5
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
         try:
@@ -506,7 +506,7 @@ def test_a_file_held_open_by_a_reader_is_replaced_without_waiting(tiny_config, t
     write_population(target, initial_population(load_config(tiny_config)))
     env = {**os.environ, **({} if locking == "default" else {"HDF5_USE_FILE_LOCKING": locking})}
     read = textwrap.dedent(f"""
-        from hpsrl.storage import open_h5, read_population
+        from hpsrl.campaign.storage import open_h5, read_population
         with open_h5({str(target)!r}) as f:
             print("open", flush=True)
             input()
@@ -515,9 +515,9 @@ def test_a_file_held_open_by_a_reader_is_replaced_without_waiting(tiny_config, t
     """)
     tiny_config["seed"] = 8
     write = textwrap.dedent(f"""
-        from hpsrl.config import load_config
-        from hpsrl.evolve import initial_population
-        from hpsrl.storage import write_population
+        from hpsrl.campaign.config import load_config
+        from hpsrl.search.evolve import initial_population
+        from hpsrl.campaign.storage import write_population
         write_population({str(target)!r}, initial_population(load_config({tiny_config!r})))
     """)
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import pytest
 
-from hpsrl.campaign import batch_name, generation_files, individuals_per_job, result_path
+from hpsrl.campaign.paths import batch_name, generation_files, individuals_per_job, result_path
 from tests.test_workflow import snakemake, write_config
 
 

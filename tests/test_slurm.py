@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hpsrl.slurm import run_ids
+from hpsrl.cluster.slurm import run_ids
 from tests.conftest import copy_workflow, wait_until
 from tests.test_workflow import BIN, snakemake, training_jobs_shown, write_config
 

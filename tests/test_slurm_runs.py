@@ -1,4 +1,5 @@
-"""hpsrl.slurm without a cluster: run IDs from snakemake logs, and the scancel that ends a run."""
+"""hpsrl.cluster.slurm without a cluster: run IDs from snakemake logs, and the scancel that ends
+a run."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import pwd
 from pathlib import Path
 
-from hpsrl.slurm import cancel_runs, run_ids
+from hpsrl.cluster.slurm import cancel_runs, run_ids
 
 
 def test_run_ids_are_read_from_snakemake_logs(tmp_path):

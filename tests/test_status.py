@@ -20,13 +20,18 @@ import numpy as np
 import pytest
 import yaml
 
-from hpsrl.campaign import generation_files
-from hpsrl.config import load_config, search_space
-from hpsrl.evolve import initial_population, next_population
-from hpsrl.generation import generation_record
-from hpsrl.model import Generation
-from hpsrl.storage import read_generation, read_generations, write_generation, write_population
-from hpsrl.summary import plain_number, status_table
+from hpsrl.campaign.config import load_config, search_space
+from hpsrl.campaign.model import Generation
+from hpsrl.campaign.paths import generation_files
+from hpsrl.campaign.storage import (
+    read_generation,
+    read_generations,
+    write_generation,
+    write_population,
+)
+from hpsrl.readers.summary import plain_number, status_table
+from hpsrl.search.evolve import initial_population, next_population
+from hpsrl.search.generation import generation_record
 from tests.conftest import TINY, copy_workflow
 from tests.test_workflow import BIN, snakemake, write_config
 

@@ -15,7 +15,7 @@ import torch
 from hpsrl.agents import TrainResult, get_algorithm, make_hyperparameters
 from hpsrl.agents.checkpoints import Checkpointing
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 from tests.checkpoint_worker import HYPERPARAMETERS
 from tests.test_checkpoint import SMALL_PPO
 from tests.test_continuous_agents import TINY

@@ -14,20 +14,20 @@ import optuna
 import pytest
 import yaml
 
-from hpsrl import generation as hpsrl_generation
-from hpsrl.bayesopt import history_study
-from hpsrl.campaign import batch_name
-from hpsrl.campaign_identity import config_hash
+from hpsrl.campaign.config import ConfigError, load_config, search_space
+from hpsrl.campaign.identity import config_hash
+from hpsrl.campaign.paths import batch_name
+from hpsrl.campaign.storage import read_population, write_generation
 from hpsrl.cli import main
-from hpsrl.config import ConfigError, load_config, search_space
-from hpsrl.evolve import (
+from hpsrl.readers.summary import best_summary
+from hpsrl.search import generation as hpsrl_generation
+from hpsrl.search.bayesopt import history_study
+from hpsrl.search.evolve import (
     best_of,
     initial_population,
     next_population,
     retest_population,
 )
-from hpsrl.storage import read_population, write_generation
-from hpsrl.summary import best_summary
 from tests.test_workflow import BIN, snakemake, write_config
 
 LR_LOW, LR_HIGH = 1e-4, 3e-3  # the tiny config's learning_rate gene

@@ -17,16 +17,16 @@ import h5py
 import numpy as np
 import pytest
 
-from hpsrl.config import load_config
-from hpsrl.evolve import initial_population
-from hpsrl.model import Population
-from hpsrl.storage import (
+from hpsrl.campaign.config import load_config
+from hpsrl.campaign.model import Population
+from hpsrl.campaign.storage import (
     is_result_of,
     is_same_training,
     read_individual_arrays,
     read_weights,
     write_population,
 )
+from hpsrl.search.evolve import initial_population
 
 BIN = Path(sys.executable).parent
 
@@ -236,7 +236,7 @@ def test_killed_job_resumes_from_its_checkpoints(tiny_config, tmp_path):
 COUNTER_SCRIPT = """
 import sys, time
 from mpi4py import MPI
-from hpsrl.mpi import TaskCounter
+from hpsrl.cluster.mpi import TaskCounter
 
 comm = MPI.COMM_WORLD
 counter = TaskCounter(comm)
@@ -270,7 +270,7 @@ def test_a_free_rank_takes_the_next_task_while_rank_0_is_busy(tmp_path):
 BLAS_THREADS_SCRIPT = """
 import json, numpy, torch
 from threadpoolctl import threadpool_info
-from hpsrl.mpi import limit_threads
+from hpsrl.cluster.mpi import limit_threads
 before = [pool["num_threads"] for pool in threadpool_info()]
 limit_threads()
 after = [pool["num_threads"] for pool in threadpool_info()]

@@ -18,12 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from hpsrl.campaign.config import load_config
+from hpsrl.campaign.storage import read_individual_arrays, read_weights, write_population
 from hpsrl.cli import parse_args
-from hpsrl.config import load_config
-from hpsrl.evolve import initial_population
-from hpsrl.storage import read_individual_arrays, read_weights, write_population
-from hpsrl.train_request import TrainRequest, read_train_command
-from hpsrl.workers import STOPPED_EXIT, STOPPED_WHY, campaigns_to_train, socket_path
+from hpsrl.search.evolve import initial_population
+from hpsrl.training.train_request import TrainRequest, read_train_command
+from hpsrl.training.workers import STOPPED_EXIT, STOPPED_WHY, campaigns_to_train, socket_path
 from tests.conftest import wait_until
 from tests.test_workflow import BIN, snakemake, write_config
 
@@ -35,8 +35,8 @@ def pool(tmp_path):
     """A pool of 2 workers whose parent is this test process; its socket path."""
     path = tmp_path / "workers.sock"
     log = open(tmp_path / "workers.log", "w")  # noqa: SIM115 (closed below)
-    command = [PYTHON, "-m", "hpsrl.workers", "serve", "--socket", str(path), "--workers", "2",
-               "--parent", str(os.getpid()), "--algorithms", "ppo"]  # fmt: skip
+    command = [PYTHON, "-m", "hpsrl.training.workers", "serve", "--socket", str(path),
+               "--workers", "2", "--parent", str(os.getpid()), "--algorithms", "ppo"]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     wait_until(path.exists)
     yield path
@@ -52,7 +52,7 @@ def _train_command(population: Path, individuals: list[int], outs: list[Path], *
 
 
 def _submit_command(socket: Path, command: list[str]) -> list[str]:
-    return [PYTHON, "-m", "hpsrl.workers", "submit", str(socket), "--", *command]
+    return [PYTHON, "-m", "hpsrl.training.workers", "submit", str(socket), "--", *command]
 
 
 def _submit(socket: Path, command: list[str], cwd: Path | None = None):
@@ -211,7 +211,7 @@ def _children(pid: int) -> list[int]:
 def test_the_pool_ends_with_the_process_that_started_it(tmp_path):
     # A stand-in for snakemake: starts a pool as its onstart hook does, then is killed.
     code = (
-        "import sys, time; from pathlib import Path; from hpsrl import workers;"
+        "import sys, time; from pathlib import Path; from hpsrl.training import workers;"
         "workers.start_pool(1, [], Path(sys.argv[1])); time.sleep(600)"
     )
     starter = subprocess.Popen([PYTHON, "-c", code, str(tmp_path / "workers.log")])
@@ -228,7 +228,7 @@ def test_the_pool_ends_with_the_process_that_started_it(tmp_path):
 def test_what_a_killed_pool_leaves_goes_when_the_next_pool_starts(tmp_path):
     # A pool killed with SIGKILL cannot remove its socket; a live run's pool must keep its own.
     code = (
-        "import sys, time; from pathlib import Path; from hpsrl import workers;"
+        "import sys, time; from pathlib import Path; from hpsrl.training import workers;"
         "workers.start_pool(1, [], Path(sys.argv[1])); time.sleep(600)"
     )
     starters = []
@@ -355,7 +355,7 @@ def _raises():
     ids=["no-dag", "dag-none", "no-needrun_jobs", "raises", "other-jobs"],
 )
 def test_campaigns_to_train_is_unknown_where_snakemake_changed(workflow, caplog):
-    with caplog.at_level(logging.WARNING, "hpsrl.workers"):
+    with caplog.at_level(logging.WARNING, "hpsrl.training.workers"):
         assert campaigns_to_train(workflow, "train_individuals") is None
     assert "warm workers start whether or not a train_individuals job runs" in caplog.text
 
@@ -418,7 +418,7 @@ def test_the_pool_refuses_what_is_no_request(fields):
 
 
 def test_the_pool_never_reads_a_command_line():
-    # hpsrl.cli is the command line's; the pool trains typed requests with hpsrl.train
+    # hpsrl.cli is the command line's; the pool trains typed requests with hpsrl.training.train
     source = (Path(__file__).parents[1] / "hpsrl" / "workers.py").read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):

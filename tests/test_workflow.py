@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hpsrl.config import load_config, search_space
-from hpsrl.executor import requested_executor, runs_locally
+from hpsrl.campaign.config import load_config, search_space
+from hpsrl.cluster.executor import requested_executor, runs_locally
 from tests.conftest import copy_workflow
 
 BIN = Path(sys.executable).parent
@@ -87,7 +87,10 @@ def test_batched_training_jobs_use_every_core(workdir, tiny_config):
 
 def test_local_training_jobs_go_to_the_warm_workers(workdir, tiny_config):
     write_config(workdir, tiny_config)
-    submit = f"python -m hpsrl.workers submit {tempfile.gettempdir()}/hpsrl-{os.getuid()}/workers-"
+    submit = (
+        "python -m hpsrl.training.workers submit "
+        f"{tempfile.gettempdir()}/hpsrl-{os.getuid()}/workers-"
+    )
     # A job that the workers train takes one core, so that snakemake runs one per core; without a
     # pool it would launch one rank.
     done = snakemake(workdir, "-n", "--printshellcmds", "--cores", "2")
@@ -97,7 +100,7 @@ def test_local_training_jobs_go_to_the_warm_workers(workdir, tiny_config):
     for args, env in ((["--no-hooks"], {}), ([], {"HPSRL_WARM_WORKERS": "0"})):
         done = snakemake(workdir, "-n", "-p", "--cores", "2", *args, env_extra=env)
         assert "mpiexec -n 2 python -m mpi4py -m hpsrl train" in done.stdout
-        assert "hpsrl.workers" not in done.stdout
+        assert "hpsrl.training.workers" not in done.stdout
 
 
 def training_jobs_shown(log: str) -> dict[str, tuple[dict[str, str], str]]:
@@ -156,7 +159,7 @@ def test_slurm_dry_run_shows_what_slurm_is_asked_for(workdir, tiny_config):
     done = snakemake(workdir, "-n", "--cores", "2")
     for resources, command in training_jobs_shown(done.stdout).values():
         assert resources["tasks"] == "1" and resources["mpi"] == "mpiexec"
-        assert command.startswith("python -m hpsrl.workers submit ")
+        assert command.startswith("python -m hpsrl.training.workers submit ")
 
 
 @pytest.mark.parametrize("key", ["training", "retest"])
@@ -230,7 +233,7 @@ def test_tiny_campaign_runs_resumes_and_is_reproducible(workdir, tiny_config, tm
         assert set(f["population/genes"]) == set(search_space(load_config(tiny_config)).names)
         assert (f["results/status"].asstr()[()] == "ok").all()
         assert np.isfinite(f["results/returns"][()]).all()
-    # Run locally, the jobs' seeds were trained by the run's warm workers (hpsrl.workers).
+    # Run locally, the jobs' seeds were trained by the run's warm workers (hpsrl.training.workers).
     assert "trained by the warm workers" in (results / "logs/gen001/ind003-003.log").read_text()
     best = yaml.safe_load((results / "best.yaml").read_text())
     assert best["generation"] == "gen001"

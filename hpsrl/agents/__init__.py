@@ -33,7 +33,7 @@ __all__ = [
 #: Algorithm names (the config's ``algorithm``); each is a module of this package.
 ALGORITHMS = ("ppo", "dqn", "sac", "td3", "ddpg")
 
-#: Action kinds (see ``hpsrl.envs.action_kind``) each algorithm can handle.
+#: Action kinds (see ``hpsrl.envs.spec.action_kind``) each algorithm can handle.
 ACTION_KINDS: dict[str, set[str]] = {
     "ppo": {"discrete"},
     "dqn": {"discrete"},

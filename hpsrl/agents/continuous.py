@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from hpsrl.agents.networks import MLP, build_mlp
-from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
+from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 # -- The environment's spaces ----------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from hpsrl.agents.hyperparameters.ddpg import GENES as GENES
 from hpsrl.agents.hyperparameters.ddpg import Hyperparameters
 from hpsrl.agents.run import RunSettings, TrainResult
 from hpsrl.agents.td3 import rebuild_policy, train_td3_family
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 
 
 def greedy_policy(

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpsrl.envs import EnvSpec
+from hpsrl.envs.spec import EnvSpec
 
 #: Episodes averaged for the learning curve and for ``steps_to_threshold``.
 CURVE_WINDOW = 20

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hpsrl.agents import kernels
-from hpsrl.envs import EnvSpec, observation_dim
+from hpsrl.envs.spec import EnvSpec, observation_dim
 
 #: The torch module of each activation a network may use (``ACTIVATION_NAMES``, the ``activation``
 #: gene).

@@ -46,7 +46,7 @@ from hpsrl.agents.run import (
     flushing_denormals,
     state_dict_cpu,
 )
-from hpsrl.envs import EnvConfigError, EnvSpec, action_kind, observation_dim
+from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ from hpsrl.agents.run import (
     loop_lengths,
     state_dict_cpu,
 )
-from hpsrl.envs import EnvSpec, observation_dim
+from hpsrl.envs.spec import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 
-from hpsrl.config import (
+from hpsrl.campaign.config import (
     ConfigError,
     check_environment,
     compared_campaigns,
@@ -16,15 +16,15 @@ from hpsrl.config import (
     one_line,
     shared_first_generations,
 )
-from hpsrl.evolve import best_candidates, planned_size, reads_whole_history
-from hpsrl.evidence import pools_evidence
-from hpsrl.executor import runs_locally, this_runs_executor
-from hpsrl.halving import rungs
-from hpsrl.campaign_identity import check_campaign_matches
-from hpsrl.storage import StorageError, check_writable
-from hpsrl import locks as run_locks
-from hpsrl import campaign as naming
-from hpsrl.campaign import (
+from hpsrl.search.evolve import best_candidates, planned_size, reads_whole_history
+from hpsrl.campaign.evidence import pools_evidence
+from hpsrl.cluster.executor import runs_locally, this_runs_executor
+from hpsrl.campaign.halving import rungs
+from hpsrl.campaign.identity import check_campaign_matches
+from hpsrl.campaign.storage import StorageError, check_writable
+from hpsrl.campaign import locks as run_locks
+from hpsrl.campaign import paths as naming
+from hpsrl.campaign.paths import (
     individuals_per_job,
     batch_generation,
     batch_name,
@@ -101,7 +101,8 @@ def retest_files(campaign):
 
 def batch_size(wildcards):
     """Individuals in a batch: the population (its first rung's, and each later rung's, with
-    successive halving: hpsrl.halving), or the one re-tested best individual."""
+    successive halving: hpsrl.campaign.halving), or the one re-tested best
+    individual."""
     if wildcards.batch == "retest":
         return 1
     return planned_size(campaign_of(wildcards), wildcards.batch)
@@ -194,7 +195,8 @@ def job_results(wildcards):
 
 def same_training_jobs(wildcards):
     """For a generation-0 job of a compared campaign whose generation 0 another campaign trains
-    (see hpsrl.config.shared_first_generations), that campaign's job of the same individuals.
+    (see hpsrl.campaign.config.shared_first_generations), that campaign's job of the same
+    individuals.
     """
     twin = FIRST_GENERATION_FROM.get(wildcards.campaign)
     if twin is None or wildcards.batch != batch_name(0):
@@ -241,7 +243,7 @@ def search_history(wildcards):
 
 def best_candidate_files(wildcards):
     """The generation files the best individual is chosen from (the final one for ga, all for
-    random and bo: see hpsrl.evolve.best_candidates)."""
+    random and bo: see hpsrl.search.evolve.best_candidates)."""
     return best_candidates(campaign_of(wildcards), generation_files(wildcards.campaign))
 
 
@@ -295,8 +297,9 @@ def jobs_run_here():
     not from workflow.local_exec alone: a dry run (-n) always has Snakemake's local "dryrun"
     executor, and so `snakemake -n --profile profiles/slurm` showed local jobs (one task each,
     handed to warm workers) for training jobs that Slurm runs with a task per seed
-    (hpsrl/executor.py). Where the command line cannot say (snakemake through its Python API, a
-    relative --profile after --directory), a dry run shows the local plan, as before."""
+    (hpsrl/cluster/executor.py). Where the command line cannot say (snakemake through its Python
+    API, a relative --profile after --directory), a dry run shows the local plan, as
+    before."""
     if workflow.remote_exec:
         return False
     if workflow.dryrun:

@@ -1,7 +1,7 @@
 # What happens when a run starts and ends (snakemake runs one handler of each kind, the last one
 # read, so they are all here): the warm workers start and stop (workers.smk); the run records the
-# locks it took, so that a rerun after a hard kill removes them (hpsrl/locks.py; common.smk does
-# that when it reads the workflow); and a run that fails or is interrupted (Ctrl-C) on a Slurm
+# locks it took, so that a rerun after a hard kill removes them (hpsrl/campaign/locks.py; common.smk
+# does that when it reads the workflow); and a run that fails or is interrupted (Ctrl-C) on a Slurm
 # cluster cancels every job it submitted that is still pending or running (slurm.smk).
 
 

@@ -1,10 +1,10 @@
 # On a Slurm cluster: when a run fails or is interrupted (Ctrl-C), every Slurm job of the run is
-# cancelled, also those the executor plugin missed (hpsrl/slurm.py says which it can miss). The
-# onerror hook (hooks.smk) calls cancel_slurm_jobs after the plugin has cancelled the jobs it
+# cancelled, also those the executor plugin missed (hpsrl/cluster/slurm.py says which it can miss).
+# The onerror hook (hooks.smk) calls cancel_slurm_jobs after the plugin has cancelled the jobs it
 # knew of and submitted those it had queued.
 import os
 
-from hpsrl import slurm as slurm_jobs
+from hpsrl.cluster import slurm as slurm_jobs
 
 
 def submits_to_slurm():

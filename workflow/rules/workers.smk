@@ -1,14 +1,15 @@
-# Warm workers (hpsrl/workers.py): run on this machine, training jobs hand their seeds to one pool
-# of processes that imported torch once, started with the run, instead of each job launching
-# ranks that import it again (about 2.3 s a job against 0.5 s for a 20k-step CartPole seed).
-# On a cluster, with --no-hooks or with HPSRL_WARM_WORKERS=0, each job launches its own ranks; so
-# does a job that finds no pool (one that could not start or stopped), with the ranks it was given,
-# and its log says why. Jobs that start while the pool is starting (a resumed campaign's first
-# ones) wait for it: onstart names its process in a file next to its socket before any job runs.
+# Warm workers (hpsrl/training/workers.py): run on this machine, training jobs hand their seeds to
+# one pool of processes that imported torch once, started with the run, instead of each job
+# launching ranks that import it again (about 2.3 s a job against 0.5 s for a 20k-step CartPole
+# seed). On a cluster, with --no-hooks or with HPSRL_WARM_WORKERS=0, each job launches its own
+# ranks; so does a job that finds no pool (one that could not start or stopped), with the ranks it
+# was given, and its log says why. Jobs that start while the pool is starting (a resumed campaign's
+# first ones) wait for it: onstart names its process in a file next to its socket before any job
+# runs.
 import os
 from pathlib import Path
 
-from hpsrl import workers as warm_workers
+from hpsrl.training import workers as warm_workers
 
 # This run's pool, once onstart has started it.
 POOL = {}
@@ -27,7 +28,7 @@ def warm_workers_prefix(wildcards):
     unless the pool is not there (then the job runs the rest of the command itself)."""
     if not uses_warm_workers():
         return ""
-    return f"python -m hpsrl.workers submit {warm_workers.socket_path(os.getpid())} -- "
+    return f"python -m hpsrl.training.workers submit {warm_workers.socket_path(os.getpid())} -- "
 
 
 def pool_size():
