@@ -8,6 +8,8 @@ import os
 import re
 import sys
 
+from hpsrl.campaign import locks as run_locks
+from hpsrl.campaign import paths as naming
 from hpsrl.campaign.config import (
     ConfigError,
     check_environment,
@@ -16,24 +18,22 @@ from hpsrl.campaign.config import (
     one_line,
     shared_first_generations,
 )
-from hpsrl.search.evolve import best_candidates, planned_size, reads_whole_history
 from hpsrl.campaign.evidence import pools_evidence
-from hpsrl.cluster.executor import runs_locally, this_runs_executor
 from hpsrl.campaign.halving import rungs
 from hpsrl.campaign.identity import check_campaign_matches
-from hpsrl.campaign.storage import StorageError, check_writable
-from hpsrl.campaign import locks as run_locks
-from hpsrl.campaign import paths as naming
 from hpsrl.campaign.paths import (
-    individuals_per_job,
     batch_generation,
     batch_name,
+    individuals_per_job,
     manifest_path,
     record_path,
     result_path,
     rung_batch,
     rung_of,
 )
+from hpsrl.campaign.storage import StorageError, check_writable
+from hpsrl.cluster.executor import runs_locally, this_runs_executor
+from hpsrl.search.evolve import best_candidates, planned_size, reads_whole_history
 
 # MPICH's ranks swap network addresses through the launcher's PMI at start-up. Its UCX addresses run
 # to kilobytes, sent in pieces that Slurm's PMI server can misread ("mpi/pmi2: value not properly
