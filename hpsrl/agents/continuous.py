@@ -22,7 +22,6 @@ hand-written gradient against them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import gymnasium
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from hpsrl.agents.networks import MLP, build_mlp
+from hpsrl.agents.replay import ReplayRing
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 # -- The environment's spaces ----------------------------------------------------------------------
@@ -173,7 +173,7 @@ def load_stored_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) ->
 # -- Replay buffer ---------------------------------------------------------------------------------
 
 
-class ReplayBuffer:
+class ReplayBuffer(ReplayRing):
     """A preallocated ring of transitions ``(obs, action, reward, next_obs, terminated)``.
 
     With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
@@ -182,16 +182,16 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
-        self.capacity = capacity
-        self.arrays = {
-            "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "actions": np.zeros((capacity, act_dim), dtype=np.float32),
-            "rewards": np.zeros(capacity, dtype=np.float32),
-            "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "terminated": np.zeros(capacity, dtype=np.float32),
-        }
-        self.stored = 0
-        """Transitions ever stored; the ring position is ``stored % capacity``."""
+        super().__init__(
+            capacity,
+            {
+                "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "actions": np.zeros((capacity, act_dim), dtype=np.float32),
+                "rewards": np.zeros(capacity, dtype=np.float32),
+                "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "terminated": np.zeros(capacity, dtype=np.float32),
+            },
+        )
 
     def add(
         self,
@@ -205,12 +205,7 @@ class ReplayBuffer:
         """Store one vector step's transitions, except those of envs on a reset step."""
         n = len(obs) - int(np.count_nonzero(reset_step))
         real = slice(None) if n == len(obs) else ~reset_step
-        position = self.stored % self.capacity
-        # slices where possible: fancy indexing costs several times more on a few rows
-        if position + n <= self.capacity:
-            slots: slice | np.ndarray = slice(position, position + n)
-        else:
-            slots = (self.stored + np.arange(n)) % self.capacity
+        slots = self.slots(n)
         values = (obs, actions, rewards, next_obs, terminated)
         for array, value in zip(self.arrays.values(), values, strict=True):
             array[slots] = value[real]
@@ -233,18 +228,3 @@ class ReplayBuffer:
             "next_obs": a["next_obs"][rows],
             "not_terminal": 1.0 - a["terminated"][rows],
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stored transitions (the filled part of the ring, copied) and their count."""
-        filled = min(self.stored, self.capacity)
-        return {
-            "stored": self.stored,
-            **{name: torch.from_numpy(a[:filled].copy()) for name, a in self.arrays.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict` of a buffer of the same capacity and shapes."""
-        self.stored = int(state["stored"])
-        filled = min(self.stored, self.capacity)
-        for name, array in self.arrays.items():
-            array[:filled] = state[name].numpy()

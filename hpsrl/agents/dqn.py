@@ -21,7 +21,6 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ from hpsrl.agents.networks import (
     load_weights,
     rebuild_discrete,
 )
+from hpsrl.agents.replay import ReplayRing
 from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
@@ -78,35 +78,21 @@ class QNetwork(nn.Module):
         return self.q(obs)
 
 
-class _ReplayArrays:
+class _ReplayArrays(ReplayRing):
     """The replay buffer: a preallocated ring of transitions, one array per field; the training
     loop stores into and gathers from :attr:`arrays` itself."""
 
     def __init__(self, capacity: int, obs_dim: int) -> None:
-        self.arrays = {
-            "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "actions": np.zeros(capacity, dtype=np.int64),
-            "rewards": np.zeros(capacity, dtype=np.float32),
-            "terminated": np.zeros(capacity, dtype=np.float32),
-        }
-        self.capacity = capacity
-        self.stored = 0
-        """Transitions ever stored; the ring position is ``stored % capacity``."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stored transitions (the filled part of the ring, copied) and their count."""
-        filled = min(self.stored, self.capacity)
-        return {
-            "stored": self.stored,
-            **{name: torch.from_numpy(a[:filled].copy()) for name, a in self.arrays.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict` of a buffer of the same capacity and shapes."""
-        self.stored = int(state["stored"])
-        for name, array in self.arrays.items():
-            array[: min(self.stored, self.capacity)] = state[name].numpy()
+        super().__init__(
+            capacity,
+            {
+                "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "actions": np.zeros(capacity, dtype=np.int64),
+                "rewards": np.zeros(capacity, dtype=np.float32),
+                "terminated": np.zeros(capacity, dtype=np.float32),
+            },
+        )
 
 
 def td_gradients(
@@ -254,11 +240,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         # Slices where possible: fancy indexing costs several times more on one or a few rows.
         k = N - int(np.count_nonzero(prev_done))
         real = slice(None) if k == N else ~prev_done
-        position = replay.stored % capacity
-        if position + k <= capacity:
-            slots: slice | np.ndarray = slice(position, position + k)
-        else:
-            slots = (replay.stored + np.arange(k)) % capacity
+        slots = replay.slots(k)
         buf_obs[slots] = obs[real]
         buf_next_obs[slots] = next_obs[real]
         buf_actions[slots] = actions[real]
