@@ -29,7 +29,7 @@ from torch import nn
 from hpsrl.agents.checkpoints import (
     RunCheckpoint,
 )
-from hpsrl.agents.episodes import EpisodeTracker, evaluate
+from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.dqn import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.dqn import GENES as GENES
 from hpsrl.agents.hyperparameters.dqn import Hyperparameters
@@ -47,9 +47,8 @@ from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
-    check_parameters,
+    evaluated_result,
     flushing_denormals,
-    state_dict_cpu,
 )
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
@@ -302,21 +301,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
 
         checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
-    check_parameters(q_network, global_step)
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
-    started = time.perf_counter()
-    eval_returns = evaluate(
-        greedy_actions(q_network.q, hp.activation), env, run.eval_episodes, run.eval_seed
-    )
-    return TrainResult(
-        eval_returns=eval_returns,
-        curve_steps=tracker.curve_steps,
-        curve_returns=tracker.curve_returns,
-        steps_to_threshold=tracker.steps_to_threshold,
-        env_steps=global_step,
-        train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - started,
-        model_state=state_dict_cpu(q_network),
-    )
+    policy = greedy_actions(q_network.q, hp.activation)
+    return evaluated_result(policy, q_network, env, run, tracker, global_step, train_seconds)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hpsrl.agents.checkpoints import RunCheckpoint
-from hpsrl.agents.episodes import EpisodeTracker, evaluate
+from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.ppo import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ppo import GENES as GENES
 from hpsrl.agents.hyperparameters.ppo import Hyperparameters
@@ -42,9 +42,8 @@ from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
-    check_parameters,
+    evaluated_result,
     flushing_denormals,
-    state_dict_cpu,
 )
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
@@ -302,21 +301,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
 
         checkpoint.maybe_save(iteration, global_step, next_obs, prev_done)
     envs.close()
-    check_parameters(agent, global_step)
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
-    started = time.perf_counter()
-    eval_returns = evaluate(
-        greedy_actions(agent.actor, hp.activation), env, run.eval_episodes, run.eval_seed
-    )
-    return TrainResult(
-        eval_returns=eval_returns,
-        curve_steps=tracker.curve_steps,
-        curve_returns=tracker.curve_returns,
-        steps_to_threshold=tracker.steps_to_threshold,
-        env_steps=global_step,
-        train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - started,
-        model_state=state_dict_cpu(agent),
-    )
+    policy = greedy_actions(agent.actor, hp.activation)
+    return evaluated_result(policy, agent, env, run, tracker, global_step, train_seconds)

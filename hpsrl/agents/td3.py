@@ -47,7 +47,7 @@ from hpsrl.agents.continuous import (
     load_stored_weights,
     spaces_of,
 )
-from hpsrl.agents.episodes import EpisodeTracker, evaluate
+from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.td3 import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.td3 import GENES as GENES
 from hpsrl.agents.hyperparameters.td3 import Hyperparameters
@@ -56,10 +56,9 @@ from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
-    check_parameters,
+    evaluated_result,
     flushing_denormals,
     loop_lengths,
-    state_dict_cpu,
 )
 from hpsrl.envs.spec import EnvSpec, observation_dim
 
@@ -327,21 +326,10 @@ def train_td3_family(
 
         checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
-    check_parameters(agent, global_step)
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the actor without exploration noise on separate seeds -------------------------
-    started = time.perf_counter()
-    eval_returns = evaluate(
-        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, run.eval_episodes, run.eval_seed
-    )
-    return TrainResult(
-        eval_returns=eval_returns,
-        curve_steps=tracker.curve_steps,
-        curve_returns=tracker.curve_returns,
-        steps_to_threshold=tracker.steps_to_threshold,
-        env_steps=global_step,
-        train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - started,
-        model_state=state_dict_cpu(agent),
-    )
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return bounds.to_env(agent.actor.deterministic(obs))
+
+    return evaluated_result(policy, agent, env, run, tracker, global_step, train_seconds)
