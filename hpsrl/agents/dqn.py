@@ -47,8 +47,10 @@ from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
+    closing_on_error,
     evaluated_result,
     flushing_denormals,
+    start_run,
 )
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
@@ -153,24 +155,16 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     started = time.perf_counter()
     seed = run.seed
 
-    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
-    # -- Environment and networks ----------------------------------------------------------------
-    envs = env.make_vector(hp.num_envs)
-    if action_kind(envs.single_action_space) != "discrete":
-        envs.close()
-        raise EnvConfigError(f"DQN needs discrete actions; {env.id} has continuous ones")
-    obs_dim = observation_dim(envs.single_observation_space)
-    n_actions = int(envs.single_action_space.n)
-    q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    if run.initial_weights is not None:  # replaces the fresh initialisation (drawn from generator)
-        try:
+    # -- Seeding (a private torch generator and numpy generator), environment and networks ------
+    generator, rng, envs = start_run(env, hp.num_envs, seed)
+    with closing_on_error(envs):
+        if action_kind(envs.single_action_space) != "discrete":
+            raise EnvConfigError(f"DQN needs discrete actions; {env.id} has continuous ones")
+        obs_dim = observation_dim(envs.single_observation_space)
+        n_actions = int(envs.single_action_space.n)
+        q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+        if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(q_network, run.initial_weights)
-        except ValueError:
-            envs.close()
-            raise
     target_network = copy.deepcopy(q_network)
     # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP. The target
     # network gets a flat buffer too, so that its update is one op.

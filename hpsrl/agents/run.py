@@ -1,16 +1,18 @@
 """What a training run takes and gives: :class:`RunSettings` (what every algorithm's ``train`` is
 asked to do besides its env and hyperparameters), :class:`TrainResult` (the result record), the
 checks that end a diverging run (:class:`TrainingDiverged`), the loop lengths of a run stopped
-part-way (:func:`loop_lengths`), the float mode training runs in (:func:`flushing_denormals`) and
-how every ``train`` ends (:func:`evaluated_result`).
+part-way (:func:`loop_lengths`), the float mode training runs in (:func:`flushing_denormals`), and
+how every ``train`` starts (:func:`start_run`, :func:`closing_on_error`) and ends
+(:func:`evaluated_result`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from hpsrl.agents.hyperparameters import as_int, require
 from hpsrl.envs.spec import EnvSpec
 
 if TYPE_CHECKING:
+    import gymnasium
+
     from hpsrl.agents.checkpoints import Checkpointing
 
 
@@ -159,6 +163,29 @@ def check_parameters(module: nn.Module, step: int) -> None:
 def state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of ``module.state_dict()``."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def start_run(
+    env: EnvSpec, num_envs: int, seed: int
+) -> tuple[torch.Generator, np.random.Generator, gymnasium.vector.VectorEnv]:
+    """The start of every ``train``: the run's own torch and numpy random generators, both seeded
+    with ``seed`` (no global RNG state, so runs sharing a process do not disturb each other), and
+    its vector env of ``num_envs`` copies of ``env``, not reset yet."""
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    return generator, rng, env.make_vector(num_envs)
+
+
+@contextlib.contextmanager
+def closing_on_error(envs: gymnasium.vector.VectorEnv) -> Iterator[None]:
+    """Close ``envs`` if the block raises (say, the env's action space does not suit the
+    algorithm, or ``initial_weights`` do not fit the network): a run that cannot start leaves no
+    env open. They stay open when the block ends normally."""
+    try:
+        yield
+    except Exception:
+        envs.close()
+        raise
 
 
 def evaluated_result(

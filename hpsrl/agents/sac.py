@@ -56,9 +56,11 @@ from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
+    closing_on_error,
     evaluated_result,
     flushing_denormals,
     loop_lengths,
+    start_run,
 )
 from hpsrl.envs.spec import EnvSpec, observation_dim
 
@@ -259,21 +261,14 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     started = time.perf_counter()
     seed = run.seed
 
-    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
-    # -- Environment and networks ----------------------------------------------------------------
-    envs = env.make_vector(hp.num_envs)
-    try:
+    # -- Seeding (a private torch generator and numpy generator), environment and networks ------
+    generator, rng, envs = start_run(env, hp.num_envs, seed)
+    with closing_on_error(envs):
         bounds = ActionBounds(envs.single_action_space, "SAC", env.id)
         obs_dim = observation_dim(envs.single_observation_space)
         agent = Agent(obs_dim, bounds.dim, hp, generator)
-        if run.initial_weights is not None:
+        if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(agent, run.initial_weights)
-    except Exception:
-        envs.close()
-        raise
     log_alpha = agent.entropy.log_alpha
     if not hp.autotune_entropy:
         with torch.no_grad():
