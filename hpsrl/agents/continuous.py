@@ -21,7 +21,7 @@ hand-written gradient against them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import gymnasium
 import numpy as np
@@ -60,6 +60,13 @@ class ActionBounds:
         """Actions in ``[-1, 1]``, shape ``(n, dim)``, as the env's actions, ``(n, *shape)``."""
         scaled = actions * self._scale + self._offset
         return scaled.astype(self.dtype, copy=False).reshape(len(actions), *self.shape)
+
+    def acting(
+        self, policy: Callable[[np.ndarray], np.ndarray]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """``policy`` (a batch of observations to actions in ``[-1, 1]``) acting on the env: its
+        actions through :meth:`to_env`."""
+        return lambda obs: self.to_env(policy(obs))
 
 
 def spaces_of(env: EnvSpec, algorithm: str) -> tuple[int, ActionBounds]:

@@ -240,7 +240,7 @@ def greedy_policy(
     obs_dim, bounds = spaces_of(env, "SAC")
     agent = Agent(obs_dim, bounds.dim, hp)
     load_stored_weights(agent, weights)
-    return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
+    return bounds.acting(agent.actor.deterministic)
 
 
 @flushing_denormals
@@ -377,7 +377,5 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the deterministic policy (tanh of the mean) on separate seeds -----------------
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return bounds.to_env(agent.actor.deterministic(obs))
-
+    policy = bounds.acting(agent.actor.deterministic)
     return evaluated_result(policy, agent, env, run, tracker, global_step, train_seconds)

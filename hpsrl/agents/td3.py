@@ -162,7 +162,7 @@ def rebuild_policy(
     obs_dim, bounds = spaces_of(env, algorithm)
     agent = Agent(obs_dim, bounds.dim, n_critics, hp.hidden_sizes, hp.activation)
     load_stored_weights(agent, weights)
-    return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
+    return bounds.acting(agent.actor.deterministic)
 
 
 def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
@@ -324,7 +324,5 @@ def train_td3_family(
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the actor without exploration noise on separate seeds -------------------------
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return bounds.to_env(agent.actor.deterministic(obs))
-
+    policy = bounds.acting(agent.actor.deterministic)
     return evaluated_result(policy, agent, env, run, tracker, global_step, train_seconds)
