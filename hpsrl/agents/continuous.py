@@ -30,6 +30,7 @@ from torch import nn
 
 from hpsrl.agents.networks import MLP, build_mlp
 from hpsrl.agents.replay import ReplayRing
+from hpsrl.agents.run import loop_lengths
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 # -- The environment's spaces ----------------------------------------------------------------------
@@ -199,6 +200,15 @@ class ReplayBuffer(ReplayRing):
                 "terminated": np.zeros(capacity, dtype=np.float32),
             },
         )
+
+    @classmethod
+    def for_run(
+        cls, buffer_size: int, total_steps: int, num_envs: int, obs_dim: int, act_dim: int
+    ) -> ReplayBuffer:
+        """A buffer of ``buffer_size`` transitions, or fewer where a run of ``total_steps`` env
+        steps (whole vector steps of ``num_envs``) stores fewer: no larger one is needed."""
+        num_vector_steps, _ = loop_lengths(total_steps, num_envs, None)
+        return cls(min(buffer_size, num_vector_steps * num_envs), obs_dim, act_dim)
 
     def add(
         self,

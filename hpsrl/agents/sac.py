@@ -59,7 +59,6 @@ from hpsrl.agents.run import (
     closing_on_error,
     evaluated_result,
     flushing_denormals,
-    loop_lengths,
     start_run,
 )
 from hpsrl.envs.spec import EnvSpec, observation_dim
@@ -286,9 +285,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     target_entropy = -float(bounds.dim)
 
     N, act_dim = hp.num_envs, bounds.dim
-    # a run never stores more transitions than it takes env steps: no larger buffer is needed
-    num_vector_steps, _ = loop_lengths(run.total_steps, N, None)
-    buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
+    buffer = ReplayBuffer.for_run(hp.buffer_size, run.total_steps, N, obs_dim, act_dim)
     tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
     obs = envs.reset(seed=seed)[0].reshape(N, -1).astype(np.float32, copy=False)
 
