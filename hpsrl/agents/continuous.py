@@ -1,5 +1,5 @@
 """Pieces the continuous-action agents (SAC, TD3, DDPG) share: the environment's action bounds,
-the critics, the replay buffer, hyperparameter checks and loading stored weights.
+the critics and the replay buffer.
 
 The agents act in ``[-1, 1]`` per action dimension (a tanh output) and store those actions in the
 replay buffer; :class:`ActionBounds` maps them onto the env's ``Box`` bounds when they are sent to
@@ -21,7 +21,7 @@ hand-written gradient against them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import gymnasium
 import numpy as np
@@ -167,15 +167,6 @@ class CriticMLPs:
         if total is None:
             return np.zeros((grad_values.shape[1], self._act_dim), dtype=grad_values.dtype)
         return total
-
-
-def load_stored_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
-    """Load the weights of a stored result (numpy arrays, as result files hold them) into
-    ``module``, for :func:`greedy_policy`; ``ValueError`` if they do not fit it."""
-    try:
-        module.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
-    except RuntimeError as e:  # missing, unexpected or misshapen parameters
-        raise ValueError(f"the stored weights do not fit this network: {e}") from e
 
 
 # -- Replay buffer ---------------------------------------------------------------------------------

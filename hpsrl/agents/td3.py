@@ -44,14 +44,20 @@ from hpsrl.agents.continuous import (
     CriticMLPs,
     Critics,
     ReplayBuffer,
-    load_stored_weights,
     spaces_of,
 )
 from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.td3 import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.td3 import GENES as GENES
 from hpsrl.agents.hyperparameters.td3 import Hyperparameters
-from hpsrl.agents.networks import MLP, FlatAdam, build_mlp, flatten_parameters, load_weights
+from hpsrl.agents.networks import (
+    MLP,
+    FlatAdam,
+    build_mlp,
+    flatten_parameters,
+    load_stored_weights,
+    load_weights,
+)
 from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
