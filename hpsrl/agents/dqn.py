@@ -42,7 +42,7 @@ from hpsrl.agents.networks import (
     load_weights,
     rebuild_discrete,
 )
-from hpsrl.agents.replay import ReplayRing
+from hpsrl.agents.replay import ReplayRing, gradient_steps_due
 from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
@@ -247,9 +247,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         obs = next_obs
 
         # -- Train: `gradient_steps` TD updates every `train_frequency` env steps -----------------
-        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
-        if global_step > hp.learning_starts and phases > 0 and replay.stored > 0:
-            n_updates = phases * hp.gradient_steps
+        n_updates = gradient_steps_due(hp, previous_step, global_step, replay.stored)
+        if n_updates > 0:
             size = min(replay.stored, capacity)
             batches = rng.integers(size, size=(n_updates, hp.batch_size))
             # One gather per buffer array for the whole phase, as (n_updates, batch_size, ...).

@@ -1,7 +1,8 @@
 """The replay ring the off-policy agents store their transitions in: DQN's (:mod:`hpsrl.agents.dqn`,
 whose training loop writes and gathers the arrays itself) and SAC's, TD3's and DDPG's
-(:class:`hpsrl.agents.continuous.ReplayBuffer`). Where a vector step's transitions go and what a
-checkpoint keeps of the ring are written here once."""
+(:class:`hpsrl.agents.continuous.ReplayBuffer`). Where a vector step's transitions go, what a
+checkpoint keeps of the ring and when the agents train from it (:func:`gradient_steps_due`) are
+written here once."""
 
 from __future__ import annotations
 
@@ -45,3 +46,14 @@ class ReplayRing:
         filled = min(self.stored, self.capacity)
         for name, array in self.arrays.items():
             array[:filled] = state[name].numpy()
+
+
+def gradient_steps_due(hp: Any, previous_step: int, global_step: int, stored: int) -> int:
+    """The gradient steps an off-policy agent takes after its vector step from ``previous_step`` to
+    ``global_step`` env steps: ``hp.gradient_steps`` for each multiple of ``hp.train_frequency``
+    passed, none until ``global_step`` is past ``hp.learning_starts`` or while no transition is
+    ``stored``."""
+    phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
+    if global_step > hp.learning_starts and phases > 0 and stored > 0:
+        return phases * hp.gradient_steps
+    return 0

@@ -58,6 +58,7 @@ from hpsrl.agents.networks import (
     load_stored_weights,
     load_weights,
 )
+from hpsrl.agents.replay import gradient_steps_due
 from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
@@ -339,9 +340,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         obs = next_obs
 
         # -- Train: `gradient_steps` updates every `train_frequency` env steps -------------------
-        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
-        if global_step > hp.learning_starts and phases > 0 and buffer.stored > 0:
-            n_updates = phases * hp.gradient_steps
+        n_updates = gradient_steps_due(hp, previous_step, global_step, buffer.stored)
+        if n_updates > 0:
             batches = buffer.sample(rng, n_updates, hp.batch_size)
             # standard normal noise of the next actions (0) and of the policy's actions (1)
             noise = torch.randn((n_updates, 2, hp.batch_size, act_dim), generator=generator).numpy()
