@@ -51,7 +51,7 @@ COMMON_PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("update: gradient clipping + optimizer step", ("optimizer.step(",)),
     ("lr annealing", ("optimizer.lr =",)),
     ("divergence checks", ("check_finite(", "check_parameters(", "losses.append(")),
-    ("evaluation", ("evaluate(", "torch.as_tensor(obs")),
+    ("evaluation", ("evaluate(", "evaluated_result(", "torch.as_tensor(obs")),
 ]
 PPO_PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("rollout: actor forward + sampling", ("actor.predict(obs[t])", "gumbel", "uniform =")),

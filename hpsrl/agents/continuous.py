@@ -1,5 +1,5 @@
 """Pieces the continuous-action agents (SAC, TD3, DDPG) share: the environment's action bounds,
-the critics, the replay buffer, hyperparameter checks and loading stored weights.
+the critics and the replay buffer.
 
 The agents act in ``[-1, 1]`` per action dimension (a tanh output) and store those actions in the
 replay buffer; :class:`ActionBounds` maps them onto the env's ``Box`` bounds when they are sent to
@@ -21,8 +21,7 @@ hand-written gradient against them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
 
 import gymnasium
 import numpy as np
@@ -30,6 +29,8 @@ import torch
 from torch import nn
 
 from hpsrl.agents.networks import MLP, build_mlp
+from hpsrl.agents.replay import ReplayRing
+from hpsrl.agents.run import loop_lengths
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
 # -- The environment's spaces ----------------------------------------------------------------------
@@ -60,6 +61,13 @@ class ActionBounds:
         """Actions in ``[-1, 1]``, shape ``(n, dim)``, as the env's actions, ``(n, *shape)``."""
         scaled = actions * self._scale + self._offset
         return scaled.astype(self.dtype, copy=False).reshape(len(actions), *self.shape)
+
+    def acting(
+        self, policy: Callable[[np.ndarray], np.ndarray]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """``policy`` (a batch of observations to actions in ``[-1, 1]``) acting on the env: its
+        actions through :meth:`to_env`."""
+        return lambda obs: self.to_env(policy(obs))
 
 
 def spaces_of(env: EnvSpec, algorithm: str) -> tuple[int, ActionBounds]:
@@ -161,19 +169,10 @@ class CriticMLPs:
         return total
 
 
-def load_stored_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
-    """Load the weights of a stored result (numpy arrays, as result files hold them) into
-    ``module``, for :func:`greedy_policy`; ``ValueError`` if they do not fit it."""
-    try:
-        module.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
-    except RuntimeError as e:  # missing, unexpected or misshapen parameters
-        raise ValueError(f"the stored weights do not fit this network: {e}") from e
-
-
 # -- Replay buffer ---------------------------------------------------------------------------------
 
 
-class ReplayBuffer:
+class ReplayBuffer(ReplayRing):
     """A preallocated ring of transitions ``(obs, action, reward, next_obs, terminated)``.
 
     With gymnasium 1.x ``NEXT_STEP`` autoreset, the step that resets a finished episode is not a
@@ -182,16 +181,25 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
-        self.capacity = capacity
-        self.arrays = {
-            "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "actions": np.zeros((capacity, act_dim), dtype=np.float32),
-            "rewards": np.zeros(capacity, dtype=np.float32),
-            "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "terminated": np.zeros(capacity, dtype=np.float32),
-        }
-        self.stored = 0
-        """Transitions ever stored; the ring position is ``stored % capacity``."""
+        super().__init__(
+            capacity,
+            {
+                "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "actions": np.zeros((capacity, act_dim), dtype=np.float32),
+                "rewards": np.zeros(capacity, dtype=np.float32),
+                "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "terminated": np.zeros(capacity, dtype=np.float32),
+            },
+        )
+
+    @classmethod
+    def for_run(
+        cls, buffer_size: int, total_steps: int, num_envs: int, obs_dim: int, act_dim: int
+    ) -> ReplayBuffer:
+        """A buffer of ``buffer_size`` transitions, or fewer where a run of ``total_steps`` env
+        steps (whole vector steps of ``num_envs``) stores fewer: no larger one is needed."""
+        num_vector_steps, _ = loop_lengths(total_steps, num_envs, None)
+        return cls(min(buffer_size, num_vector_steps * num_envs), obs_dim, act_dim)
 
     def add(
         self,
@@ -205,12 +213,7 @@ class ReplayBuffer:
         """Store one vector step's transitions, except those of envs on a reset step."""
         n = len(obs) - int(np.count_nonzero(reset_step))
         real = slice(None) if n == len(obs) else ~reset_step
-        position = self.stored % self.capacity
-        # slices where possible: fancy indexing costs several times more on a few rows
-        if position + n <= self.capacity:
-            slots: slice | np.ndarray = slice(position, position + n)
-        else:
-            slots = (self.stored + np.arange(n)) % self.capacity
+        slots = self.slots(n)
         values = (obs, actions, rewards, next_obs, terminated)
         for array, value in zip(self.arrays.values(), values, strict=True):
             array[slots] = value[real]
@@ -233,18 +236,3 @@ class ReplayBuffer:
             "next_obs": a["next_obs"][rows],
             "not_terminal": 1.0 - a["terminated"][rows],
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stored transitions (the filled part of the ring, copied) and their count."""
-        filled = min(self.stored, self.capacity)
-        return {
-            "stored": self.stored,
-            **{name: torch.from_numpy(a[:filled].copy()) for name, a in self.arrays.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict` of a buffer of the same capacity and shapes."""
-        self.stored = int(state["stored"])
-        filled = min(self.stored, self.capacity)
-        for name, array in self.arrays.items():
-            array[:filled] = state[name].numpy()

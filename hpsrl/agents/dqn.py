@@ -21,7 +21,6 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 from hpsrl.agents.checkpoints import (
     RunCheckpoint,
 )
-from hpsrl.agents.episodes import EpisodeTracker, evaluate
+from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.dqn import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.dqn import GENES as GENES
 from hpsrl.agents.hyperparameters.dqn import Hyperparameters
@@ -43,13 +42,15 @@ from hpsrl.agents.networks import (
     load_weights,
     rebuild_discrete,
 )
+from hpsrl.agents.replay import ReplayRing, gradient_steps_due
 from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
-    check_parameters,
+    closing_on_error,
+    evaluated_result,
     flushing_denormals,
-    state_dict_cpu,
+    start_run,
 )
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
@@ -78,35 +79,21 @@ class QNetwork(nn.Module):
         return self.q(obs)
 
 
-class _ReplayArrays:
+class _ReplayArrays(ReplayRing):
     """The replay buffer: a preallocated ring of transitions, one array per field; the training
     loop stores into and gathers from :attr:`arrays` itself."""
 
     def __init__(self, capacity: int, obs_dim: int) -> None:
-        self.arrays = {
-            "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
-            "actions": np.zeros(capacity, dtype=np.int64),
-            "rewards": np.zeros(capacity, dtype=np.float32),
-            "terminated": np.zeros(capacity, dtype=np.float32),
-        }
-        self.capacity = capacity
-        self.stored = 0
-        """Transitions ever stored; the ring position is ``stored % capacity``."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stored transitions (the filled part of the ring, copied) and their count."""
-        filled = min(self.stored, self.capacity)
-        return {
-            "stored": self.stored,
-            **{name: torch.from_numpy(a[:filled].copy()) for name, a in self.arrays.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict` of a buffer of the same capacity and shapes."""
-        self.stored = int(state["stored"])
-        for name, array in self.arrays.items():
-            array[: min(self.stored, self.capacity)] = state[name].numpy()
+        super().__init__(
+            capacity,
+            {
+                "obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
+                "actions": np.zeros(capacity, dtype=np.int64),
+                "rewards": np.zeros(capacity, dtype=np.float32),
+                "terminated": np.zeros(capacity, dtype=np.float32),
+            },
+        )
 
 
 def td_gradients(
@@ -168,24 +155,16 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     started = time.perf_counter()
     seed = run.seed
 
-    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
-    # -- Environment and networks ----------------------------------------------------------------
-    envs = env.make_vector(hp.num_envs)
-    if action_kind(envs.single_action_space) != "discrete":
-        envs.close()
-        raise EnvConfigError(f"DQN needs discrete actions; {env.id} has continuous ones")
-    obs_dim = observation_dim(envs.single_observation_space)
-    n_actions = int(envs.single_action_space.n)
-    q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    if run.initial_weights is not None:  # replaces the fresh initialisation (drawn from generator)
-        try:
+    # -- Seeding (a private torch generator and numpy generator), environment and networks ------
+    generator, rng, envs = start_run(env, hp.num_envs, seed)
+    with closing_on_error(envs):
+        if action_kind(envs.single_action_space) != "discrete":
+            raise EnvConfigError(f"DQN needs discrete actions; {env.id} has continuous ones")
+        obs_dim = observation_dim(envs.single_observation_space)
+        n_actions = int(envs.single_action_space.n)
+        q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+        if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(q_network, run.initial_weights)
-        except ValueError:
-            envs.close()
-            raise
     target_network = copy.deepcopy(q_network)
     # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP. The target
     # network gets a flat buffer too, so that its update is one op.
@@ -254,11 +233,7 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         # Slices where possible: fancy indexing costs several times more on one or a few rows.
         k = N - int(np.count_nonzero(prev_done))
         real = slice(None) if k == N else ~prev_done
-        position = replay.stored % capacity
-        if position + k <= capacity:
-            slots: slice | np.ndarray = slice(position, position + k)
-        else:
-            slots = (replay.stored + np.arange(k)) % capacity
+        slots = replay.slots(k)
         buf_obs[slots] = obs[real]
         buf_next_obs[slots] = next_obs[real]
         buf_actions[slots] = actions[real]
@@ -272,9 +247,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
         obs = next_obs
 
         # -- Train: `gradient_steps` TD updates every `train_frequency` env steps -----------------
-        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
-        if global_step > hp.learning_starts and phases > 0 and replay.stored > 0:
-            n_updates = phases * hp.gradient_steps
+        n_updates = gradient_steps_due(hp, previous_step, global_step, replay.stored)
+        if n_updates > 0:
             size = min(replay.stored, capacity)
             batches = rng.integers(size, size=(n_updates, hp.batch_size))
             # One gather per buffer array for the whole phase, as (n_updates, batch_size, ...).
@@ -320,21 +294,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
 
         checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
-    check_parameters(q_network, global_step)
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
-    started = time.perf_counter()
-    eval_returns = evaluate(
-        greedy_actions(q_network.q, hp.activation), env, run.eval_episodes, run.eval_seed
-    )
-    return TrainResult(
-        eval_returns=eval_returns,
-        curve_steps=tracker.curve_steps,
-        curve_returns=tracker.curve_returns,
-        steps_to_threshold=tracker.steps_to_threshold,
-        env_steps=global_step,
-        train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - started,
-        model_state=state_dict_cpu(q_network),
-    )
+    policy = greedy_actions(q_network.q, hp.activation)
+    return evaluated_result(policy, q_network, env, run, tracker, global_step, train_seconds)

@@ -353,11 +353,17 @@ def rebuild_discrete(
     finally:
         single.close()
     network = network_class(obs_dim, int(n_actions), tuple(hidden_sizes), activation)
+    load_stored_weights(network, weights)
+    return network
+
+
+def load_stored_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Load the weights of a stored result (numpy arrays, as result files hold them) into
+    ``module``, for an agent's ``greedy_policy``; ``ValueError`` if they do not fit it."""
     try:
-        network.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
+        module.load_state_dict({name: torch.as_tensor(a) for name, a in weights.items()})
     except RuntimeError as e:  # missing, unexpected or misshapen parameters
         raise ValueError(f"the stored weights do not fit this network: {e}") from e
-    return network
 
 
 def load_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> None:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hpsrl.agents.checkpoints import RunCheckpoint
-from hpsrl.agents.episodes import EpisodeTracker, evaluate
+from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.ppo import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.ppo import GENES as GENES
 from hpsrl.agents.hyperparameters.ppo import Hyperparameters
@@ -42,9 +42,10 @@ from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
-    check_parameters,
+    closing_on_error,
+    evaluated_result,
     flushing_denormals,
-    state_dict_cpu,
+    start_run,
 )
 from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
 
@@ -161,24 +162,16 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     started = time.perf_counter()
     seed = run.seed
 
-    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
-    # -- Environment and network -----------------------------------------------------------------
-    envs = env.make_vector(hp.num_envs)
-    if action_kind(envs.single_action_space) != "discrete":
-        envs.close()
-        raise EnvConfigError(f"PPO here needs discrete actions; {env.id} has continuous ones")
-    obs_dim = observation_dim(envs.single_observation_space)
-    n_actions = int(envs.single_action_space.n)
-    agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
-    if run.initial_weights is not None:  # replaces the fresh initialisation (drawn from generator)
-        try:
+    # -- Seeding (a private torch generator and numpy generator), environment and network -------
+    generator, rng, envs = start_run(env, hp.num_envs, seed)
+    with closing_on_error(envs):
+        if action_kind(envs.single_action_space) != "discrete":
+            raise EnvConfigError(f"PPO here needs discrete actions; {env.id} has continuous ones")
+        obs_dim = observation_dim(envs.single_observation_space)
+        n_actions = int(envs.single_action_space.n)
+        agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
+        if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(agent, run.initial_weights)
-        except ValueError:
-            envs.close()
-            raise
     # Gradients by hand (MLP.backward) and one Adam over a flat buffer: see networks.MLP
     optimizer = FlatAdam(agent, hp.learning_rate, eps=1e-5, max_grad_norm=hp.max_grad_norm)
     actor, critic = MLP(agent.actor, hp.activation), MLP(agent.critic, hp.activation)
@@ -302,21 +295,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
 
         checkpoint.maybe_save(iteration, global_step, next_obs, prev_done)
     envs.close()
-    check_parameters(agent, global_step)
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the greedy policy on separate seeds --------------------------------------------
-    started = time.perf_counter()
-    eval_returns = evaluate(
-        greedy_actions(agent.actor, hp.activation), env, run.eval_episodes, run.eval_seed
-    )
-    return TrainResult(
-        eval_returns=eval_returns,
-        curve_steps=tracker.curve_steps,
-        curve_returns=tracker.curve_returns,
-        steps_to_threshold=tracker.steps_to_threshold,
-        env_steps=global_step,
-        train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - started,
-        model_state=state_dict_cpu(agent),
-    )
+    policy = greedy_actions(agent.actor, hp.activation)
+    return evaluated_result(policy, agent, env, run, tracker, global_step, train_seconds)

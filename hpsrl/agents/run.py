@@ -1,14 +1,18 @@
 """What a training run takes and gives: :class:`RunSettings` (what every algorithm's ``train`` is
 asked to do besides its env and hyperparameters), :class:`TrainResult` (the result record), the
 checks that end a diverging run (:class:`TrainingDiverged`), the loop lengths of a run stopped
-part-way (:func:`loop_lengths`) and the float mode training runs in (:func:`flushing_denormals`).
+part-way (:func:`loop_lengths`), the float mode training runs in (:func:`flushing_denormals`), and
+how every ``train`` starts (:func:`start_run`, :func:`closing_on_error`) and ends
+(:func:`evaluated_result`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import as_int, require
+from hpsrl.envs.spec import EnvSpec
 
 if TYPE_CHECKING:
+    import gymnasium
+
     from hpsrl.agents.checkpoints import Checkpointing
 
 
@@ -155,3 +163,56 @@ def check_parameters(module: nn.Module, step: int) -> None:
 def state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of ``module.state_dict()``."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def start_run(
+    env: EnvSpec, num_envs: int, seed: int
+) -> tuple[torch.Generator, np.random.Generator, gymnasium.vector.VectorEnv]:
+    """The start of every ``train``: the run's own torch and numpy random generators, both seeded
+    with ``seed`` (no global RNG state, so runs sharing a process do not disturb each other), and
+    its vector env of ``num_envs`` copies of ``env``, not reset yet."""
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    return generator, rng, env.make_vector(num_envs)
+
+
+@contextlib.contextmanager
+def closing_on_error(envs: gymnasium.vector.VectorEnv) -> Iterator[None]:
+    """Close ``envs`` if the block raises (say, the env's action space does not suit the
+    algorithm, or ``initial_weights`` do not fit the network): a run that cannot start leaves no
+    env open. They stay open when the block ends normally."""
+    try:
+        yield
+    except Exception:
+        envs.close()
+        raise
+
+
+def evaluated_result(
+    policy: Callable[[np.ndarray], np.ndarray],
+    model: nn.Module,
+    env: EnvSpec,
+    run: RunSettings,
+    tracker: EpisodeTracker,
+    env_steps: int,
+    train_seconds: float,
+) -> TrainResult:
+    """The end of every ``train``: check that the trained ``model`` is finite, evaluate its
+    ``policy`` (greedy or deterministic) on ``run``'s evaluation seeds, timed, and gather the
+    result, keeping ``model``'s weights.
+
+    Raises :class:`TrainingDiverged` if a parameter of ``model`` is NaN or infinite.
+    """
+    check_parameters(model, env_steps)
+    started = time.perf_counter()
+    eval_returns = evaluate(policy, env, run.eval_episodes, run.eval_seed)
+    return TrainResult(
+        eval_returns=eval_returns,
+        curve_steps=tracker.curve_steps,
+        curve_returns=tracker.curve_returns,
+        steps_to_threshold=tracker.steps_to_threshold,
+        env_steps=env_steps,
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - started,
+        model_state=state_dict_cpu(model),
+    )

@@ -44,22 +44,29 @@ from hpsrl.agents.continuous import (
     CriticMLPs,
     Critics,
     ReplayBuffer,
-    load_stored_weights,
     spaces_of,
 )
-from hpsrl.agents.episodes import EpisodeTracker, evaluate
+from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters.td3 import ARCHITECTURE_FIELDS as ARCHITECTURE_FIELDS
 from hpsrl.agents.hyperparameters.td3 import GENES as GENES
 from hpsrl.agents.hyperparameters.td3 import Hyperparameters
-from hpsrl.agents.networks import MLP, FlatAdam, build_mlp, flatten_parameters, load_weights
+from hpsrl.agents.networks import (
+    MLP,
+    FlatAdam,
+    build_mlp,
+    flatten_parameters,
+    load_stored_weights,
+    load_weights,
+)
+from hpsrl.agents.replay import gradient_steps_due
 from hpsrl.agents.run import (
     RunSettings,
     TrainResult,
     check_finite,
-    check_parameters,
+    closing_on_error,
+    evaluated_result,
     flushing_denormals,
-    loop_lengths,
-    state_dict_cpu,
+    start_run,
 )
 from hpsrl.envs.spec import EnvSpec, observation_dim
 
@@ -161,7 +168,7 @@ def rebuild_policy(
     obs_dim, bounds = spaces_of(env, algorithm)
     agent = Agent(obs_dim, bounds.dim, n_critics, hp.hidden_sizes, hp.activation)
     load_stored_weights(agent, weights)
-    return lambda obs: bounds.to_env(agent.actor.deterministic(obs))
+    return bounds.acting(agent.actor.deterministic)
 
 
 def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
@@ -210,21 +217,14 @@ def train_td3_family(
     seed = run.seed
     name = algorithm.upper()
 
-    # -- Seeding: a private torch generator and numpy generator, no global RNG state -------------
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
-    # -- Environment and networks ----------------------------------------------------------------
-    envs = env.make_vector(hp.num_envs)
-    try:
+    # -- Seeding (a private torch generator and numpy generator), environment and networks ------
+    generator, rng, envs = start_run(env, hp.num_envs, seed)
+    with closing_on_error(envs):
         bounds = ActionBounds(envs.single_action_space, name, env.id)
         obs_dim = observation_dim(envs.single_observation_space)
         agent = Agent(obs_dim, bounds.dim, n_critics, hp.hidden_sizes, hp.activation, generator)
-        if run.initial_weights is not None:
+        if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(agent, run.initial_weights)
-    except Exception:
-        envs.close()
-        raise
     target_actor, target_critic = copy.deepcopy(agent.actor), copy.deepcopy(agent.critic)
     # One Adam kernel per network over a flat parameter buffer, and one op per target update
     actor_optimizer = FlatAdam(agent.actor, hp.learning_rate)
@@ -238,9 +238,7 @@ def train_td3_family(
     target_mlps = CriticMLPs(target_critic, hp.activation, obs_dim, trainable=False)
 
     N, act_dim = hp.num_envs, bounds.dim
-    # a run never stores more transitions than it takes env steps: no larger buffer is needed
-    num_vector_steps, _ = loop_lengths(run.total_steps, N, None)
-    buffer = ReplayBuffer(min(hp.buffer_size, num_vector_steps * N), obs_dim, act_dim)
+    buffer = ReplayBuffer.for_run(hp.buffer_size, run.total_steps, N, obs_dim, act_dim)
     tracker = EpisodeTracker(N, run.total_steps, run.curve_points, run.return_threshold)
     obs = envs.reset(seed=seed)[0].reshape(N, -1).astype(np.float32, copy=False)
 
@@ -289,9 +287,8 @@ def train_td3_family(
         obs = next_obs
 
         # -- Train: `gradient_steps` updates every `train_frequency` env steps -------------------
-        phases = global_step // hp.train_frequency - previous_step // hp.train_frequency
-        if global_step > hp.learning_starts and phases > 0 and buffer.stored > 0:
-            n_updates = phases * hp.gradient_steps
+        n_updates = gradient_steps_due(hp, previous_step, global_step, buffer.stored)
+        if n_updates > 0:
             batches = buffer.sample(rng, n_updates, hp.batch_size)
             smoothing = None
             if target_policy_noise > 0:
@@ -327,21 +324,8 @@ def train_td3_family(
 
         checkpoint.maybe_save(vector_step, global_step, obs, prev_done)
     envs.close()
-    check_parameters(agent, global_step)
     train_seconds = checkpoint.train_seconds()
 
     # -- Evaluate the actor without exploration noise on separate seeds -------------------------
-    started = time.perf_counter()
-    eval_returns = evaluate(
-        lambda o: bounds.to_env(agent.actor.deterministic(o)), env, run.eval_episodes, run.eval_seed
-    )
-    return TrainResult(
-        eval_returns=eval_returns,
-        curve_steps=tracker.curve_steps,
-        curve_returns=tracker.curve_returns,
-        steps_to_threshold=tracker.steps_to_threshold,
-        env_steps=global_step,
-        train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - started,
-        model_state=state_dict_cpu(agent),
-    )
+    policy = bounds.acting(agent.actor.deterministic)
+    return evaluated_result(policy, agent, env, run, tracker, global_step, train_seconds)
