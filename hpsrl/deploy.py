@@ -44,7 +44,7 @@ workflow.include(hpsrl.deploy.snakefile(), overwrite_default_target=True)
 """
 
 
-class DeployError(Exception):
+class DeployError(hpsrl.HpsrlError):
     """hpsrl init could not write its folder, or the workflow is missing from the install."""
 
 

@@ -11,12 +11,13 @@ and TYPE_CHECKING ones included, is an edge between two packages of hpsrl. From 
   files, the evidence of seeds, the rungs of successive halving);
 - ``search`` (where generation g+1 comes from: evolve, the GA's operators, BO, NSGA-II, the
   collection of a generation), which reads the config and writes the records of ``campaign``;
-- ``readers`` (reading a campaign: status, best, report, compare, export, evaluate);
-- ``training`` (training jobs and the warm pool), whose ``recovery`` names the errors of every
-  workflow step, ``hpsrl export``'s among them;
+- ``readers`` (reading a campaign: status, best, report, compare, export, evaluate) and, beside
+  it, ``training`` (training jobs, the warm pool, and what a failed step leaves for the rerun),
+  which needs no more than the campaign's files, the cluster and the agents;
 - ``cli`` (hpsrl/cli.py, the ``hpsrl`` command) on top, imported by hpsrl/__main__.py alone.
 
-``hpsrl`` itself (hpsrl/__init__.py: constants only) may be imported by any module.
+``hpsrl`` itself (hpsrl/__init__.py: constants, and ``HpsrlError``, the base of every stage's
+expected errors) may be imported by any module.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hpsrl"
-ROOT = "hpsrl"  # hpsrl/__init__.py: constants, importable from anywhere
+ROOT = "hpsrl"  # hpsrl/__init__.py: constants and HpsrlError, importable from anywhere
 
 #: Which packages of hpsrl each one may import (besides itself and ROOT). A new package, or a new
 #: dependency between two, is a decision: make it here, in the order of the docstring above.
@@ -39,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "campaign": {"agents", "envs"},
     "search": {"campaign", "agents", "envs"},
     "readers": {"search", "campaign", "cluster", "agents", "envs"},
-    "training": {"readers", "search", "campaign", "cluster", "deploy", "agents", "envs"},
+    "training": {"campaign", "cluster", "agents", "envs"},
     "cli": {"training", "readers", "search", "campaign", "cluster", "deploy", "agents", "envs"},
     "__main__": {"cli"},
 }
@@ -170,7 +171,7 @@ def test_every_package_is_placed(graph):
 
 
 def test_the_root_imports_nothing_of_hpsrl(graph):
-    """hpsrl/__init__.py holds constants that every package may import: it imports none."""
+    """hpsrl/__init__.py holds what every package may import: it imports none."""
     assert graph[ROOT] == []
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from hpsrl import HpsrlError
 from hpsrl.campaign.genes import SearchSpace
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ STREAM_RETEST_TRAIN = 3
 STREAM_RETEST_EVAL = 4
 
 
-class ConfigError(ValueError):
+class ConfigError(HpsrlError, ValueError):
     """A campaign config that cannot run; the message says what to change."""
 
 

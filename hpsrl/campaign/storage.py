@@ -38,7 +38,7 @@ from hpsrl.campaign.paths import batch_generation, campaign_folder, first_popula
 STR = h5py.string_dtype()
 
 
-class StorageError(RuntimeError):
+class StorageError(hpsrl.HpsrlError, RuntimeError):
     """A result file that cannot be written or read; the message names it and what to do."""
 
 

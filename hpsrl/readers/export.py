@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hpsrl import HpsrlError
 from hpsrl.campaign.config import (
     STREAM_RETEST_EVAL,
     STREAM_RETEST_TRAIN,
@@ -92,7 +93,7 @@ SB3_NAMES: dict[str, dict[str, str]] = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(HpsrlError, RuntimeError):
     """A campaign with nothing to export; the message says why and what to do."""
 
 

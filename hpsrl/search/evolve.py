@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from hpsrl import HpsrlError
 from hpsrl.campaign.config import (
     STREAM_EVAL,
     STREAM_GA,
@@ -33,7 +34,7 @@ from hpsrl.search.operators import cx_uniform, mut_individual, sel_elites, sel_t
 T = TypeVar("T")
 
 
-class NothingToRetest(RuntimeError):
+class NothingToRetest(HpsrlError, RuntimeError):
     """Every individual the best is chosen from failed."""
 
 

@@ -13,11 +13,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from hpsrl.campaign.config import ConfigError, one_line
+from hpsrl import HpsrlError
+from hpsrl.campaign.config import one_line
 from hpsrl.campaign.storage import CorruptResultError, StorageError, quarantine
-from hpsrl.deploy import DeployError
-from hpsrl.readers.export import ExportError
-from hpsrl.search.evolve import NothingToRetest
 
 # Commands that read results only the workflow made: a damaged input is moved aside, so that
 # rerunning snakemake regenerates it instead of failing on it again.
@@ -56,7 +54,7 @@ def failure_message(error: BaseException, moved_aside_to: Path | None = None) ->
                 "rerun snakemake to regenerate it"
             )
         return one_line(f"hpsrl: error: {error}")
-    if isinstance(error, (ConfigError, StorageError, NothingToRetest, ExportError, DeployError)):
+    if isinstance(error, HpsrlError):
         return one_line(f"hpsrl: error: {error}")
     if isinstance(error, OSError):  # a path given that cannot be read or written as asked
         where = f"{error.filename}: " if error.filename is not None else ""
