@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,14 @@ TINY: dict[str, Any] = {
     "ga": {"tournament_size": 2},
     "retest": {"seeds": 2},
 }
+
+
+def sigint_as_at_a_terminal() -> None:
+    """Popen's preexec_fn for a child that a test stops with SIGINT, as Ctrl-C at a terminal
+    would: where the tests themselves run in the background of a script (`cmd &` without job
+    control), they start with SIGINT ignored, the child would inherit that across exec, and
+    Python would then never raise KeyboardInterrupt in it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_until(condition, timeout: float = 60.0, poll: float = 0.02):

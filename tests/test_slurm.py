@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from hpsrl.cluster.slurm import run_ids
-from tests.conftest import copy_workflow, wait_until
+from tests.conftest import copy_workflow, sigint_as_at_a_terminal, wait_until
 from tests.test_workflow import BIN, snakemake, training_jobs_shown, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,9 +197,7 @@ def _start_slurm_campaign(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # Ctrl-C as at a terminal, also where the tests run in the background of a script (which
-        # starts them with SIGINT ignored, an inheritance snakemake would keep)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_at_a_terminal,
     )
 
 

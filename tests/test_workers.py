@@ -24,7 +24,7 @@ from hpsrl.cli import parse_args
 from hpsrl.search.evolve import initial_population
 from hpsrl.training.train_request import TrainRequest, read_train_command
 from hpsrl.training.workers import STOPPED_EXIT, STOPPED_WHY, campaigns_to_train, socket_path
-from tests.conftest import wait_until
+from tests.conftest import sigint_as_at_a_terminal, wait_until
 from tests.test_workflow import BIN, snakemake, write_config
 
 PYTHON = sys.executable
@@ -292,6 +292,7 @@ def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=sigint_as_at_a_terminal,
     )
     log = workdir / "results/tiny/logs/workers.log"
     wait_until(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
@@ -300,9 +301,7 @@ def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
     workers = [int(pid) for pid in Path(f"/proc/{pool}/task/{pool}/children").read_text().split()]
     assert workers, "the pool has its worker processes"
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-    # Seconds when the machine is free; a fresh-clone CI run on two cores kept busy by another
-    # process once needed more than 60.
-    assert run.wait(timeout=180) != 0
+    assert run.wait(timeout=180) != 0  # seconds, even on a busy machine
     wait_until(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
     # The pool ends on its own SIGINT too, so whether it saw the jobs go first (and logged that it
     # dropped their queued seeds) is a race; what matters is that no worker trains on.
