@@ -295,16 +295,23 @@ def test_ctrl_c_stops_snakemake_its_jobs_and_the_workers(workdir, tiny_config):
         preexec_fn=sigint_as_at_a_terminal,
     )
     log = workdir / "results/tiny/logs/workers.log"
-    wait_until(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
-    pool = _pool_pid(socket_path(run.pid))
-    time.sleep(2)  # the seeds are in training
-    workers = [int(pid) for pid in Path(f"/proc/{pool}/task/{pool}/children").read_text().split()]
-    assert workers, "the pool has its worker processes"
-    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-    assert run.wait(timeout=180) != 0  # seconds, even on a busy machine
+    try:
+        wait_until(lambda: log.exists() and "seeds queued" in log.read_text(), timeout=120)
+        pool = _pool_pid(socket_path(run.pid))
+        time.sleep(2)  # the seeds are in training
+        children = Path(f"/proc/{pool}/task/{pool}/children").read_text()
+        workers = [int(pid) for pid in children.split()]
+        assert workers, "the pool has its worker processes"
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        assert run.wait(timeout=180) != 0  # seconds, even on a busy machine
+    finally:  # a snakemake that did not stop must not go on training after the test
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
     wait_until(lambda: not Path(f"/proc/{pool}").exists() or _is_zombie(pool), timeout=15)
-    # The pool ends on its own SIGINT too, so whether it saw the jobs go first (and logged that it
-    # dropped their queued seeds) is a race; what matters is that no worker trains on.
+    # The pool ends when snakemake stops it (or is gone), so whether it saw the jobs go first
+    # (and logged that it dropped their queued seeds) is a race; what matters is that no worker
+    # trains on.
     for worker in workers:
         wait_until(lambda w=worker: not Path(f"/proc/{w}").exists() or _is_zombie(w), timeout=15)
 
