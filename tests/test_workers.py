@@ -3,7 +3,6 @@ killed or wrong, and ends with the process that started it."""
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import os
@@ -421,15 +420,3 @@ def test_what_hpsrl_train_refuses_is_no_request_and_the_command_says_why(argv, c
 def test_the_pool_refuses_what_is_no_request(fields):
     with pytest.raises((KeyError, TypeError, ValueError)):
         TrainRequest.from_json(fields)
-
-
-def test_the_pool_never_reads_a_command_line():
-    # hpsrl.cli is the command line's; the pool trains typed requests with hpsrl.training.train
-    source = (Path(__file__).parents[1] / "hpsrl" / "workers.py").read_text()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom):
-            imported.add(node.module)
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-    assert "hpsrl.cli" not in imported
