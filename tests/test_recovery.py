@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hpsrl.campaign.storage import CorruptResultError, StorageError
+from hpsrl.envs.spec import EnvConfigError, EnvSpec
 from hpsrl.training.recovery import (
     delete_manifest_of_damaged_result,
     delete_manifests_of_missing_results,
@@ -46,6 +47,15 @@ def test_other_failures_move_nothing_and_a_bug_has_no_message(tmp_path):
     assert quarantine_damaged_input("train", StorageError("full disk")) is None
     assert failure_message(StorageError("full disk")) == "hpsrl: error: full disk"
     assert failure_message(RuntimeError("a bug")) is None
+
+
+def test_a_worker_that_cannot_make_the_env_says_so_in_one_line():
+    # a compute node whose Python lacks the env's module: one line, not a traceback
+    with pytest.raises(EnvConfigError) as caught:
+        EnvSpec("Mine-v0", imports=("no_such_module_of_envs",)).register()
+    message = failure_message(caught.value)
+    assert message is not None and message.startswith("hpsrl: error: could not import module")
+    assert "\n" not in message
 
 
 def test_a_missing_result_deletes_the_manifest_that_lists_it(tmp_path):

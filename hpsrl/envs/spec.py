@@ -45,6 +45,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from hpsrl import HpsrlError
+
 log = logging.getLogger(__name__)
 
 #: Hints for gymnasium's ``DependencyNotInstalled`` errors, keyed by a word in its message.
@@ -59,8 +61,9 @@ _DEPENDENCY_HINTS = {
 _HPSRL_ENV_MODULES = ("hpsrl.envs.beam_combining",)
 
 
-class EnvConfigError(ValueError):
-    """The ``env`` configuration cannot be turned into a working environment."""
+class EnvConfigError(HpsrlError, ValueError):
+    """The ``env`` configuration cannot be turned into a working environment (in a training job
+    too: a worker whose Python cannot import the env's module says so in one line)."""
 
 
 #: From how many copies an env's own vectorised implementation beats a SyncVectorEnv. Measured
