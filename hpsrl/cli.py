@@ -21,13 +21,9 @@ from hpsrl.campaign.config import (
     load_yaml,
     search_space,
 )
-from hpsrl.campaign.paths import batch_generation, batch_name, rung_batch, rung_of
-from hpsrl.campaign.storage import CorruptResultError, StorageError, check_one_campaign
 from hpsrl.readers.evaluate import RECORDING_FORMATS
 from hpsrl.training.recovery import (
     RUNTIME_ERROR,
-    delete_manifest_of_damaged_result,
-    delete_manifests_of_missing_results,
     failure_message,
     quarantine_damaged_input,
 )
@@ -102,140 +98,30 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from hpsrl.campaign.storage import (
-        read_generation,
-        read_manifest,
-        read_population,
-        write_generation,
-    )
-    from hpsrl.search.generation import collect, combine_rungs
+    from hpsrl import steps
 
-    previous = read_generation(args.previous) if args.previous else None
     if args.rungs:
-        from hpsrl.training.train import remove_rung_checkpoints
-
-        records = [read_generation(path) for path in args.rungs]
-        batches = [record.population.batch for record in records]
-        number = batch_generation(batches[0])
-        if number is None or batches != [rung_batch(number, r) for r in range(len(batches))]:
-            raise StorageError(
-                f"--rungs gave the records of {', '.join(batches)}; give those of one "
-                "generation's successive-halving rungs, genGGG/rung0.h5 first, in order"
-            )
-        _check_previous(previous, args.previous, number)
-        check_one_campaign(
-            [(path, r.config) for path, r in zip(args.rungs, records, strict=True)]
-            + ([(args.previous, previous.config)] if previous else [])
-        )
-        _check_promotions(records, args.rungs)
-        generation = combine_rungs(records, previous)
-        config = generation.config
-        if not config["training"]["checkpoint"]["keep"]:
-            campaign_dir = Path(config["results_dir"]) / config["campaign"]
-            remove_rung_checkpoints(campaign_dir, batch_generation(generation.population.batch))
-        write_generation(args.out, generation)
-        return
-    listed = {path: manifest for manifest in args.jobs for path in read_manifest(manifest)}
-    delete_manifests_of_missing_results(listed)
-    population = read_population(args.population)
-    if previous is not None:  # the older file first: it names a population of another campaign
-        _check_previous(previous, args.previous, batch_generation(population.batch))
-        check_one_campaign([(args.previous, previous.config), (args.population, population.config)])
-    try:
-        generation = collect(population, list(listed), previous)
-    except CorruptResultError as e:
-        delete_manifest_of_damaged_result(e.path, listed)
-        raise
-    write_generation(args.out, generation)
-
-
-def _check_previous(previous, path: Path | None, generation: int | None) -> None:
-    """--previous must be the record of the generation before ``generation``."""
-    if previous is None:
-        return
-    expected = None if not generation else batch_name(generation - 1)
-    if previous.population.batch != expected:
-        wanted = f"{expected}.h5" if expected else "none (the first generation pools nothing)"
-        raise StorageError(
-            f"--previous {path} is the record of {previous.population.batch}; this batch pools "
-            f"its evidence with {wanted}"
-        )
-
-
-def _check_promotions(records: Sequence, paths: Sequence[Path]) -> None:
-    """Each rung after the first holds individuals of the rung before it, each once."""
-    for r in range(1, len(records)):
-        parents = records[r].population.parents[:, 0]
-        before = len(records[r - 1].population)
-        if len(set(parents.tolist())) != len(parents) or not all(0 <= p < before for p in parents):
-            problem = (
-                f"promotes individuals {parents.tolist()}, which are not distinct individuals "
-                f"of {paths[r - 1]} (0..{before - 1})"
-            )
-            raise CorruptResultError(
-                f"{paths[r]} {problem}; delete it and rerun snakemake to regenerate it",
-                paths[r],
-                problem,
-            )
+        steps.combine_rungs(args.rungs, args.previous, args.out)
+    else:
+        steps.collect(args.population, args.jobs, args.previous, args.out)
 
 
 def _cmd_promote(args: argparse.Namespace) -> None:
-    from hpsrl.campaign.halving import promoted_population
-    from hpsrl.campaign.storage import read_generation, write_population
+    from hpsrl import steps
 
-    record = read_generation(args.rung)
-    if rung_of(record.population.batch) is None:
-        raise StorageError(
-            f"{args.rung} is the record of {record.population.batch}, not of a "
-            "successive-halving rung; promote takes a rung's record, genGGG/rungR.h5"
-        )
-    check_one_campaign([(args.rung, record.config)])
-    write_population(args.out, promoted_population(record))
-
-
-def _generation_records(paths: Sequence[Path]) -> list:
-    """The generation records that evolve and retest read, checked to be that: a generation's
-    record each (not a rung's or the re-test's), in generation order, of one campaign."""
-    from hpsrl.campaign.storage import read_generations
-
-    records = read_generations(paths)
-    numbers = []
-    for path, record in zip(paths, records, strict=True):
-        batch = record.population.batch
-        if batch_generation(batch) is None or rung_of(batch) is not None:
-            raise StorageError(
-                f"{path} is the record of {batch}, not of a generation; give generation "
-                "records, genGGG.h5, in order"
-            )
-        numbers.append(batch_generation(batch))
-    if numbers != sorted(set(numbers)):
-        raise StorageError(
-            f"the generation records given hold generations {numbers}; give each once, in order"
-        )
-    return records
+    steps.promote(args.rung, args.out)
 
 
 def _cmd_evolve(args: argparse.Namespace) -> None:
-    from hpsrl.campaign.storage import write_population
-    from hpsrl.search.evolve import next_population, reads_whole_history
+    from hpsrl import steps
 
-    history = _generation_records(args.generations)
-    if reads_whole_history(history[-1].config) and [
-        batch_generation(g.population.batch) for g in history
-    ] != list(range(len(history))):
-        raise StorageError(
-            f"search.strategy {history[-1].config['search']['strategy']} proposes from every "
-            "earlier generation: give all their records, gen000.h5 first, in order"
-        )
-    write_population(args.out, next_population(history, history[-1].config))
+    steps.evolve(args.generations, args.out)
 
 
 def _cmd_retest(args: argparse.Namespace) -> None:
-    from hpsrl.campaign.storage import write_population
-    from hpsrl.search.evolve import retest_population
+    from hpsrl import steps
 
-    generations = _generation_records(args.generations)
-    write_population(args.out, retest_population(generations, generations[-1].config))
+    steps.retest(args.generations, args.out)
 
 
 def _cmd_status(args: argparse.Namespace) -> None:

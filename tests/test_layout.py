@@ -14,6 +14,8 @@ and TYPE_CHECKING ones included, is an edge between two packages of hpsrl. From 
 - ``readers`` (reading a campaign: status, best, report, compare, export, evaluate) and, beside
   it, ``training`` (training jobs, the warm pool, and what a failed step leaves for the rerun),
   which needs no more than the campaign's files, the cluster and the agents;
+- ``steps`` (hpsrl/steps.py, the workflow's steps between trainings: collect, promote, evolve,
+  retest), which joins search and training;
 - ``cli`` (hpsrl/cli.py, the ``hpsrl`` command) on top, imported by hpsrl/__main__.py alone.
 
 ``hpsrl`` itself (hpsrl/__init__.py: constants, and ``HpsrlError``, the base of every stage's
@@ -41,7 +43,18 @@ ALLOWED: dict[str, set[str]] = {
     "search": {"campaign", "agents", "envs"},
     "readers": {"search", "campaign", "cluster", "agents", "envs"},
     "training": {"campaign", "cluster", "agents", "envs"},
-    "cli": {"training", "readers", "search", "campaign", "cluster", "deploy", "agents", "envs"},
+    "steps": {"training", "search", "campaign", "cluster", "agents", "envs"},
+    "cli": {
+        "steps",
+        "training",
+        "readers",
+        "search",
+        "campaign",
+        "cluster",
+        "deploy",
+        "agents",
+        "envs",
+    },
     "__main__": {"cli"},
 }
 
