@@ -203,3 +203,19 @@ def test_export_of_a_folder_without_generations_says_so(tmp_path):
     done = hpsrl("export", str(tmp_path))
     assert done.returncode == 1
     assert "holds no finished generation" in done.stderr
+
+
+def test_retrain_where_this_python_lacks_the_envs_module_is_one_line_and_status_1(tmp_path):
+    # An export carried to another machine whose Python lacks the module that registers the env.
+    path = tmp_path / "hyperparameters.yaml"
+    exported = {
+        "env": {"id": "Mine-v0", "imports": ["no_such_env_module"]},
+        "algorithm": "ppo",
+        "training": {"steps": 512},
+        "hyperparameters": {},
+    }
+    path.write_text(yaml.safe_dump(exported))
+    done = hpsrl("retrain", str(path), "--seeds", "1")
+    assert done.returncode == 1
+    assert done.stderr.startswith("hpsrl: error: could not import module 'no_such_env_module'")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr

@@ -49,8 +49,8 @@ def test_other_failures_move_nothing_and_a_bug_has_no_message(tmp_path):
     assert failure_message(RuntimeError("a bug")) is None
 
 
-def test_a_worker_that_cannot_make_the_env_says_so_in_one_line():
-    # a compute node whose Python lacks the env's module: one line, not a traceback
+def test_a_command_that_cannot_make_the_env_says_so_in_one_line():
+    # e.g. `hpsrl retrain` or `hpsrl evaluate` where this Python lacks the env's module
     with pytest.raises(EnvConfigError) as caught:
         EnvSpec("Mine-v0", imports=("no_such_module_of_envs",)).register()
     message = failure_message(caught.value)

@@ -62,8 +62,9 @@ _HPSRL_ENV_MODULES = ("hpsrl.envs.beam_combining",)
 
 
 class EnvConfigError(HpsrlError, ValueError):
-    """The ``env`` configuration cannot be turned into a working environment (in a training job
-    too: a worker whose Python cannot import the env's module says so in one line)."""
+    """The ``env`` configuration cannot be turned into a working environment (an expected error:
+    ``hpsrl retrain`` or ``evaluate`` where this Python cannot import the env's module says so in
+    one line)."""
 
 
 #: From how many copies an env's own vectorised implementation beats a SyncVectorEnv. Measured
