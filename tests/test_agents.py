@@ -27,7 +27,7 @@ from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import ACTIVATION_NAMES
 from hpsrl.agents.networks import ACTIVATIONS, MLP, FlatAdam, build_mlp, greedy_actions
 from hpsrl.agents.run import RunSettings, TrainResult
-from hpsrl.envs.spec import EnvSpec
+from hpsrl.envs.spec import EnvConfigError, EnvSpec
 from tests.conftest import REPO
 
 CARTPOLE = EnvSpec("CartPole-v1")
@@ -52,6 +52,16 @@ def _train(algorithm: str, env: EnvSpec, steps: int, seed: int = 0, **hp: object
         make_hyperparameters(algorithm, {**TINY[algorithm], **hp}),
         RunSettings(steps, seed, eval_seed=1000 + seed, eval_episodes=5, curve_points=4),
     )
+
+
+@pytest.mark.parametrize(("algorithm", "named"), [("ppo", "PPO here"), ("dqn", "DQN")])
+def test_continuous_actions_are_refused(algorithm: str, named: str) -> None:
+    with pytest.raises(EnvConfigError, match=f"{named} needs discrete actions; Pendulum-v1"):
+        get_algorithm(algorithm).train(
+            EnvSpec("Pendulum-v1"),
+            make_hyperparameters(algorithm, {}),
+            RunSettings(100, 0, eval_seed=1),
+        )
 
 
 # -- Learning ------------------------------------------------------------------------------------

@@ -48,11 +48,12 @@ from hpsrl.agents.run import (
     TrainResult,
     check_finite,
     closing_on_error,
+    discrete_action_count,
     evaluated_result,
     flushing_denormals,
     start_run,
 )
-from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
+from hpsrl.envs.spec import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +159,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     # -- Seeding (a private torch generator and numpy generator), environment and networks ------
     generator, rng, envs = start_run(env, hp.num_envs, seed)
     with closing_on_error(envs):
-        if action_kind(envs.single_action_space) != "discrete":
-            raise EnvConfigError(f"DQN needs discrete actions; {env.id} has continuous ones")
+        n_actions = discrete_action_count(envs.single_action_space, "DQN", env.id)
         obs_dim = observation_dim(envs.single_observation_space)
-        n_actions = int(envs.single_action_space.n)
         q_network = QNetwork(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
         if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(q_network, run.initial_weights)

@@ -43,11 +43,12 @@ from hpsrl.agents.run import (
     TrainResult,
     check_finite,
     closing_on_error,
+    discrete_action_count,
     evaluated_result,
     flushing_denormals,
     start_run,
 )
-from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind, observation_dim
+from hpsrl.envs.spec import EnvSpec, observation_dim
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,8 @@ def train(env: EnvSpec, hp: Hyperparameters, run: RunSettings) -> TrainResult:
     # -- Seeding (a private torch generator and numpy generator), environment and network -------
     generator, rng, envs = start_run(env, hp.num_envs, seed)
     with closing_on_error(envs):
-        if action_kind(envs.single_action_space) != "discrete":
-            raise EnvConfigError(f"PPO here needs discrete actions; {env.id} has continuous ones")
+        n_actions = discrete_action_count(envs.single_action_space, "PPO here", env.id)
         obs_dim = observation_dim(envs.single_observation_space)
-        n_actions = int(envs.single_action_space.n)
         agent = Agent(obs_dim, n_actions, hp.hidden_sizes, hp.activation, generator)
         if run.initial_weights is not None:  # replaces the fresh initialisation (its draws stay)
             load_weights(agent, run.initial_weights)

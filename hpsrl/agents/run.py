@@ -22,7 +22,7 @@ from torch import nn
 
 from hpsrl.agents.episodes import EpisodeTracker, evaluate
 from hpsrl.agents.hyperparameters import as_int, require
-from hpsrl.envs.spec import EnvSpec
+from hpsrl.envs.spec import EnvConfigError, EnvSpec, action_kind
 
 if TYPE_CHECKING:
     import gymnasium
@@ -174,6 +174,15 @@ def start_run(
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     return generator, rng, env.make_vector(num_envs)
+
+
+def discrete_action_count(space: gymnasium.spaces.Space, algorithm: str, env_id: str) -> int:
+    """The number of actions of a ``Discrete`` action space; :class:`EnvConfigError` naming
+    ``algorithm`` and ``env_id`` for any other (what :class:`hpsrl.agents.continuous.ActionBounds`
+    is for the continuous agents)."""
+    if action_kind(space) != "discrete":
+        raise EnvConfigError(f"{algorithm} needs discrete actions; {env_id} has continuous ones")
+    return int(space.n)
 
 
 @contextlib.contextmanager
