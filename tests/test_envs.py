@@ -11,12 +11,10 @@ from hpsrl.envs.spec import (
     VECTOR_ENTRY_POINT_MIN_ENVS,
     EnvConfigError,
     EnvSpec,
-    OneCopySyncVectorEnv,
     action_kind,
-    get_vector_state,
     observation_dim,
-    set_vector_state,
 )
+from hpsrl.envs.vector import OneCopySyncVectorEnv, get_vector_state, set_vector_state
 
 
 def test_registered_id_makes_vector_and_single_envs() -> None:

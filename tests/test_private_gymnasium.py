@@ -1,4 +1,4 @@
-"""gymnasium's private attributes (``hpsrl.envs.spec``): each use has a public fallback that a
+"""gymnasium's private attributes (``hpsrl.envs.vector``): each use has a public fallback that a
 failing feature test picks, and with the fallbacks the envs and the training give the same
 numbers."""
 
@@ -15,10 +15,10 @@ import torch
 
 from hpsrl.agents import get_algorithm, make_hyperparameters
 from hpsrl.agents.run import RunSettings
-from hpsrl.envs import spec as hpsrl_envs
-from hpsrl.envs.spec import (
+from hpsrl.envs import vector as hpsrl_envs
+from hpsrl.envs.spec import EnvSpec
+from hpsrl.envs.vector import (
     PUBLIC_GYMNASIUM_ONLY,
-    EnvSpec,
     OneCopySyncVectorEnv,
     PrivateGymnasium,
     get_vector_state,
@@ -172,7 +172,7 @@ def _stop_resetting_on_pending_autoreset(m: pytest.MonkeyPatch) -> None:
 def test_a_changed_private_attribute_picks_the_fallback_with_a_warning(
     break_it: object, broken: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, "hpsrl.envs.spec"):
+    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, "hpsrl.envs.vector"):
         break_it(m)  # type: ignore[operator]
         found = hpsrl_envs._check_private_gymnasium()
     assert {name for name, ok in dataclasses.asdict(found).items() if not ok} == set(broken.split())

@@ -24,8 +24,8 @@ train/target-update timing), the replay buffer's contents and position (DQN), th
 generators, the env step count, the :class:`EpisodeTracker` (returns of running episodes, recent
 returns, learning curve so far, ``steps_to_threshold``), the train time so far, the current
 observations and done flags, and the vector env's state where
-:func:`hpsrl.envs.spec.get_vector_state` supports the env (CartPole through its vector entry point,
-and sync vector envs of gymnasium's classic-control envs).
+:func:`hpsrl.envs.vector.get_vector_state` supports the env (CartPole through its vector entry
+point, and sync vector envs of gymnasium's classic-control envs).
 
 Stopping part-way: ``train(..., stop_at=S)`` ends the loop at the first update boundary at or past
 ``S`` env steps (:func:`loop_lengths`), saves a checkpoint there when ``checkpoint`` is given
@@ -64,7 +64,8 @@ from hpsrl.agents.episodes import EpisodeTracker
 from hpsrl.agents.hyperparameters import as_int, require
 from hpsrl.agents.networks import weights_digest
 from hpsrl.agents.run import RunSettings, loop_lengths
-from hpsrl.envs.spec import EnvSpec, get_vector_state, set_vector_state
+from hpsrl.envs.spec import EnvSpec
+from hpsrl.envs.vector import get_vector_state, set_vector_state
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class Checkpointer:
         if state.get("env") is None and not self._warned_no_env_state:
             log.warning(
                 "checkpoint %s cannot hold the state of env %r (see "
-                "hpsrl.envs.spec.get_vector_state): a run resumed from it goes on correctly but "
+                "hpsrl.envs.vector.get_vector_state): a run resumed from it goes on correctly but "
                 "not bit-identically",
                 path,
                 self.fingerprint["env"]["id"],
