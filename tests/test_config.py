@@ -18,8 +18,8 @@ from hpsrl.campaign.config import (
     search_space,
     upgraded_config,
 )
-from hpsrl.campaign.identity import check_campaign_matches, config_hash
-from hpsrl.campaign.storage import read_population, write_population
+from hpsrl.campaign.identity import config_hash
+from hpsrl.campaign.storage import check_campaign_matches, read_population, write_population
 from hpsrl.search.evolve import initial_population
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,9 +3,10 @@
 Results made under one config are mixed only with results made under the same config, up to the
 keys that do not change what they mean (the generation budget, how training is cut into jobs).
 This module is the one place that says which keys those are, and every check that compares
-configs asks it: continuing a campaign (:func:`check_campaign_matches`), reading result files as
-one campaign (hpsrl.campaign.storage), reusing another campaign's training (:func:`trains_alike`)
-and comparing searches (:func:`problem_differences`).
+configs asks it: continuing a campaign and reading result files as one campaign
+(:func:`hpsrl.campaign.storage.check_campaign_matches` and ``check_one_campaign``), reusing
+another campaign's training (:func:`trains_alike`) and comparing searches
+(:func:`problem_differences`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from hpsrl.campaign.config import ConfigError, key_parent
-from hpsrl.campaign.paths import first_population
+from hpsrl.campaign.config import key_parent
 
 # Keys that may change on an existing campaign without changing what its results mean.
 # ga.generations: budget.generations's name in configs stored before it moved (config.RENAMED_KEYS),
@@ -109,28 +108,3 @@ def problem_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]
     """The keys of SAME_PROBLEM in which the searches of configs ``a`` and ``b`` differ (none:
     they can be compared)."""
     return [key for key in changed_keys(a, b) if _is_under(key, SAME_PROBLEM)]
-
-
-def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) -> None:
-    """Refuse to continue a campaign whose finished results were made with another config.
-
-    Only the generation budget may change (raising it extends the campaign).
-    """
-    first = first_population(campaign_dir)
-    if first is None:
-        return
-    from hpsrl.campaign.storage import (  # (which hashes configs with this module)
-        open_h5,
-        stored_config,
-    )
-
-    with open_h5(first) as f:
-        stored = stored_config(f, first)
-    if same_campaign(stored, config):
-        return
-    raise ConfigError(
-        f"{campaign_dir} holds results of another config: {describe_changes(stored, config)} "
-        "changed. Results would mean something else, so they are not mixed. To start a new "
-        "campaign, give it another name (config key 'campaign'); to continue this one, restore "
-        "those keys."
-    )

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 import hpsrl
-from hpsrl.campaign.config import SCHEMA_VERSION, search_space, upgraded_config
+from hpsrl.campaign.config import SCHEMA_VERSION, ConfigError, search_space, upgraded_config
 from hpsrl.campaign.evidence import Evidence, own_evidence, per_seed_objectives
 from hpsrl.campaign.gene_columns import decode_individuals, encode_individuals
 from hpsrl.campaign.identity import config_hash, describe_changes, same_campaign, trains_alike
@@ -457,6 +457,26 @@ def check_one_campaign(files: Sequence[tuple[str | Path, Mapping[str, Any]]]) ->
                 f"belongs to another campaign than {reference} (they differ in "
                 f"{describe_changes(reference_config, config)})",
             )
+
+
+def check_campaign_matches(config: Mapping[str, Any], campaign_dir: str | Path) -> None:
+    """Refuse to continue a campaign whose finished results were made with another config.
+
+    Only the generation budget may change (raising it extends the campaign).
+    """
+    first = first_population(campaign_dir)
+    if first is None:
+        return
+    with open_h5(first) as f:
+        stored = stored_config(f, first)
+    if same_campaign(stored, config):
+        return
+    raise ConfigError(
+        f"{campaign_dir} holds results of another config: {describe_changes(stored, config)} "
+        "changed. Results would mean something else, so they are not mixed. To start a new "
+        "campaign, give it another name (config key 'campaign'); to continue this one, restore "
+        "those keys."
+    )
 
 
 # -- populations --------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from hpsrl.campaign.config import (
 )
 from hpsrl.campaign.evidence import pools_evidence
 from hpsrl.campaign.halving import rungs
-from hpsrl.campaign.identity import check_campaign_matches
 from hpsrl.campaign.paths import (
     batch_generation,
     batch_name,
@@ -31,7 +30,7 @@ from hpsrl.campaign.paths import (
     rung_batch,
     rung_of,
 )
-from hpsrl.campaign.storage import StorageError, check_writable
+from hpsrl.campaign.storage import StorageError, check_campaign_matches, check_writable
 from hpsrl.cluster.executor import runs_locally, this_runs_executor
 from hpsrl.search.evolve import best_candidates, planned_size, reads_whole_history
 
