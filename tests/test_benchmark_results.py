@@ -1,0 +1,62 @@
+"""The committed search-quality figures (benchmarks/results/search_quality.yaml) agree with the
+per-seed summaries they were combined from, and those with their own held-out returns: the table in
+benchmarks/RESULTS.md can be checked against data in the repository, not only against a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from hpsrl.campaign.config import load_config
+from tests.conftest import REPO
+
+RESULTS = REPO / "benchmarks" / "results"
+COMBINED = yaml.safe_load((RESULTS / "search_quality.yaml").read_text())["tasks"]
+
+
+def _seed_summary(task: str, seed: int) -> dict:
+    path = RESULTS / "search_quality" / task / f"seed{seed}.yaml"
+    assert path.exists(), f"{path} is missing: commit each search seed's summary with the table"
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("task", sorted(COMBINED))
+def test_the_combined_figures_are_those_of_the_committed_seeds(task):
+    for variant, entry in COMBINED[task].items():
+        if not isinstance(entry, dict):  # a reference figure, e.g. ARLBench's own
+            continue
+        runs = [_seed_summary(task, seed)["variants"][variant] for seed in entry["search_seeds"]]
+        heldout = np.array([run["heldout"] for run in runs])
+        in_search = np.array([run["in_search"] for run in runs])
+        assert entry["heldout_per_seed"] == pytest.approx(heldout.tolist(), abs=0.01), variant
+        assert entry["heldout_mean"] == pytest.approx(heldout.mean(), abs=0.01), variant
+        assert entry["heldout_std"] == pytest.approx(heldout.std(), abs=0.01), variant
+        assert entry["insearch_mean"] == pytest.approx(in_search.mean(), abs=0.01), variant
+        for run in runs:  # each answer's held-out score is the mean of its fresh seeds
+            assert len(run["heldout_returns"]) == 10
+            assert run["heldout"] == pytest.approx(np.mean(run["heldout_returns"]), abs=0.01)
+
+
+@pytest.mark.parametrize("task", sorted(COMBINED))
+def test_every_strategy_was_charged_the_same_env_steps(task):
+    charged = {
+        variant: [
+            _seed_summary(task, seed)["variants"][variant]["env_steps"]
+            for seed in entry["search_seeds"]
+        ]
+        for variant, entry in COMBINED[task].items()
+        if isinstance(entry, dict)
+    }
+    budget = max(max(steps) for steps in charged.values())
+    for variant, steps in charged.items():
+        # successive halving's rungs hold whole individuals, so they may leave a little unspent
+        assert all(0.9 * budget <= s <= budget for s in steps), (variant, steps, budget)
+
+
+def test_the_default_is_flagged_and_is_what_a_config_gets_when_it_names_none():
+    minimal = {"campaign": "x", "env": {"id": "CartPole-v1"}, "algorithm": "dqn"}
+    default_strategy = load_config(minimal)["search"]["strategy"]
+    for task, entries in COMBINED.items():
+        flagged = [v for v, e in entries.items() if isinstance(e, dict) and e.get("default")]
+        assert flagged == [default_strategy], (task, flagged)
