@@ -33,7 +33,14 @@ from hpsrl.campaign.evidence import Evidence, own_evidence, per_seed_objectives
 from hpsrl.campaign.gene_columns import decode_individuals, encode_individuals
 from hpsrl.campaign.identity import config_hash, describe_changes, same_campaign, trains_alike
 from hpsrl.campaign.model import PER_SEED_RESULTS, Generation, IndividualResult, Population
-from hpsrl.campaign.paths import batch_generation, campaign_folder, first_population, named_batch
+from hpsrl.campaign.paths import (
+    BATCH_PATTERN,
+    RETEST_BATCH,
+    batch_generation,
+    campaign_folder,
+    first_population,
+    named_batch,
+)
 
 STR = h5py.string_dtype()
 
@@ -213,9 +220,6 @@ def _damaged(
 
 def _stored_metadata(f: h5py.File, path: str | Path) -> tuple[dict[str, Any], str]:
     """The config and batch of an hpsrl file, checked (see above)."""
-    from hpsrl.campaign.config import ConfigError
-    from hpsrl.campaign.paths import BATCH_PATTERN
-
     if "schema_version" not in f.attrs:
         raise _damaged(path, "is not an hpsrl file (it has no schema_version attribute)")
     version = f.attrs["schema_version"]
@@ -277,8 +281,6 @@ def stored_config(f: h5py.File, path: str | Path) -> dict[str, Any]:
 def _batch_seeds(config: Mapping[str, Any], batch: str) -> int:
     """The training seeds of each individual of a batch: the re-test's own number, or
     training.seeds."""
-    from hpsrl.campaign.paths import RETEST_BATCH
-
     if batch == RETEST_BATCH:
         return int(config["retest"]["seeds"])
     return int(config["training"]["seeds"])
