@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import platform
 import shutil
@@ -46,8 +47,8 @@ import _bench
 import numpy as np
 import yaml
 
-from hpsrl.campaign.config import compared_campaigns, load_config
-from hpsrl.campaign.identity import config_hash
+from hpsrl.campaign.config import compared_campaigns, load_config, upgraded_config
+from hpsrl.campaign.identity import config_hash, same_campaign
 from hpsrl.readers.compare import SearchTrace, plot, search_trace
 from hpsrl.readers.summary import best_summary
 
@@ -178,6 +179,8 @@ def variant_summary(campaign_dir: Path, campaign: dict[str, Any]) -> dict[str, A
     return {
         "campaign": campaign["campaign"],
         "config_hash": config_hash(campaign),
+        # the config as run (plain YAML), so that a later hpsrl that renames keys still knows it
+        "config": json.loads(json.dumps(campaign)),
         "heldout": retest.get("mean_return"),
         "heldout_returns": retest.get("returns_per_seed"),
         "in_search": float(trace.best[-1]),
@@ -196,6 +199,17 @@ def variant_summary(campaign_dir: Path, campaign: dict[str, Any]) -> dict[str, A
     }
 
 
+def ran_as(row: dict[str, Any] | None, campaign: dict[str, Any]) -> bool:
+    """Whether a variant's summary ``row`` was made by the search that ``campaign`` configures
+    today: its stored config read with today's key names (as hpsrl reads the configs stored in
+    results), so that renaming a config key keeps the committed summaries."""
+    if not row:
+        return False
+    if "config" not in row:  # summaries written before they kept their config
+        return row["config_hash"] == config_hash(campaign)
+    return same_campaign(upgraded_config(row["config"]), campaign)
+
+
 def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
     """Run the variants (of ``args.variants``) of one search seed that have no summary yet, and
     write its summary."""
@@ -207,8 +221,7 @@ def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
     todo = [
         name
         for name in args.variants
-        if done.get(name, {}).get("config_hash")
-        != config_hash(campaigns[f"{config['campaign']}-{name}-s{seed}"])
+        if not ran_as(done.get(name), campaigns[f"{config['campaign']}-{name}-s{seed}"])
     ]
     if not todo:
         print(f"{task} seed {seed}: summarised in {path}, skipped", flush=True)
@@ -285,7 +298,7 @@ def summarise(tasks: list[str]) -> dict[str, Any]:
                 summary = read_yaml(seed_file(task, seed))
                 row = summary.get("variants", {}).get(variant)
                 name = f"{config['campaign']}-{variant}-s{seed}"
-                if row and row["config_hash"] == config_hash(campaigns[name]):
+                if ran_as(row, campaigns[name]):
                     rows.append((seed, row, summary))
             if not rows:
                 continue

@@ -4,11 +4,14 @@ benchmarks/RESULTS.md can be checked against data in the repository, not only ag
 
 from __future__ import annotations
 
+import copy
+import importlib
+
 import numpy as np
 import pytest
 import yaml
 
-from hpsrl.campaign.config import load_config
+from hpsrl.campaign.config import compared_campaigns, load_config
 from tests.conftest import REPO
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -60,3 +63,27 @@ def test_the_default_is_flagged_and_is_what_a_config_gets_when_it_names_none():
     for task, entries in COMBINED.items():
         flagged = [v for v, e in entries.items() if isinstance(e, dict) and e.get("default")]
         assert flagged == [default_strategy], (task, flagged)
+
+
+@pytest.fixture
+def search_quality(monkeypatch):
+    """benchmarks/search_quality.py as a module (it imports its sibling _bench)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module("search_quality")
+
+
+@pytest.mark.parametrize("task", sorted(COMBINED))
+def test_a_rerun_resumes_from_every_committed_summary(search_quality, task):
+    """Each committed run is recognised as today's search, so that rerunning the benchmark
+    skips it instead of spending hours on it again; runs made before config keys were renamed
+    (their stored configs say ga.population and report.retest_seeds) included."""
+    config = search_quality.task_config(task)
+    campaigns = compared_campaigns(load_config(config))
+    for path in sorted((RESULTS / "search_quality" / task).glob("seed*.yaml")):
+        summary = yaml.safe_load(path.read_text())
+        for variant, row in summary["variants"].items():
+            campaign = campaigns[f"{config['campaign']}-{variant}-s{summary['search_seed']}"]
+            assert search_quality.ran_as(row, campaign), (path.name, variant)
+            changed = copy.deepcopy(campaign)
+            changed["training"]["steps"] //= 2
+            assert not search_quality.ran_as(row, changed), (path.name, variant)
