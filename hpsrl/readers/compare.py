@@ -142,7 +142,8 @@ def plot(traces: Sequence[SearchTrace], out: str | Path) -> None:
         length = min(len(t.env_steps) for t in mine)  # searches still running may be shorter
         x = np.mean([t.env_steps[:length] for t in mine], axis=0)
         best = np.array([t.best[:length] for t in mine])
-        label = f"{strategy} (mean of {len(mine)} search seeds)"
+        seeds = "one search seed" if len(mine) == 1 else f"mean of {len(mine)} search seeds"
+        label = f"{strategy} ({seeds})"
         (line,) = search_ax.plot(x, np.nanmean(best, axis=0), marker="o", label=label)
         colors[strategy] = line.get_color()
         low, high = np.nanmin(best, axis=0), np.nanmax(best, axis=0)
