@@ -295,10 +295,10 @@ def summarise(tasks: list[str]) -> dict[str, Any]:
         default = default_variant(config)
         entries: dict[str, Any] = {}
         traces: list[SearchTrace] = []
+        summaries = {seed: read_yaml(seed_file(task, seed)) for seed in range(SEARCH_SEEDS)}
         for variant in VARIANTS:
             rows = []
-            for seed in range(SEARCH_SEEDS):
-                summary = read_yaml(seed_file(task, seed))
+            for seed, summary in summaries.items():
                 row = summary.get("variants", {}).get(variant)
                 name = f"{config['campaign']}-{variant}-s{seed}"
                 if ran_as(row, campaigns[name]):
