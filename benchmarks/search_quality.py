@@ -190,6 +190,9 @@ def variant_summary(campaign_dir: Path, campaign: dict[str, Any]) -> dict[str, A
         "evidence_seeds": best.get("evidence_seeds"),
         "env_steps": int(trace.env_steps[-1]),
         "train_core_seconds": round(trace.core_seconds, 1),
+        # per variant: a seed's variants may run on different machines, one session each
+        "machine": cpu_model(),
+        "date": time.strftime("%Y-%m-%d"),
         "trace": {
             "env_steps": [int(x) for x in trace.env_steps],
             "in_search": [float(x) for x in trace.best],
@@ -214,31 +217,30 @@ def ran_as(row: dict[str, Any] | None, campaign: dict[str, Any]) -> bool:
 
 
 def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
-    """Run the variants (of ``args.variants``) of one search seed that have no summary yet, and
-    write its summary."""
+    """Run the variants (of ``args.variants``) of one search seed that have no summary yet, one
+    after the other, and add each to the seed's summary as soon as it has finished: a run killed
+    after hours (or a machine given back) keeps every variant that finished."""
     config = task_config(task)
     campaigns = compared_campaigns(load_config(config))
     path = seed_file(task, seed)
-    summary = read_yaml(path)
-    done = summary.get("variants", {})
     todo = [
         name
         for name in args.variants
-        if not ran_as(done.get(name), campaigns[f"{config['campaign']}-{name}-s{seed}"])
+        if not ran_as(
+            read_yaml(path).get("variants", {}).get(name),
+            campaigns[f"{config['campaign']}-{name}-s{seed}"],
+        )
     ]
     if not todo:
         print(f"{task} seed {seed}: summarised in {path}, skipped", flush=True)
         return
     workdir = args.workdir / task
-    names = [f"{config['campaign']}-{name}-s{seed}" for name in todo]
     with sole_run(workdir):
         copy_workflow(workdir)
         config_path = workdir / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         snakemake = [str(_bench.BIN / "snakemake"), "--cores", str(args.cores),
                      "--configfile", str(config_path)]  # fmt: skip
-        print(f"{task} seed {seed}: running {', '.join(todo)}", flush=True)
-        started = time.perf_counter()
         log_path = workdir / "snakemake.log"
         with log_path.open("a") as log:
             # A run that was killed leaves snakemake's lock behind; no other run can hold this
@@ -247,27 +249,34 @@ def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
                 [*snakemake, "--unlock"], cwd=workdir, env=_bench.child_env(),
                 stdout=log, stderr=subprocess.STDOUT, check=True,
             )  # fmt: skip
-            targets = [f"results/{name}/{file}" for name in names
-                       for file in ("retest.h5", "best.yaml")]  # fmt: skip
-            finished = subprocess.run(
-                [*snakemake, "--rerun-incomplete", *targets],
-                cwd=workdir, env=_bench.child_env(), stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        if finished.returncode != 0:
-            raise RuntimeError(f"snakemake failed for {task} seed {seed}; see {log_path}")
-        wall = time.perf_counter() - started
-        for variant, name in zip(todo, names, strict=True):
+        for variant in todo:
+            # One variant at a time: generation 0, which the variants share, is trained by the
+            # first and found in the working folder by the others.
+            name = f"{config['campaign']}-{variant}-s{seed}"
+            print(f"{task} seed {seed}: running {variant}", flush=True)
+            started = time.perf_counter()
+            with log_path.open("a") as log:
+                finished = subprocess.run(
+                    [*snakemake, "--rerun-incomplete",
+                     *(f"results/{name}/{file}" for file in ("retest.h5", "best.yaml"))],
+                    cwd=workdir, env=_bench.child_env(), stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            if finished.returncode != 0:
+                raise RuntimeError(f"snakemake failed for {task} seed {seed}; see {log_path}")
+            wall = time.perf_counter() - started
+            summary = read_yaml(path)
+            done = summary.get("variants", {})
             done[variant] = variant_summary(workdir / "results" / name, campaigns[name])
-    summary = {
-        "task": task,
-        "search_seed": seed,
-        "machine": summary.get("machine") or cpu_model(),
-        "date": summary.get("date") or time.strftime("%Y-%m-%d"),
-        "wall_seconds": {**summary.get("wall_seconds", {}), "+".join(todo): round(wall)},
-        "variants": {name: done[name] for name in VARIANTS if name in done},
-    }
-    write_yaml(path, summary)
-    print(f"{task} seed {seed}: {wall / 60:.1f} min, summary in {path}", flush=True)
+            write_yaml(path, {
+                "task": task,
+                "search_seed": seed,
+                "machine": summary.get("machine") or cpu_model(),
+                "date": summary.get("date") or time.strftime("%Y-%m-%d"),
+                "wall_seconds": {**summary.get("wall_seconds", {}), variant: round(wall)},
+                "variants": {v: done[v] for v in VARIANTS if v in done},
+            })  # fmt: skip
+            print(f"{task} seed {seed}: {variant} took {wall / 60:.1f} min, summary in {path}",
+                  flush=True)  # fmt: skip
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
@@ -320,7 +329,7 @@ def summarise(tasks: list[str]) -> dict[str, Any]:
                 "train_core_minutes_mean": round(
                     float(np.mean([r["train_core_seconds"] for _, r, _ in rows])) / 60, 1
                 ),
-                "machines": sorted({s["machine"] for _, _, s in rows}),
+                "machines": sorted({r.get("machine", s["machine"]) for _, r, s in rows}),
             }
             for seed, row, _ in rows:
                 traces.append(
