@@ -15,8 +15,8 @@ nothing re-trained). The one a config gets when it names no search is marked ``d
 
 It runs the real workflow on the task's example config (config/examples/<task>.yaml, objective:
 return alone, as ARLBench) in a working folder, one search seed at a time, and commits nothing
-itself: as each variant of a search seed finishes (one after the other, about an hour each for
-Pendulum-v1 SAC on 2 cores), it adds that variant to the seed's summary
+itself: as each variant of a search seed finishes (one after the other: 17-26 min each for
+Pendulum-v1 SAC on an idle 2-core machine), it adds that variant to the seed's summary
 ``benchmarks/results/search_quality/<task>/seed<K>.yaml`` (small: commit it) and writes the
 combined figures to ``benchmarks/results/search_quality.yaml`` and a plot to
 ``benchmarks/plots/search_quality_<task>.png``. A rerun skips every (seed, variant) whose summary
