@@ -5,7 +5,10 @@ training seeds at full fidelity, in env steps (here population 8 x 4 generations
 task's steps; every variant is charged the same env steps, racing copies included), and the whole
 search is repeated on 5 search seeds. The score of a search is its answer (the configuration it
 returns) trained again on 10 fresh seeds that nothing selected on: the held-out test. The score the
-search itself saw is reported beside it (in_search); the gap is the winner's curse.
+search itself saw is reported beside it (in_search); the gap is the winner's curse. The variants
+of a search seed are re-tested on the same fresh seeds, so each is also compared with the default
+fresh seed by fresh seed (heldout_minus_default), which measures the difference far more precisely
+than the two means do where a seed moves every configuration alike (Pendulum-v1's start states).
 
 Variants compared (``compare.strategies``): the GA with pooled evidence and racing, the same
 without racing (ablation), the same with successive halving (rungs at 1/3 and all of the steps),
@@ -290,6 +293,24 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
     }
 
 
+def paired_difference(default: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """The default's held-out returns minus another variant's of the same search seed, fresh seed
+    by fresh seed: their mean and its standard error. Both answers were trained on the same
+    fresh seeds, so what a seed does to every configuration alike (its evaluation's start states,
+    say) cancels out, and the difference is measured far more precisely than either mean."""
+    ours, theirs = np.array(default["heldout_returns"]), np.array(other["heldout_returns"])
+    if ours.shape != theirs.shape:
+        raise ValueError(
+            f"{default['campaign']} and {other['campaign']} were re-tested on {len(ours)} and "
+            f"{len(theirs)} seeds; the protocol re-tests every answer on the same 10"
+        )
+    differences = ours - theirs
+    return {
+        "mean": round(float(differences.mean()), 2),
+        "se": round(float(differences.std(ddof=1) / np.sqrt(len(differences))), 2),
+    }
+
+
 def summarise(tasks: list[str]) -> dict[str, Any]:
     """Combine the seed summaries of ``tasks`` (those of the current config) into the repository's
     results file and plots; other tasks' entries in the file are kept (runs of other tasks that
@@ -306,7 +327,10 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
     combined["protocol"] = (
         "ARLBench: population 8 x 4 generations x 3 seeds at full fidelity per search (32 "
         "configurations' worth of env steps), objective: return; heldout: the search's answer "
-        "trained again on 10 fresh seeds; mean and std (ddof 0) over search seeds"
+        "trained again on 10 fresh seeds; mean and std (ddof 0) over search seeds; "
+        "heldout_minus_default: per search seed, the default's held-out returns minus the "
+        "variant's on the same fresh seeds (the variants of a search seed share its re-test "
+        "seeds), their mean and its standard error"
     )
     for task in tasks:
         config = task_config(task)
@@ -315,6 +339,7 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
         entries: dict[str, Any] = {}
         traces: list[SearchTrace] = []
         summaries = {seed: read_yaml(seed_file(task, seed)) for seed in range(SEARCH_SEEDS)}
+        runs: dict[str, dict[int, dict[str, Any]]] = {}  # variant -> search seed -> its summary
         for variant in VARIANTS:
             rows = []
             for seed, summary in summaries.items():
@@ -324,6 +349,7 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
                     rows.append((seed, row, summary))
             if not rows:
                 continue
+            runs[variant] = {seed: row for seed, row, _ in rows}
             heldout = _stats([r["heldout"] for _, r, _ in rows])
             in_search = _stats([r["in_search"] for _, r, _ in rows])
             entries[variant] = {
@@ -353,6 +379,13 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
                         retest_mean=row["heldout"],
                     )
                 )
+        for variant, by_seed in runs.items():
+            if variant != default:
+                entries[variant]["heldout_minus_default"] = [
+                    {"seed": seed, **paired_difference(runs[default][seed], row)}
+                    for seed, row in by_seed.items()
+                    if seed in runs.get(default, {})
+                ]
         combined["tasks"][task] = {"arlbench_smac_in_search": TASKS[task][2], **entries}
         if traces:
             plot(traces, plot_file(task))

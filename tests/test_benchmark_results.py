@@ -42,6 +42,29 @@ def test_the_combined_figures_are_those_of_the_committed_seeds(task):
 
 
 @pytest.mark.parametrize("task", sorted(COMBINED))
+def test_each_variant_is_compared_with_the_default_on_the_same_fresh_seeds(task):
+    """heldout_minus_default: per search seed both ran, the default's held-out returns minus the
+    variant's, fresh seed by fresh seed (their mean and its standard error)."""
+    variants = {v: e for v, e in COMBINED[task].items() if isinstance(e, dict)}
+    default = next(v for v, e in variants.items() if e["default"])
+    assert "heldout_minus_default" not in variants[default]
+    for variant, entry in variants.items():
+        if variant == default:
+            continue
+        pairs = entry["heldout_minus_default"]
+        shared = [s for s in entry["search_seeds"] if s in variants[default]["search_seeds"]]
+        assert [pair["seed"] for pair in pairs] == shared, variant
+        for pair in pairs:
+            runs = _seed_summary(task, pair["seed"])["variants"]
+            differences = np.subtract(
+                runs[default]["heldout_returns"], runs[variant]["heldout_returns"]
+            )
+            standard_error = differences.std(ddof=1) / np.sqrt(len(differences))
+            assert pair["mean"] == pytest.approx(differences.mean(), abs=0.01), (variant, pair)
+            assert pair["se"] == pytest.approx(standard_error, abs=0.01), (variant, pair)
+
+
+@pytest.mark.parametrize("task", sorted(COMBINED))
 def test_every_strategy_was_charged_the_same_env_steps(task):
     charged = {
         variant: [
