@@ -8,7 +8,8 @@ returns) trained again on 10 fresh seeds that nothing selected on: the held-out 
 search itself saw is reported beside it (in_search); the gap is the winner's curse. The variants
 of a search seed are re-tested on the same fresh seeds, so each is also compared with the default
 fresh seed by fresh seed (heldout_minus_default), which measures the difference far more precisely
-than the two means do where a seed moves every configuration alike (Pendulum-v1's start states).
+than the two means do where a seed moves every configuration alike (as on Pendulum-v1, whose
+returns depend strongly on the start states a seed draws).
 
 Variants compared (``compare.strategies``): the GA with pooled evidence and racing, the same
 without racing (ablation), the same with successive halving (rungs at 1/3 and all of the steps),
