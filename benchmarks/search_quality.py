@@ -52,7 +52,12 @@ import _bench
 import numpy as np
 import yaml
 
-from hpsrl.campaign.config import compared_campaigns, load_config, upgraded_config
+from hpsrl.campaign.config import (
+    compared_campaigns,
+    compared_name,
+    load_config,
+    upgraded_config,
+)
 from hpsrl.campaign.identity import config_hash, same_campaign
 from hpsrl.readers.compare import SearchTrace, plot, search_trace
 from hpsrl.readers.summary import best_summary
@@ -114,7 +119,7 @@ def default_variant(config: dict[str, Any]) -> str:
     plain = load_config({k: v for k, v in config.items() if k != "compare"})["search"]
     campaigns = compared_campaigns(load_config(config))
     for name in VARIANTS:
-        if campaigns[f"{config['campaign']}-{name}-s0"]["search"] == plain:
+        if campaigns[compared_name(config, name, 0)]["search"] == plain:
             return name
     raise RuntimeError("no variant runs the default search; add one to VARIANTS")
 
@@ -228,13 +233,11 @@ def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
     config = task_config(task)
     campaigns = compared_campaigns(load_config(config))
     path = seed_file(task, seed)
+    done = read_yaml(path).get("variants", {})
     todo = [
-        name
-        for name in args.variants
-        if not ran_as(
-            read_yaml(path).get("variants", {}).get(name),
-            campaigns[f"{config['campaign']}-{name}-s{seed}"],
-        )
+        variant
+        for variant in args.variants
+        if not ran_as(done.get(variant), campaigns[compared_name(config, variant, seed)])
     ]
     if not todo:
         print(f"{task} seed {seed}: summarised in {path}, skipped", flush=True)
@@ -257,7 +260,7 @@ def run_seed(task: str, seed: int, args: argparse.Namespace) -> None:
         for variant in todo:
             # One variant at a time: generation 0, which the variants share, is trained by the
             # first and found in the working folder by the others.
-            name = f"{config['campaign']}-{variant}-s{seed}"
+            name = compared_name(config, variant, seed)
             print(f"{task} seed {seed}: running {variant}", flush=True)
             started = time.perf_counter()
             with log_path.open("a") as log:
@@ -345,8 +348,7 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
             rows = []
             for seed, summary in summaries.items():
                 row = summary.get("variants", {}).get(variant)
-                name = f"{config['campaign']}-{variant}-s{seed}"
-                if ran_as(row, campaigns[name]):
+                if ran_as(row, campaigns[compared_name(config, variant, seed)]):
                     rows.append((seed, row, summary))
             if not rows:
                 continue
@@ -373,7 +375,7 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
                     SearchTrace(
                         campaign=row["campaign"],
                         strategy=variant,
-                        config=campaigns[f"{config['campaign']}-{variant}-s{seed}"],
+                        config=campaigns[compared_name(config, variant, seed)],
                         env_steps=np.array(row["trace"]["env_steps"]),
                         best=np.array(row["trace"]["in_search"], dtype=float),
                         core_seconds=row["train_core_seconds"],

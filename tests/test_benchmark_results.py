@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hpsrl.campaign.config import compared_campaigns, load_config
+from hpsrl.campaign.config import compared_campaigns, compared_name, load_config
 from tests.conftest import REPO
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -105,7 +105,7 @@ def test_a_rerun_resumes_from_every_committed_summary(search_quality, task):
     for path in sorted((RESULTS / "search_quality" / task).glob("seed*.yaml")):
         summary = yaml.safe_load(path.read_text())
         for variant, row in summary["variants"].items():
-            campaign = campaigns[f"{config['campaign']}-{variant}-s{summary['search_seed']}"]
+            campaign = campaigns[compared_name(config, variant, summary["search_seed"])]
             assert search_quality.ran_as(row, campaign), (path.name, variant)
             changed = copy.deepcopy(campaign)
             changed["training"]["steps"] //= 2

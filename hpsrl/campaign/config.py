@@ -311,7 +311,7 @@ def compared_campaigns(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for variant, changes in compared_variants(config).items():
         for k in range(compare["search_seeds"]):
             campaign = copy.deepcopy(dict(config))
-            campaign["campaign"] = _compared_name(config, variant, k)
+            campaign["campaign"] = compared_name(config, variant, k)
             campaign["seed"] = config["seed"] + k
             campaign["search"] = _merged(campaign["search"], changes)
             campaign["compare"]["variant"] = variant
@@ -335,7 +335,8 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _compared_name(config: Mapping[str, Any], variant: str, search_seed: int) -> str:
+def compared_name(config: Mapping[str, Any], variant: str, search_seed: int) -> str:
+    """The campaign that runs ``variant`` of ``config``'s compare section on one search seed."""
     return f"{config['campaign']}-{variant}-s{search_seed}"
 
 
@@ -351,13 +352,13 @@ def shared_first_generations(config: Mapping[str, Any]) -> dict[str, str]:
     plain = [
         variant
         for variant in compared_variants(config)
-        if campaigns[_compared_name(config, variant, 0)]["search"]["fidelity"]["rungs"] == 1
+        if campaigns[compared_name(config, variant, 0)]["search"]["fidelity"]["rungs"] == 1
     ]
     if not plain:
         return {}
     first, *others = plain
     return {
-        _compared_name(config, variant, seed): _compared_name(config, first, seed)
+        compared_name(config, variant, seed): compared_name(config, first, seed)
         for variant in others
         for seed in k
     }
