@@ -315,6 +315,20 @@ def paired_difference(default: dict[str, Any], other: dict[str, Any]) -> dict[st
     }
 
 
+def wall_minutes(summaries: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The wall time of each search seed's runs, in minutes, as recorded: one figure per variant
+    for seeds run since the variants ran one by one, one for several variants before; a run that
+    resumed a killed one recorded only its own time."""
+    return [
+        {
+            "seed": seed,
+            "minutes": {run: round(s / 60, 1) for run, s in summary["wall_seconds"].items()},
+        }
+        for seed, summary in summaries.items()
+        if summary.get("wall_seconds")
+    ]
+
+
 def summarise(tasks: list[str]) -> dict[str, Any]:
     """Combine the seed summaries of ``tasks`` (those of the current config) into the repository's
     results file and plots; other tasks' entries in the file are kept (runs of other tasks that
@@ -334,7 +348,9 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
         "trained again on 10 fresh seeds; mean and std (ddof 0) over search seeds; "
         "heldout_minus_default: per search seed, the default's held-out returns minus the "
         "variant's on the same fresh seeds (the variants of a search seed share its re-test "
-        "seeds), their mean and its standard error"
+        "seeds), their mean and its standard error; costs (train_core_minutes_per_seed, "
+        "wall_minutes_per_seed) as measured on the machine each seed ran on, beside whatever else "
+        "ran there (wall: of the run that finished a variant, not of any killed before it)"
     )
     for task in tasks:
         config = task_config(task)
@@ -365,10 +381,12 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
                 "search_seeds": [seed for seed, _, _ in rows],
                 "heldout_per_seed": [r["heldout"] for _, r, _ in rows],
                 "insearch_per_seed": [r["in_search"] for _, r, _ in rows],
-                "train_core_minutes_mean": round(
-                    float(np.mean([r["train_core_seconds"] for _, r, _ in rows])) / 60, 1
-                ),
-                "machines": sorted({r.get("machine", s["machine"]) for _, r, s in rows}),
+                # per search seed, with the CPU each ran on: seeds run on different machines
+                # and loads, so a mean over them would not be a cost
+                "train_core_minutes_per_seed": [
+                    round(r["train_core_seconds"] / 60, 1) for _, r, _ in rows
+                ],
+                "machine_per_seed": [r.get("machine", s["machine"]) for _, r, s in rows],
             }
             for seed, row, _ in rows:
                 traces.append(
@@ -389,7 +407,11 @@ def _summarise(tasks: list[str]) -> dict[str, Any]:
                     for seed, row in by_seed.items()
                     if seed in runs.get(default, {})
                 ]
-        combined["tasks"][task] = {"arlbench_smac_in_search": TASKS[task][2], **entries}
+        combined["tasks"][task] = {
+            "arlbench_smac_in_search": TASKS[task][2],
+            "wall_minutes_per_seed": wall_minutes(summaries),
+            **entries,
+        }
         if traces:
             plot(traces, plot_file(task))
     write_yaml(RESULTS_DIR / f"{NAME}.yaml", combined)
@@ -400,7 +422,7 @@ def print_table(combined: dict[str, Any], tasks: list[str], markdown: bool = Fal
     """The combined figures of ``tasks``, as a plain table or (``markdown``) one for
     RESULTS.md with each search seed's held-out score."""
     headers = ["task", "variant", "search seeds", "held-out (mean +- std)", "in search",
-               "env steps", "train core-min"]  # fmt: skip
+               "env steps", "train core-min, median"]  # fmt: skip
     rows = []
     for task in tasks:
         for variant, e in combined["tasks"].get(task, {}).items():
@@ -414,7 +436,8 @@ def print_table(combined: dict[str, Any], tasks: list[str], markdown: bool = Fal
                 task, variant + (" (default)" if e["default"] else ""),
                 ",".join(map(str, e["search_seeds"])), heldout,
                 f"{e['insearch_mean']:.1f} +- {e['insearch_std']:.1f}",
-                f"{e['env_steps'] / 1e6:.2f}M", e["train_core_minutes_mean"],
+                f"{e['env_steps'] / 1e6:.2f}M",
+                f"{np.median(e['train_core_minutes_per_seed']):.1f}",
             ])  # fmt: skip
     if markdown:
         print("| " + " | ".join(headers) + " |")

@@ -42,6 +42,30 @@ def test_the_combined_figures_are_those_of_the_committed_seeds(task):
 
 
 @pytest.mark.parametrize("task", sorted(COMBINED))
+def test_the_combined_costs_are_those_the_seeds_recorded(task):
+    """What each search cost, per search seed and with the machine it ran on: the seeds of one
+    task ran on different machines and loads, so no mean over them is quoted as a cost."""
+    for variant, entry in COMBINED[task].items():
+        if not isinstance(entry, dict):
+            continue
+        summaries = [_seed_summary(task, seed) for seed in entry["search_seeds"]]
+        runs = [summary["variants"][variant] for summary in summaries]
+        assert entry["train_core_minutes_per_seed"] == pytest.approx(
+            [run["train_core_seconds"] / 60 for run in runs], abs=0.06
+        ), variant
+        machines = [
+            run.get("machine", s["machine"]) for run, s in zip(runs, summaries, strict=True)
+        ]
+        assert entry["machine_per_seed"] == machines, variant
+    walls = COMBINED[task]["wall_minutes_per_seed"]
+    for wall in walls:
+        recorded = _seed_summary(task, wall["seed"])["wall_seconds"]
+        assert wall["minutes"] == pytest.approx({k: v / 60 for k, v in recorded.items()}, abs=0.06)
+    variants = [e for e in COMBINED[task].values() if isinstance(e, dict)]
+    assert {w["seed"] for w in walls} == {s for e in variants for s in e["search_seeds"]}
+
+
+@pytest.mark.parametrize("task", sorted(COMBINED))
 def test_each_variant_is_compared_with_the_default_on_the_same_fresh_seeds(task):
     """heldout_minus_default: per search seed both ran, the default's held-out returns minus the
     variant's, fresh seed by fresh seed (their mean and its standard error)."""
